@@ -1,0 +1,83 @@
+"""librdkafka settings for every client the pipeline makes, in one place.
+
+Dotted dicts as librdkafka spells them; every key that differs from
+librdkafka's default says why. Stages never build a client config themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.settings import Settings
+
+ClientConfig = dict[str, Any]
+
+
+def common_config(settings: Settings, client_id: str) -> ClientConfig:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        # Shows up in broker logs and quotas: which stage member is talking.
+        "client.id": client_id,
+    }
+
+
+def admin_config(settings: Settings) -> ClientConfig:
+    return common_config(settings, f"{settings.prefix}pipeline-admin")
+
+
+def producer_config(settings: Settings, client_id: str, *, transactional_id: str | None = None) -> ClientConfig:
+    config = common_config(settings, client_id)
+    config.update(
+        {
+            # No duplicates or reordering on retries within a partition.
+            "enable.idempotence": True,
+            # Real-time traffic: send at once rather than wait to fill batches.
+            "linger.ms": 1,
+            # Fail a send after 30 s instead of librdkafka's 300 s, so a dead
+            # broker surfaces as an error while the request can still be retried.
+            "message.timeout.ms": 30_000,
+            # Requests and answers are text; parts and results carry token ids
+            # and float lists, which compress well.
+            "compression.type": "lz4",
+        }
+    )
+    if transactional_id is not None:
+        config.update(
+            {
+                "transactional.id": transactional_id,
+                # If a member dies mid-transaction and no successor with its id
+                # comes back, the broker aborts the transaction after this long;
+                # until then read_committed readers of those partitions wait.
+                "transaction.timeout.ms": 10_000,
+            }
+        )
+    return config
+
+
+def consumer_config(settings: Settings, group: str, client_id: str) -> ClientConfig:
+    config = common_config(settings, client_id)
+    config.update(
+        {
+            "group.id": group,
+            # Offsets are committed by the runner only after the outputs they
+            # caused are acknowledged (or inside the same transaction).
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # A new group starts at the beginning: requests produced before the
+            # stage first started must still be answered.
+            "auto.offset.reset": "earliest",
+            # Only see outputs of committed transactions of the stage before.
+            "isolation.level": "read_committed",
+            # Incremental rebalancing: adding an infer member moves only the
+            # partitions it takes, the others keep working.
+            "partition.assignment.strategy": "cooperative-sticky",
+            # Detect a dead member in 10 s instead of 45 s, so its partitions
+            # move to the survivors quickly.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 2_000,
+            # The runner polls while a batch runs in a worker thread, so only a
+            # hung process gets near this; 60 s instead of 300 s.
+            "max.poll.interval.ms": 60_000,
+        }
+    )
+    return config
