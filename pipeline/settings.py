@@ -46,10 +46,12 @@ class Settings:
     # transaction, so a crash never duplicates an answer. at_least_once: outputs
     # are flushed before offsets are committed; merge still drops duplicates.
     processing_guarantee: str = "exactly_once"
-    # The id of this member within its stage's group. Stable across restarts
-    # (``pipeline up`` gives member 0, 1, ...), so a restarted member's
-    # transactional id fences and aborts what its dead predecessor left open.
-    member: str = "0"
+    # The id of this member within its stage's group, part of its Kafka
+    # transactional id. ``pipeline up`` sets 0, 1, ... so a restarted member
+    # fences and aborts at once what its dead predecessor left open; empty
+    # means host name and pid (unique, but a crash's open transaction then
+    # blocks readers until the broker times it out).
+    member: str = ""
 
     # -- local broker (pipeline kafka start) -----------------------------------
     kafka_host: str = "127.0.0.1"
@@ -98,6 +100,15 @@ class Settings:
     # -- merge ------------------------------------------------------------------
     # How often merge looks for requests whose deadline passed.
     merge_tick_ms: int = 200
+    # How long an answered request's tombstone stays, so late or duplicate
+    # parts of it are recognised and dropped instead of starting a new gather.
+    merge_done_retention_ms: int = 600_000
+    # Merge commits its transaction (answers, table changelog, offsets) this
+    # often: answers become visible to read_committed clients at that pace.
+    merge_commit_interval_ms: int = 50
+    # Replication factor of the topics faust creates for merge (changelog,
+    # leader election): 1 on a single local broker, 3 on a real cluster.
+    internal_replication_factor: int = 1
 
     # -- logging ----------------------------------------------------------------
     log_level: str = "INFO"

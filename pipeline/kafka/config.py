@@ -36,6 +36,9 @@ def producer_config(settings: Settings, client_id: str, *, transactional_id: str
             # Fail a send after 30 s instead of librdkafka's 300 s, so a dead
             # broker surfaces as an error while the request can still be retried.
             "message.timeout.ms": 30_000,
+            # Keyed records must land where Java clients would put them: merge
+            # finds a request's parts, and its own ticks, by key.
+            "partitioner": "murmur2_random",
             # Requests and answers are text; parts and results carry token ids
             # and float lists, which compress well.
             "compression.type": "lz4",

@@ -1,0 +1,127 @@
+"""The merge stage on faust: a changelog-backed table of gathers, one agent, one timer.
+
+The logic is :func:`pipeline.stages.merge.step`; this module only wires it to
+faust-streaming:
+
+* the ``gather`` table (request id → :class:`~pipeline.stages.merge.Gather`
+  as JSON bytes) is co-partitioned with ``results`` and backed by a compacted
+  changelog topic, so a merge member killed at any point comes back (or its
+  partitions move to another member) with every pending part intact;
+* with ``processing_guarantee=exactly_once`` faust writes answers, changelog
+  updates and consumed offsets in one Kafka transaction per partition, so a
+  crash can neither lose nor duplicate an answer;
+* the timer looks for requests past their deadline (and old tombstones) and
+  sends a tick record to that request's own ``results`` partition. Faust only
+  lets a table change inside stream processing, and routing the tick through
+  Kafka keeps the table and its changelog consistent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from confluent_kafka import Producer
+
+from pipeline.kafka.config import producer_config
+from pipeline.messages import now_ms
+from pipeline.settings import Settings
+from pipeline.stages.base import Record, reject
+from pipeline.stages.merge import STAGE, Gather, due_tick, step
+from pipeline.stages.split import CONTROL_HEADER
+from pipeline.topics import load_topics
+
+log = logging.getLogger("pipeline.merge")
+
+# A tick already sent is not sent again for this long (it is on its way).
+TICK_RESEND_S = 2.0
+
+
+def build_merge_app(settings: Settings) -> faust.App:
+    """The faust app of one merge member, built from settings (nothing at import)."""
+    topics = load_topics(settings)
+    partitions = topics["results"].partitions
+    app = faust.App(
+        settings.group(STAGE),
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        # Pending gathers are small and few; the changelog restores them.
+        store="memory://",
+        processing_guarantee=settings.processing_guarantee,
+        topic_replication_factor=settings.internal_replication_factor,
+        topic_partitions=partitions,
+        table_standby_replicas=0,
+        broker_commit_interval=settings.merge_commit_interval_ms / 1000.0,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        web_enabled=False,
+    )
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    results = app.topic(settings.topic("results"), partitions=partitions, **raw)
+    sinks = {name: app.topic(settings.topic(name), **raw) for name in ("answers", "dead-letters")}
+    table = app.Table("gather", partitions=partitions, **raw)
+    ticker = Producer(producer_config(settings, f"{settings.group(STAGE)}-ticker"))
+    ticked: dict[bytes, float] = {}
+
+    @app.agent(results, name="merge")
+    async def merge(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            message = event.message
+            record = Record(
+                "results",
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                list(message.headers or ()),
+                message.timestamp * 1000.0,
+            )
+            if not record.key:
+                for output in reject(record, _no_key(record), STAGE)[-1:]:
+                    await sinks[output.topic].send(key=output.key, value=output.value, headers=output.headers)
+                continue
+            before = table.get(record.key)
+            outcome = step(Gather.decode(before) if before else None, record, settings, now_ms())
+            if outcome.state is None:
+                if before is not None:
+                    del table[record.key]
+                ticked.pop(record.key, None)
+            else:
+                after = outcome.state.encode()
+                if after != before:
+                    table[record.key] = after
+            for output in outcome.outputs:
+                await sinks[output.topic].send(key=output.key, value=output.value, headers=output.headers)
+
+    @app.timer(interval=settings.merge_tick_ms / 1000.0)
+    async def tick() -> None:
+        now, wall = now_ms(), time.monotonic()
+        for key, value in list(table.items()):
+            gather = Gather.decode(value)
+            kind = due_tick(gather, settings, now)
+            if kind is None or wall - ticked.get(key, -TICK_RESEND_S) < TICK_RESEND_S:
+                continue
+            ticked[key] = wall
+            kwargs: dict[str, Any] = {} if gather.partition is None else {"partition": gather.partition}
+            ticker.produce(
+                settings.topic("results"), key=key, value=b"{}", headers=[(CONTROL_HEADER, kind)], **kwargs
+            )
+        ticker.poll(0)
+
+    return app
+
+
+def _no_key(record: Record) -> Any:
+    from pipeline.errors import DecodeError
+
+    return DecodeError("result without a key: cannot tell which request it belongs to").at(record.where)
+
+
+def run_merge(settings: Settings) -> None:
+    """Run one merge member until stopped (SIGINT/SIGTERM)."""
+    app = build_merge_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    log.info("merge member starting: group %s, %s", settings.group(STAGE), settings.processing_guarantee)
+    worker.execute_from_commandline()

@@ -1,0 +1,105 @@
+"""filter: decode, validate and normalise requests; reject what cannot be served.
+
+Every request that reaches ``requests`` leaves filter as exactly one of:
+
+* a clean :class:`~pipeline.messages.Request` on ``filtered`` with its deadline
+  fixed in the headers, or
+* an error answer on ``answers`` plus a dead-letter record with the original
+  bytes (see :func:`pipeline.stages.base.reject`).
+
+Normalisation: Unicode NFC, ``\\r\\n`` to ``\\n``, control characters dropped
+(tab and newline kept), runs of spaces and tabs collapsed to one space, ends
+stripped. QA answer offsets index into the context *as normalised here*; a
+client that sends clean text (NFC, single spaces) gets offsets into its own.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import replace
+
+from pipeline.errors import DeadlineExceededError, InvalidRequestError, RequestError, TooLargeError
+from pipeline.messages import REQUESTED_HOP, TASKS, Headers, Request, new_traceparent, now_ms
+from pipeline.settings import Settings
+from pipeline.stages.base import Output, Record, reject
+
+STAGE = "filter"
+
+# Fields each task needs; anything else in the request is ignored.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "qa": ("question", "context"),
+    "classify": ("text",),
+    "embed": ("text",),
+    "faq": ("text",),
+}
+assert set(REQUIRED_FIELDS) == set(TASKS)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
+_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    text = _SPACES.sub(" ", text)
+    return _SPACE_AROUND_NEWLINE.sub("\n", text).strip()
+
+
+def check_request(request: Request, settings: Settings, now: float) -> Request:
+    """The request with its text normalised and its deadline fixed, or a RequestError."""
+    rid = request.id
+    if request.task not in REQUIRED_FIELDS:
+        raise InvalidRequestError(f"unknown task {request.task!r}; known: {', '.join(TASKS)}", request_id=rid)
+    if not settings.model_for(request.task):
+        raise InvalidRequestError(
+            f"task {request.task!r} is not enabled here: no model is set (PIPELINE_{request.task.upper()}_MODEL)",
+            request_id=rid,
+        )
+    cleaned: dict[str, str] = {}
+    for name in REQUIRED_FIELDS[request.task]:
+        raw = getattr(request, name)
+        if raw is None:
+            raise InvalidRequestError(f"task {request.task!r} needs field {name!r}", request_id=rid)
+        if len(raw) > settings.max_text_chars:
+            raise TooLargeError(
+                f"field {name!r} has {len(raw)} characters; the limit is {settings.max_text_chars}", request_id=rid
+            )
+        value = normalise(raw)
+        if not value:
+            raise InvalidRequestError(f"field {name!r} is empty", request_id=rid)
+        cleaned[name] = value
+    deadline = request.deadline_ms
+    if deadline is not None and deadline <= now:
+        raise DeadlineExceededError(f"deadline {deadline} passed {now - deadline:.0f} ms before filter", request_id=rid)
+    return replace(request, **cleaned)
+
+
+def filter_records(records: Sequence[Record], settings: Settings) -> list[Output]:
+    """The filter stage's core: each record becomes a filtered request or a rejection."""
+    outputs: list[Output] = []
+    for record in records:
+        try:
+            outputs.append(filter_one(record, settings))
+        except RequestError as exc:
+            outputs.extend(reject(record, exc.at(record.where), STAGE))
+    return outputs
+
+
+def filter_one(record: Record, settings: Settings) -> Output:
+    now = now_ms()
+    if record.value is not None and len(record.value) > settings.max_request_bytes:
+        raise TooLargeError(f"request is {len(record.value)} bytes; the limit is {settings.max_request_bytes}")
+    request = Request.decode(record.value)
+    headers = Headers.parse(record.headers)
+    # The deadline: the request's own, else the header's, else the default timeout
+    # counted from when the client produced it.
+    produced = record.timestamp_ms if record.timestamp_ms and record.timestamp_ms > 0 else now
+    deadline = request.deadline_ms or headers.deadline_ms or int(produced + settings.default_timeout_ms)
+    request = check_request(replace(request, deadline_ms=deadline), settings, now)
+    headers.deadline_ms = deadline
+    headers.traceparent = headers.traceparent or new_traceparent()
+    headers = headers.stamped(REQUESTED_HOP, produced).stamped(STAGE)
+    return Output("filtered", request.id.encode(), request.encode(), headers.to_list())

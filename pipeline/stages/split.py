@@ -1,0 +1,73 @@
+"""split: scatter one request into independent, tokenized parts.
+
+How a request is cut depends on its task (context windows, text chunks,
+sub-questions; see ``pipeline.tasks``). Tokenizing happens here so infer only
+pads and runs. Besides the parts, split tells merge what to expect: a control
+record on ``results`` with the number of parts and the deadline, so merge can
+answer on time even when no part ever comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipeline.errors import InvalidRequestError, RequestError
+from pipeline.messages import Headers, Request
+from pipeline.settings import Settings
+from pipeline.stages.base import Output, Record, reject
+from pipeline.tasks import get_task
+
+STAGE = "split"
+CONTROL_HEADER = "pipeline-control"
+EXPECT = b"expect"
+
+
+@dataclass
+class Splitter:
+    """The split stage's core, holding one tokenizer per enabled task."""
+
+    settings: Settings
+    tokenizers: dict[str, Any]
+
+    def __call__(self, records: Sequence[Record]) -> list[Output]:
+        outputs: list[Output] = []
+        for record in records:
+            try:
+                outputs.extend(self.split_one(record))
+            except RequestError as exc:
+                outputs.extend(reject(record, exc.at(record.where), STAGE))
+        return outputs
+
+    def split_one(self, record: Record) -> list[Output]:
+        request = Request.decode(record.value)
+        tokenizer = self.tokenizers.get(request.task)
+        if tokenizer is None:
+            raise InvalidRequestError(f"task {request.task!r} is not enabled on this split member", request_id=request.id)
+        parts = get_task(request.task).split(request, tokenizer, self.settings)
+        if not parts:
+            raise InvalidRequestError("the request has nothing to process after tokenizing", request_id=request.id)
+        headers = Headers.parse(record.headers).stamped(STAGE)
+        header_list = headers.to_list()
+        outputs = [Output("parts", part.key.encode(), part.encode(), header_list) for part in parts]
+        expect = orjson.dumps({"id": request.id, "task": request.task, "of": len(parts)})
+        outputs.append(Output("results", request.id.encode(), expect, [*header_list, (CONTROL_HEADER, EXPECT)]))
+        return outputs
+
+
+def build_split(settings: Settings) -> Splitter:
+    """Load a tokenizer for every task that has a model configured."""
+    from pipeline.models.tokenizer import load_tokenizer
+
+    tokenizers: dict[str, Any] = {}
+    by_path: dict[str, Any] = {}
+    for task in ("qa", "classify", "embed", "faq"):
+        path = settings.model_for(task)
+        if path:
+            if path not in by_path:
+                by_path[path] = load_tokenizer(path)
+            tokenizers[task] = by_path[path]
+    return Splitter(settings, tokenizers)
