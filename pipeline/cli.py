@@ -21,7 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.topics",  # pipeline topics apply|list
     "pipeline.commands.model",  # pipeline model export
     "pipeline.commands.run",  # pipeline run <stage>, pipeline up
-    "pipeline.commands.ask",  # pipeline ask, pipeline eval, pipeline demo
+    "pipeline.commands.ask",  # pipeline ask, pipeline eval
+    "pipeline.commands.demo",  # pipeline demo
 )
 
 

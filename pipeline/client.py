@@ -1,0 +1,13 @@
+"""The Python client: ``from pipeline.client import Client``.
+
+    with Client() as client:
+        answer = client.ask({"task": "faq", "text": "How do I reset my password?"})
+        print(answer.result["reply"])
+
+The implementation lives with the rest of the Kafka code in ``pipeline.kafka.client``.
+"""
+
+from pipeline.kafka.client import AnswerTimeoutError, Client
+from pipeline.messages import Answer, Request
+
+__all__ = ["Answer", "AnswerTimeoutError", "Client", "Request"]

@@ -1,0 +1,111 @@
+"""Talking to a running pipeline: ``pipeline ask``, ``pipeline eval faq`` and ``pipeline demo``."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+import time
+from typing import Any
+
+import orjson
+
+from pipeline.commands.common import add_cluster_args, settings_from
+from pipeline.messages import TASKS, Answer
+
+
+def register(sub: Any) -> None:
+    ask = sub.add_parser("ask", help="send one request to the running pipeline and print its answer")
+    ask.add_argument("--task", choices=TASKS, default="faq")
+    ask.add_argument("--text", help="the text (classify, embed, faq)")
+    ask.add_argument("--question", help="the question (qa)")
+    ask.add_argument("--context", help="the context to find the answer in (qa)")
+    ask.add_argument("--timeout", type=float, default=30.0, help="seconds: the request's deadline")
+    ask.add_argument("--json", action="store_true", help="print the answer as JSON")
+    add_cluster_args(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    ev = sub.add_parser("eval", help="top-1 accuracy of the faq task through the running pipeline")
+    ev.add_argument("--file", help="evaluation set (default: the shipped pipeline/data/faq_eval.json)")
+    ev.add_argument("--timeout", type=float, default=60.0)
+    add_cluster_args(ev)
+    ev.set_defaults(func=cmd_eval)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from pipeline.client import Client
+
+    request = {k: getattr(args, k) for k in ("text", "question", "context") if getattr(args, k) is not None}
+    request["task"] = args.task
+    with Client(settings_from(args)) as client:
+        answer = client.ask(request, timeout_s=args.timeout)
+    if args.json:
+        print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(answer))
+    return 0 if answer.ok else 2
+
+
+def render(answer: Answer, asked: str | None = None) -> str:
+    """An answer as a person wants to read it."""
+    lines = []
+    if asked:
+        lines.append(f"» {asked}")
+    if answer.ok and answer.result is not None:
+        lines.append(textwrap.indent(_result_text(answer.task, answer.result), "  "))
+    elif answer.error is not None:
+        lines.append(f"  ✗ {answer.error.code}: {answer.error.message}")
+        if answer.result:
+            lines.append(textwrap.indent(_result_text(answer.task, answer.result), "  (partial) "))
+    hops = " → ".join(f"{hop} {ms:.1f}" for hop, ms in answer.latency_ms.items())
+    total = sum(answer.latency_ms.values())
+    lines.append(f"  ⏱ {total:.1f} ms  ({hops} ms)" if hops else "  ⏱ (no hop timings)")
+    return "\n".join(lines)
+
+
+def _result_text(task: str | None, result: dict[str, Any]) -> str:
+    if task == "faq":
+        return "\n".join(
+            f"[{a.get('entry')} · {a.get('score', 0):.2f}] {a.get('answer') if a.get('matched') else result.get('fallback', a.get('answer'))}"
+            for a in result.get("answers", [])
+        )
+    if task == "qa":
+        return f"answer: {result.get('answer')!r} (chars {result.get('start')}–{result.get('end')}, score {result.get('score', 0):.3f})"
+    if task == "classify":
+        return f"label: {result.get('label')} ({result.get('score', 0):.3f})"
+    if task == "embed":
+        vector = result.get("embedding") or []
+        head = ", ".join(f"{x:.4f}" for x in vector[:4])
+        return f"embedding: {result.get('dim', len(vector))} dims [{head}, …] from {result.get('tokens')} tokens"
+    return orjson.dumps(result).decode()
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.client import Client
+    from pipeline.settings import PROJECT_ROOT
+    from pipeline.tasks.kb import load_eval
+
+    path = Path(args.file) if args.file else PROJECT_ROOT / "pipeline" / "data" / "faq_eval.json"
+    items = load_eval(path)
+    settings = settings_from(args)
+    began = time.monotonic()
+    with Client(settings) as client:
+        futures = [client.send({"task": "faq", "text": q}, timeout_ms=int(args.timeout * 1000)) for q, _ in items]
+        client.flush()
+        answers = [client.wait(f, args.timeout) for f in futures]
+    hits, errors = 0, 0
+    for (question, expect), answer in zip(items, answers, strict=True):
+        if not answer.ok or answer.result is None:
+            errors += 1
+            print(f"  error   {question!r}: {answer.error}")
+            continue
+        got = answer.result["answers"][0]["entry"] if answer.result.get("answers") else None
+        if got == expect:
+            hits += 1
+        else:
+            print(f"  miss    {question!r}: expected {expect}, got {got}")
+    elapsed = time.monotonic() - began
+    print(f"faq top-1 accuracy through the pipeline: {hits}/{len(items)} = {hits / len(items):.3f}"
+          f" ({errors} errors, {elapsed:.1f} s, {len(items) / elapsed:.1f} requests/s)")
+    return 0 if errors == 0 else 1

@@ -1,0 +1,73 @@
+"""``pipeline demo``: the main job in one command.
+
+Starts the broker (if local), applies the topics, exports the model, runs
+every stage as its own process, sends a few customer-service messages (one
+asking several things at once) and one broken request, prints each answer
+with where its time went, and shuts everything down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from typing import Any
+
+from pipeline.commands.common import add_cluster_args, settings_from
+from pipeline.settings import PROJECT_ROOT
+
+MESSAGES: tuple[str, ...] = (
+    "How do I reset my password?",
+    "How do I reset my password? And can I change my delivery address?",
+    "My parcel hasn't arrived yet, where is it?",
+    "Can I return shoes that don't fit? How long does the refund take?",
+    "Do you ship to Canada?",
+)
+BAD_REQUEST = b'{"id": "demo-bad", "task": "faq", "text": '  # cut off: not valid JSON
+
+
+def register(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="start everything, ask a few customer-service questions, stop")
+    demo.add_argument("--infer", type=int, default=1, metavar="N", help="infer members (default 1)")
+    add_cluster_args(demo)
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.client import Client
+    from pipeline.commands.ask import render
+    from pipeline.commands.run import _child_env, prepare, wait_ready
+    from pipeline.flow import STAGE_NAMES
+    from pipeline.supervisor import Supervisor
+
+    settings = settings_from(args)
+    prepare(settings)
+    counts = {stage: (args.infer if stage == "infer" else 1) for stage in STAGE_NAMES}
+    supervisor = Supervisor(counts, _child_env(args), PROJECT_ROOT / ".cache" / "logs")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    supervisor.start()
+    failures = 0
+    try:
+        if not wait_ready(settings, counts, stop, on_wait=supervisor.check):
+            print(f"the pipeline did not come up; see the logs in {supervisor.log_dir}")
+            return 1
+        with Client(settings) as client:
+            print()
+            for text in MESSAGES:
+                answer = client.ask({"task": "faq", "text": text}, timeout_s=30)
+                failures += not answer.ok
+                print(render(answer, asked=text))
+                print()
+            bad = client.send_raw("demo-bad", BAD_REQUEST)
+            client.flush()
+            answer = client.wait(bad, 30)
+            print(render(answer, asked=f"(a broken request: {BAD_REQUEST.decode()!r})"))
+            failures += answer.ok  # this one must be rejected
+            print()
+        time.sleep(0.1)
+    finally:
+        print("stopping the pipeline ...")
+        supervisor.stop()
+    return 1 if failures else 0

@@ -1,0 +1,113 @@
+"""Run the stages as local processes, restart the ones that die, stop them all together.
+
+This is ``pipeline up``'s engine: on one machine it plays the part docker
+compose or Kubernetes plays elsewhere. Each member is ``pipeline run STAGE``
+with ``PIPELINE_MEMBER`` set to its index, so a restarted member takes over
+its predecessor's transactional id and fences whatever it left open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("pipeline.supervisor")
+
+# A member that lived this long is healthy again: its restart delay resets.
+HEALTHY_AFTER_S = 30.0
+MAX_BACKOFF_S = 15.0
+
+
+@dataclass
+class Member:
+    stage: str
+    index: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    backoff: float = 0.5
+    restart_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}-{self.index}"
+
+
+@dataclass
+class Supervisor:
+    counts: dict[str, int]
+    env: dict[str, str]
+    log_dir: Path
+    members: list[Member] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for stage, count in self.counts.items():
+            for index in range(count):
+                member = Member(stage, index, self.log_dir / f"{stage}-{index}.log")
+                self.members.append(member)
+                self._spawn(member)
+
+    def _spawn(self, member: Member) -> None:
+        env = dict(self.env, PIPELINE_MEMBER=str(member.index), PYTHONUNBUFFERED="1")
+        with member.log_path.open("ab") as out:
+            member.process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "run", member.stage],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Own process group: Ctrl-C reaches the supervisor, which stops
+                # members in order instead of all at once.
+                start_new_session=True,
+            )
+        member.started = time.monotonic()
+        member.restart_at = None
+        log.info("started %s (pid %d), log %s", member.name, member.process.pid, member.log_path)
+
+    def check(self) -> None:
+        """Restart members that died, with a growing delay for ones that keep dying."""
+        now = time.monotonic()
+        for member in self.members:
+            if member.process is None or member.process.poll() is None:
+                continue
+            if member.restart_at is None:
+                if now - member.started > HEALTHY_AFTER_S:
+                    member.backoff = 0.5
+                member.restart_at = now + member.backoff
+                log.warning(
+                    "%s exited with %s; restarting in %.1f s (see %s)",
+                    member.name,
+                    member.process.returncode,
+                    member.backoff,
+                    member.log_path,
+                )
+                member.backoff = min(member.backoff * 2, MAX_BACKOFF_S)
+            elif now >= member.restart_at:
+                member.restarts += 1
+                self._spawn(member)
+
+    def pids(self) -> dict[str, int]:
+        return {m.name: m.process.pid for m in self.members if m.process is not None and m.process.poll() is None}
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM everyone (upstream stages first), then SIGKILL what is left."""
+        for member in self.members:
+            if member.process is not None and member.process.poll() is None:
+                os.killpg(member.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for member in self.members:
+            if member.process is None:
+                continue
+            try:
+                member.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", member.name)
+                os.killpg(member.process.pid, signal.SIGKILL)
+                member.process.wait()

@@ -1,0 +1,84 @@
+"""filter's core, called directly: clean requests pass, every bad one is answered and dead-lettered."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipeline.messages import Answer, Headers, Request, now_ms
+from pipeline.settings import Settings
+from pipeline.stages.base import Record
+from pipeline.stages.filter import filter_records, normalise
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(embed_model="/models/minilm", qa_model="/models/qa", max_text_chars=50, max_request_bytes=400)
+
+
+def record(value: bytes | None, key: bytes | None = b"k1", headers: list[tuple[str, bytes]] | None = None) -> Record:
+    return Record("requests", 3, 42, key, value, headers or [], timestamp_ms=now_ms())
+
+
+def test_normalise_whitespace_nfc_and_controls() -> None:
+    assert normalise("  Cafe\u0301 \t is\x00  open\r\n\r\n ok\u200b ") == "Café is open\n\nok"
+
+
+def test_clean_request_passes_with_deadline_trace_and_hops(settings: Settings) -> None:
+    value = orjson.dumps({"id": "r1", "task": "faq", "text": "  How do   I reset my password? "})
+    [out] = filter_records([record(value)], settings)
+    assert out.topic == "filtered" and out.key == b"r1"
+    request = Request.decode(out.value)
+    assert request.text == "How do I reset my password?"
+    headers = Headers.parse(out.headers)
+    assert request.deadline_ms == headers.deadline_ms
+    assert headers.deadline_ms is not None and headers.deadline_ms > now_ms() + 20_000  # the default timeout
+    assert headers.traceparent and set(headers.hops) == {"requested", "filter"}
+
+
+def test_explicit_deadline_header_is_kept(settings: Settings) -> None:
+    deadline = int(now_ms() + 5000)
+    value = orjson.dumps({"id": "r1", "task": "embed", "text": "hello"})
+    [out] = filter_records([record(value, headers=[("pipeline-deadline-ms", str(deadline).encode())])], settings)
+    assert Headers.parse(out.headers).deadline_ms == deadline
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "fragment"),
+    [
+        (b"{oops", "invalid_request", "not valid UTF-8 JSON"),
+        (b"\xff\xfe{}", "invalid_request", "not valid UTF-8 JSON"),
+        (b'{"id": "r1"}', "invalid_request", "missing field 'task'"),
+        (b'{"id": "r1", "task": "faq", "text": 3}', "invalid_request", "must be a string"),
+        (b'{"id": "r1", "task": "poetry", "text": "hi"}', "invalid_request", "unknown task 'poetry'"),
+        (b'{"id": "r1", "task": "classify", "text": "hi"}', "invalid_request", "not enabled"),
+        (b'{"id": "r1", "task": "qa", "question": "who?"}', "invalid_request", "needs field 'context'"),
+        (b'{"id": "r1", "task": "faq", "text": " \\u0000 \\t "}', "invalid_request", "is empty"),
+        (orjson.dumps({"id": "r1", "task": "faq", "text": "x" * 51}), "too_large", "51 characters"),
+        (orjson.dumps({"id": "r1", "task": "faq", "text": "x" * 500}), "too_large", "bytes; the limit is 400"),
+        (orjson.dumps({"id": "r1", "task": "faq", "text": "hi", "deadline_ms": 1000}), "deadline_exceeded", "passed"),
+    ],
+)
+def test_bad_requests_get_an_error_answer_and_a_dead_letter(
+    settings: Settings, value: bytes, code: str, fragment: str
+) -> None:
+    headers = [("tenant", b"acme")]
+    answer_out, dead = filter_records([record(value, key=b"r1", headers=headers)], settings)
+    answer = Answer.decode(answer_out.value)
+    assert answer_out.topic == "answers" and answer.id == "r1" and answer.status == "error"
+    assert answer.error is not None and answer.error.code == code and fragment in answer.error.message
+    assert dead.topic == "dead-letters" and dead.value == value and dead.key == b"r1"
+    reasons = dict(dead.headers)
+    assert reasons["pipeline-dlq-code"] == code.encode() and reasons["tenant"] == b"acme"
+    assert reasons["pipeline-dlq-source"] == b"requests[3]@42"
+
+
+def test_unrecoverable_id_still_dead_letters(settings: Settings) -> None:
+    [dead] = filter_records([record(b"\xff\xff", key=None)], settings)
+    assert dead.topic == "dead-letters" and dead.value == b"\xff\xff"
+
+
+def test_one_bad_record_does_not_stop_the_batch(settings: Settings) -> None:
+    good = orjson.dumps({"id": "ok", "task": "embed", "text": "fine"})
+    outputs = filter_records([record(b"junk", key=b"bad"), record(good, key=b"ok")], settings)
+    assert [o.topic for o in outputs] == ["answers", "dead-letters", "filtered"]
