@@ -73,9 +73,7 @@ class Client:
             request = Request(**fields)
         if timeout_ms is not None and request.deadline_ms is None:
             request = replace(request, deadline_ms=int(now_ms() + timeout_ms))
-        future: Future[Answer] = Future()
-        with self.lock:
-            self.pending[request.id] = future
+        future = self.watch(request.id)
         headers = Headers(deadline_ms=request.deadline_ms, traceparent=new_traceparent()).to_list()
         self.producer.produce(self.settings.topic("requests"), key=request.id.encode(), value=request.encode(), headers=headers)
         self.producer.poll(0)
@@ -83,11 +81,16 @@ class Client:
 
     def send_raw(self, request_id: str, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Future[Answer]:
         """Produce arbitrary bytes keyed by ``request_id`` (for bad-input tests and tools)."""
+        future = self.watch(request_id)
+        self.producer.produce(self.settings.topic("requests"), key=request_id.encode(), value=value, headers=headers or [])
+        self.producer.poll(0)
+        return future
+
+    def watch(self, request_id: str) -> Future[Answer]:
+        """A future for the answer to ``request_id``, sent by someone else."""
         future: Future[Answer] = Future()
         with self.lock:
             self.pending[request_id] = future
-        self.producer.produce(self.settings.topic("requests"), key=request_id.encode(), value=value, headers=headers or [])
-        self.producer.poll(0)
         return future
 
     def ask(self, request: Request | Mapping[str, Any], *, timeout_s: float = 30.0) -> Answer:

@@ -52,6 +52,8 @@ def producer_config(settings: Settings, client_id: str, *, transactional_id: str
                 # comes back, the broker aborts the transaction after this long;
                 # until then read_committed readers of those partitions wait.
                 "transaction.timeout.ms": 10_000,
+                # librdkafka requires sends to time out within the transaction.
+                "message.timeout.ms": 10_000,
             }
         )
     return config

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError, RequestError
-from pipeline.messages import Answer, HeaderList, Headers, recover_request_id
+from pipeline.messages import REQUESTED_HOP, Answer, HeaderList, Headers, recover_request_id
 
 DEAD_LETTER_PREFIX = "pipeline-dlq-"
 
@@ -59,7 +59,10 @@ def reject(record: Record, error: PipelineError, stage: str) -> list[Output]:
     value or the key); the dead letter always keeps the original key, value and
     headers, plus the reason, so it can be replayed once the cause is fixed.
     """
-    headers = Headers.parse(record.headers).stamped(stage)
+    headers = Headers.parse(record.headers)
+    if REQUESTED_HOP not in headers.hops and record.timestamp_ms and record.timestamp_ms > 0:
+        headers = headers.stamped(REQUESTED_HOP, record.timestamp_ms)
+    headers = headers.stamped(stage)
     outputs: list[Output] = []
     request_id = error.request_id or recover_request_id(record.value, record.key)
     code = error.code if isinstance(error, RequestError) else "model_error"

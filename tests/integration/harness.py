@@ -1,0 +1,88 @@
+"""Run the real pipeline (one process per stage member) against the test broker.
+
+Each test module gets its own topic prefix, so its pipeline, topics, consumer
+groups and faust tables are its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.commands.run import prepare, wait_ready
+from pipeline.kafka.config import consumer_config
+from pipeline.settings import Settings
+from pipeline.supervisor import Supervisor
+
+ALL_STAGES = ("filter", "split", "infer", "merge")
+
+
+def child_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The environment that makes a child process build the same Settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    values = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "prefix": settings.prefix,
+        "qa_model": settings.qa_model,
+        "classify_model": settings.classify_model,
+        "embed_model": settings.embed_model,
+        "model_cache_dir": settings.model_cache_dir,
+        "default_timeout_ms": settings.default_timeout_ms,
+    }
+    values.update(overrides)
+    env.update({f"PIPELINE_{k.upper()}": str(v) for k, v in values.items()})
+    return env
+
+
+@contextmanager
+def running_pipeline(
+    settings: Settings, counts: dict[str, int], log_dir: Path, **env_overrides: Any
+) -> Iterator[Supervisor]:
+    prepare(settings, say=lambda *_: None)
+    supervisor = Supervisor(counts, child_env(settings, **env_overrides), log_dir)
+    supervisor.start()
+    try:
+        if not wait_ready(settings, counts, threading.Event(), timeout_s=240, on_wait=supervisor.check):
+            logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(log_dir.glob("*.log")))
+            raise AssertionError(f"pipeline {settings.prefix} did not come up:\n{logs}")
+        yield supervisor
+    finally:
+        supervisor.stop()
+
+
+def read_topic(settings: Settings, name: str, *, expect: int, timeout_s: float = 60.0) -> list[Any]:
+    """Every committed record of a declared topic, from the beginning, until ``expect`` arrived."""
+    topic = settings.topic(name)
+    consumer = Consumer(consumer_config(settings, f"{settings.prefix}reader-{time.time_ns()}", "test-reader"))
+    metadata = consumer.list_topics(topic, timeout=10)
+    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions])
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(records) < expect:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                records.append(message)
+        # Keep reading briefly: more than expected means duplicates.
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                records.append(message)
+    finally:
+        consumer.close()
+    return records
+
+
+def json_value(message: Any) -> dict[str, Any]:
+    value = orjson.loads(message.value())
+    assert isinstance(value, dict)
+    return value
