@@ -1,0 +1,76 @@
+# The one entry point for every routine: `make` (or `make help`) lists them.
+#
+# Each target that needs something depends on the target that provides it
+# (setup, broker, topics), so any routine works from a fresh clone. A new
+# routine is one rule: name, prerequisites, `## description`, command.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIPELINE := $(VENV)/bin/pipeline
+KAFKA_LIBS := .cache/kafka/libs
+KAFKA_POM := ops/kafka/pom.xml
+
+# Stamps: a step runs again only when what it was made from changed.
+VENV_STAMP := $(VENV)/.installed
+LIBS_STAMP := $(KAFKA_LIBS)/.fetched
+
+.PHONY: help setup test test-unit test-integration broker broker-stop topics lint clean
+
+help: ## list the targets
+	@echo "usage: make TARGET"
+	@echo
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_-]+:[^#]*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(VENV_STAMP) $(LIBS_STAMP) ## create .venv, install the project, fetch the Kafka broker jars
+	@echo "setup: ready (.venv, Kafka jars in $(KAFKA_LIBS))"
+
+$(VENV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "setup: need Python 3.11+; '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Use make setup PYTHON=python3.11"; exit 1; }
+	@echo "setup: creating $(VENV) and installing the project with its dev tools (pip install -e '.[dev]')"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[dev]'
+	@touch $@
+
+$(LIBS_STAMP): $(KAFKA_POM)
+	@command -v java >/dev/null || { echo "setup: java not found; install Java 17+ (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "setup: mvn not found; install Maven (e.g. apt-get install maven)"; exit 1; }
+	@echo "setup: fetching the Kafka broker jars pinned in $(KAFKA_POM) into $(KAFKA_LIBS) with Maven"
+	rm -rf $(KAFKA_LIBS).tmp
+	mvn -B -Dstyle.color=never -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS).tmp
+	rm -rf $(KAFKA_LIBS)
+	mv $(KAFKA_LIBS).tmp $(KAFKA_LIBS)
+	@touch $@
+	@echo "setup: $$(ls $(KAFKA_LIBS)/*.jar | wc -l) jars in $(KAFKA_LIBS)"
+
+broker: setup ## start the local Kafka broker unless one already answers (127.0.0.1:9092)
+	@$(PIPELINE) kafka status || $(PIPELINE) kafka start
+
+broker-stop: $(VENV_STAMP) ## stop the local Kafka broker started by `make broker`
+	@$(PIPELINE) kafka stop
+
+topics: broker ## create or update the topics declared under topics/
+	@$(PIPELINE) topics apply
+
+test: setup broker ## run all tests: unit, then integration against the local broker
+	$(PY) -m pytest tests/unit tests/integration
+
+test-unit: setup ## run the unit tests (no network, no broker)
+	$(PY) -m pytest tests/unit
+
+test-integration: setup broker ## run the integration tests against the local broker
+	$(PY) -m pytest tests/integration
+
+lint: $(VENV_STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check pipeline tests
+	$(VENV)/bin/mypy pipeline
+
+clean: ## remove caches of tests, linters and builds (keeps .venv, Kafka jars and broker data)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
