@@ -1,0 +1,90 @@
+"""``pipeline kafka start|status|stop``: the project's local single-node Kafka broker."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pipeline.kafka import broker
+from pipeline.settings import Settings
+
+
+def register(subparsers: Any) -> None:
+    group = subparsers.add_parser("kafka", help="start, check or stop the local Kafka broker (KRaft, one node)")
+    commands = group.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
+
+    start = commands.add_parser("start", help="start the broker (formats its storage the first time); idempotent")
+    _add_broker_flags(start)
+    start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait until it answers (120)")
+    start.set_defaults(func=_start)
+
+    status = commands.add_parser("status", help="say whether the broker is up (exit 0) or down (exit 1)")
+    _add_broker_flags(status)
+    status.set_defaults(func=_status)
+
+    stop = commands.add_parser("stop", help="stop the broker cleanly (SIGTERM, then wait)")
+    _add_broker_flags(stop)
+    stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit (60)")
+    stop.set_defaults(func=_stop)
+
+
+def _add_broker_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="listen address (PIPELINE_KAFKA_HOST, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="client port (PIPELINE_KAFKA_PORT, 9092)")
+    parser.add_argument(
+        "--controller-port", type=int, help="KRaft controller port (PIPELINE_KAFKA_CONTROLLER_PORT, 9093)"
+    )
+    parser.add_argument("--dir", type=Path, help="data, config and log folder (PIPELINE_KAFKA_DIR, .cache/kafka)")
+    parser.add_argument("--heap", help="JVM heap (PIPELINE_KAFKA_HEAP, 1g)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        kafka_host=args.host,
+        kafka_port=args.port,
+        kafka_controller_port=args.controller_port,
+        kafka_dir=args.dir,
+        kafka_heap=args.heap,
+    )
+
+
+def _say(line: str) -> None:
+    print(f"kafka: {line}", flush=True)
+
+
+def _start(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    state = broker.start(settings, timeout_s=args.timeout, say=_say)
+    if state.already_running:
+        _say(f"already running at {state.address} (pid {state.pid}); log: {state.log}")
+    else:
+        _say(f"up at {state.address} after {state.seconds:.1f} s (pid {state.pid}); stop with `pipeline kafka stop`")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = broker.status(_settings(args))
+    if state.up and state.pid is not None:
+        _say(f"up at {state.address} (pid {state.pid}, Kafka {state.version}); log: {state.log}")
+    elif state.up:
+        _say(f"up at {state.address} (not started by `pipeline kafka start` from {broker.paths(_settings(args)).root})")
+    elif state.pid is not None:
+        _say(f"not answering at {state.address}, but its process runs (pid {state.pid}): starting or stuck? "
+             f"log: {state.log}")
+    else:
+        _say(f"down (nothing answers at {state.address})")
+    return 0 if state.up else 1
+
+
+def _stop(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    state = broker.stop(settings, timeout_s=args.timeout)
+    if state.stopped:
+        _say(f"stopped (pid {state.pid}) in {state.seconds:.1f} s; log: {state.log}")
+    elif state.up:
+        _say(f"not stopping the broker at {state.address}: this project did not start it (no live pid in "
+             f"{broker.paths(settings).pid_file})")
+    else:
+        _say("not running")
+    return 0

@@ -1,0 +1,424 @@
+"""The project's own local Kafka broker: one KRaft node, started from the jars `make setup` fetched.
+
+Layout under ``settings.kafka_dir`` (``.cache/kafka`` by default)::
+
+    libs/                     broker jars (make setup; when absent, the project's .cache/kafka/libs)
+    config/server.properties  rendered from Settings at every start
+    config/log4j2.properties
+    data/                     the log dirs: topics and the KRaft metadata log
+    logs/broker.log           everything the broker prints
+    broker.pid                the running broker's process id
+    cluster.properties        cluster id and controller address the storage was formatted with
+
+The broker runs detached (its own session), so it outlives the command that
+started it; ``stop`` sends SIGTERM, which Kafka answers with a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from base64 import urlsafe_b64encode
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.errors import BrokerError, ConfigError
+from pipeline.kafka.admin import check_broker
+from pipeline.settings import PROJECT_ROOT, Settings
+
+PROJECT_LIBS = PROJECT_ROOT / ".cache" / "kafka" / "libs"
+"""Where `make setup` puts the jars (ops/kafka/pom.xml pins the version)."""
+
+LOG_ROTATE_BYTES = 50 * 1024 * 1024
+"""At start, a log larger than this is moved to broker.log.1 first."""
+
+BROKER_MESSAGE_MAX_BYTES = 4 * 1024 * 1024
+"""The broker-wide record size limit; each declared topic sets its own below it."""
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPaths:
+    root: Path
+
+    @property
+    def libs(self) -> Path:
+        local = self.root / "libs"
+        return local if local.is_dir() else PROJECT_LIBS
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def server_properties(self) -> Path:
+        return self.root / "config" / "server.properties"
+
+    @property
+    def log4j2_properties(self) -> Path:
+        return self.root / "config" / "log4j2.properties"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "logs" / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "broker.pid"
+
+    @property
+    def cluster(self) -> Path:
+        return self.root / "cluster.properties"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatus:
+    address: str
+    up: bool  # a Kafka broker answers metadata requests at address
+    pid: int | None  # the broker this project started, if its process is alive
+    log: Path
+    version: str | None = None  # of the jars, when they are there
+    already_running: bool = False  # start found it running
+    stopped: bool = False  # stop ended it
+    seconds: float = 0.0  # how long start or stop took
+
+
+def paths(settings: Settings) -> BrokerPaths:
+    return BrokerPaths(settings.kafka_dir.resolve())
+
+
+def address(settings: Settings) -> str:
+    return f"{settings.kafka_host}:{settings.kafka_port}"
+
+
+def render_server_properties(settings: Settings, data_dir: Path) -> str:
+    """The broker's server.properties: a single node that is broker and controller."""
+    host, port, cport = settings.kafka_host, settings.kafka_port, settings.kafka_controller_port
+    return "\n".join(
+        [
+            "# Written by `pipeline kafka start` from Settings (PIPELINE_KAFKA_*); edits are overwritten.",
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={host}:{cport}",
+            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+            f"advertised.listeners=PLAINTEXT://{host}:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data_dir}",
+            "# One node: every internal topic has one replica, and one in-sync replica is enough.",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "# Tests and demos start their consumers at once: no 3 s wait for more group members.",
+            "group.initial.rebalance.delay.ms=0",
+            "# Pipeline topics come from topics/ (pipeline topics apply), never from a producer's typo;",
+            "# faust creates its internal topics through the admin API, which this does not block.",
+            "auto.create.topics.enable=false",
+            "# Above every declared topic's max.message.bytes (each topic sets its own).",
+            f"message.max.bytes={BROKER_MESSAGE_MAX_BYTES}",
+            "",
+        ]
+    )
+
+
+LOG4J2_PROPERTIES = """\
+# Written by `pipeline kafka start`. The broker's stdout is the log file.
+status = warn
+# Kafka shuts down in its own hook; log4j2's hook would stop logging before it ends.
+shutdownHook = disable
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+# Per-partition chatter (thousands of lines at start and per topic created): warnings only.
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.partition.name = kafka.cluster.Partition
+logger.partition.level = WARN
+logger.logmanager.name = kafka.log.LogManager
+logger.logmanager.level = WARN
+logger.storage.name = org.apache.kafka.storage.internals
+logger.storage.level = WARN
+logger.txn.name = kafka.coordinator.transaction
+logger.txn.level = WARN
+logger.replication.name = org.apache.kafka.controller.ReplicationControlManager
+logger.replication.level = WARN
+logger.runtime.name = org.apache.kafka.coordinator.common.runtime
+logger.runtime.level = WARN
+"""
+
+
+def java_command(settings: Settings, p: BrokerPaths, main: str, *args: str) -> list[str]:
+    """``java ... <main> <args>`` with the broker's classpath, heap and logging."""
+    java = shutil.which("java")
+    if java is None:
+        raise ConfigError("java not found on PATH: install Java 17+ (e.g. apt-get install openjdk-17-jre-headless)")
+    return [
+        java,
+        # Kafka's own defaults (kafka-run-class.sh): fixed heap, G1 with short pauses.
+        f"-Xms{settings.kafka_heap}",
+        f"-Xmx{settings.kafka_heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={p.log4j2_properties}",
+        "-cp",
+        f"{p.libs}/*",
+        main,
+        *args,
+    ]
+
+
+def kafka_version(p: BrokerPaths) -> str | None:
+    """The version of the broker jars (from kafka_2.13-<version>.jar), None when absent."""
+    jars = sorted(p.libs.glob("kafka_2.13-*.jar"))
+    return jars[0].name.removeprefix("kafka_2.13-").removesuffix(".jar") if jars else None
+
+
+def status(settings: Settings) -> BrokerStatus:
+    p = paths(settings)
+    return BrokerStatus(
+        address=address(settings), up=_answers(settings), pid=_running_pid(p), log=p.log, version=kafka_version(p)
+    )
+
+
+def start(settings: Settings, *, timeout_s: float = 120.0, say: Say = _quiet) -> BrokerStatus:
+    """Start the broker and return once it answers metadata requests; harmless when it runs."""
+    p = paths(settings)
+    began = time.monotonic()
+    with _lock(p):
+        pid = _running_pid(p)
+        if pid is not None:
+            _wait_ready(settings, p, None, timeout_s)
+            return dataclasses.replace(status(settings), already_running=True)
+        _clear_stale_pid(p)
+        for port in (settings.kafka_port, settings.kafka_controller_port):
+            _check_port_free(settings, port, p)
+        version = kafka_version(p)
+        if version is None:
+            raise ConfigError(f"no Kafka broker jars in {p.libs}: run `make setup` to fetch them")
+        _write_configs(settings, p)
+        _format_once(settings, p, say)
+        say(
+            f"starting Kafka {version} at {address(settings)} "
+            f"(controller {settings.kafka_host}:{settings.kafka_controller_port}, heap {settings.kafka_heap})"
+        )
+        say(f"log: {p.log}")
+        process = _spawn(settings, p)
+        _wait_ready(settings, p, process, timeout_s)
+    return dataclasses.replace(status(settings), seconds=time.monotonic() - began)
+
+
+def stop(settings: Settings, *, timeout_s: float = 60.0) -> BrokerStatus:
+    """Stop the broker this project started (SIGTERM, then wait); harmless when none runs."""
+    p = paths(settings)
+    began = time.monotonic()
+    pid = _running_pid(p)
+    if pid is None:
+        _clear_stale_pid(p)
+        return status(settings)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"broker (pid {pid}) still running {timeout_s:.0f} s after SIGTERM; see {p.log}, "
+                f"or force it with kill -9 {pid}"
+            )
+        time.sleep(0.2)
+    p.pid_file.unlink(missing_ok=True)
+    return dataclasses.replace(status(settings), pid=pid, stopped=True, seconds=time.monotonic() - began)
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _local(settings: Settings) -> Settings:
+    """Settings whose clients talk to the local broker, whatever bootstrap_servers says."""
+    return dataclasses.replace(settings, bootstrap_servers=address(settings))
+
+
+def _answers(settings: Settings, timeout_s: float = 3.0) -> bool:
+    try:
+        check_broker(_local(settings), timeout_s)
+    except BrokerError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _lock(p: BrokerPaths) -> Iterator[None]:
+    """Serialise concurrent starts: the second waits, then finds the broker running."""
+    p.root.mkdir(parents=True, exist_ok=True)
+    with (p.root / "start.lock").open("w") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not running
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _running_pid(p: BrokerPaths) -> int | None:
+    """The pid in the pid file, if that process is alive and is this broker."""
+    try:
+        pid = int(p.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid  # no /proc (macOS): trust the pid file
+    ours = b"kafka.Kafka" in cmdline and str(p.server_properties).encode() in cmdline
+    return pid if ours else None
+
+
+def _clear_stale_pid(p: BrokerPaths) -> None:
+    if p.pid_file.exists() and _running_pid(p) is None:
+        p.pid_file.unlink(missing_ok=True)
+
+
+def _check_port_free(settings: Settings, port: int, p: BrokerPaths) -> None:
+    host = settings.kafka_host
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    kafka = " (a Kafka broker this project did not start answers there)" if _answers(settings) else ""
+    raise BrokerError(
+        f"{host}:{port} is already in use by another process{kafka}; no broker of ours runs "
+        f"(no live pid in {p.pid_file}). Stop that process or pick other ports: "
+        "--port/--controller-port or PIPELINE_KAFKA_PORT/PIPELINE_KAFKA_CONTROLLER_PORT"
+    )
+
+
+def _write_configs(settings: Settings, p: BrokerPaths) -> None:
+    p.server_properties.parent.mkdir(parents=True, exist_ok=True)
+    p.server_properties.write_text(render_server_properties(settings, p.data))
+    p.log4j2_properties.write_text(LOG4J2_PROPERTIES)
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, base64url without padding (as StorageTool random-uuid)."""
+    while True:
+        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):  # Kafka rejects ids that look like a flag
+            return cluster_id
+
+
+def _format_once(settings: Settings, p: BrokerPaths, say: Say) -> None:
+    """Format the storage the first time; refuse a controller address other than the formatted one."""
+    controller = f"{settings.kafka_host}:{settings.kafka_controller_port}"
+    if (p.data / "meta.properties").exists():
+        recorded = _read_properties(p.cluster).get("controller")
+        if recorded and recorded != controller:
+            raise ConfigError(
+                f"the storage in {p.data} was formatted for controller {recorded}, not {controller}: "
+                f"use the same host and controller port, or delete {p.data} to start an empty broker"
+            )
+        return
+    cluster_id = new_cluster_id()
+    say(f"formatting new KRaft storage in {p.data} (cluster id {cluster_id})")
+    command = java_command(
+        settings, p, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.server_properties),
+        "--standalone",
+    )
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BrokerError(f"formatting {p.data} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    p.cluster.write_text(f"cluster.id={cluster_id}\ncontroller={controller}\n")
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def _spawn(settings: Settings, p: BrokerPaths) -> subprocess.Popen[bytes]:
+    p.log.parent.mkdir(parents=True, exist_ok=True)
+    if p.log.exists() and p.log.stat().st_size > LOG_ROTATE_BYTES:
+        p.log.replace(p.log.with_name(p.log.name + ".1"))
+    command = java_command(settings, p, "kafka.Kafka", str(p.server_properties))
+    with p.log.open("ab") as log:
+        log.write(f"\n=== {datetime.now().isoformat(timespec='seconds')} pipeline kafka start\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=p.root,
+            start_new_session=True,  # detached: not killed with the terminal or the command's group
+        )
+    p.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
+def _wait_ready(settings: Settings, p: BrokerPaths, process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            p.pid_file.unlink(missing_ok=True)
+            raise BrokerError(
+                f"the broker exited with code {process.returncode} while starting; "
+                f"last lines of {p.log}:\n{_tail(p.log)}"
+            )
+        if _answers(settings, timeout_s=2.0):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"the broker (pid {_running_pid(p)}) did not answer at {address(settings)} within "
+                f"{timeout_s:.0f} s; see {p.log}; stop it with `pipeline kafka stop`"
+            )
+        time.sleep(0.5)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
