@@ -52,7 +52,7 @@ $(LIBS_STAMP): $(KAFKA_POM)
 broker: setup ## start the local Kafka broker unless one already answers (127.0.0.1:9092)
 	@$(PIPELINE) kafka status || $(PIPELINE) kafka start
 
-broker-stop: $(VENV_STAMP) ## stop the local Kafka broker started by `make broker`
+broker-stop: | $(VENV_STAMP) ## stop the local Kafka broker started by `make broker`
 	@$(PIPELINE) kafka stop
 
 topics: broker ## create or update the topics declared under topics/
