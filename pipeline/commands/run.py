@@ -49,7 +49,6 @@ def prepare(settings: Settings, say: Any = print) -> None:
     from pipeline.kafka import broker
     from pipeline.kafka.admin import apply_topics
     from pipeline.models.export import ensure_exported
-    from pipeline.tasks import get_task
 
     if settings.bootstrap_servers == broker.address(settings):
         status = broker.start(settings, say=say)
@@ -59,7 +58,7 @@ def prepare(settings: Settings, say: Any = print) -> None:
     for task in ("qa", "classify", "embed", "faq"):
         model = settings.model_for(task)
         if model:
-            exported = ensure_exported(model, get_task(task).kind, settings)
+            exported = ensure_exported(model, task, settings)
             say(f"model for {task}: {exported.path}")
 
 

@@ -83,6 +83,11 @@ def consumer_config(settings: Settings, group: str, client_id: str) -> ClientCon
             # The runner polls while a batch runs in a worker thread, so only a
             # hung process gets near this; 60 s instead of 300 s.
             "max.poll.interval.ms": 60_000,
+            # The broker holds a fetch until data is there or this passes; with
+            # read_committed, records that become visible when a transaction
+            # commits can wait out the whole interval (librdkafka: 500 ms).
+            # Each hop's latency depends on it; idle members fetch more often.
+            "fetch.wait.max.ms": 10,
         }
     )
     return config

@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 from confluent_kafka import Producer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pipeline.kafka.config import producer_config
 from pipeline.messages import now_ms
@@ -37,13 +38,40 @@ log = logging.getLogger("pipeline.merge")
 
 # A tick already sent is not sent again for this long (it is on its way).
 TICK_RESEND_S = 2.0
+# faust hard-codes a 1.5 s fetch wait. Reading committed results, a fetch can
+# sit out that wait even though a transaction just made records visible, so
+# every answer would wait for it; see pipeline.kafka.config's fetch.wait.max.ms.
+FETCH_MAX_WAIT_MS = 10
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class MergeApp(faust.App):
+    """faust's App with the low-latency consumer above."""
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
 
 
 def build_merge_app(settings: Settings) -> faust.App:
     """The faust app of one merge member, built from settings (nothing at import)."""
     topics = load_topics(settings)
     partitions = topics["results"].partitions
-    app = faust.App(
+    app = MergeApp(
         settings.group(STAGE),
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         # Pending gathers are small and few; the changelog restores them.
@@ -57,11 +85,14 @@ def build_merge_app(settings: Settings) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
         web_enabled=False,
+        # Values are our own JSON bytes (orjson), for the table as for topics.
+        key_serializer="raw",
+        value_serializer="raw",
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     results = app.topic(settings.topic("results"), partitions=partitions, **raw)
     sinks = {name: app.topic(settings.topic(name), **raw) for name in ("answers", "dead-letters")}
-    table = app.Table("gather", partitions=partitions, **raw)
+    table = app.Table("gather", partitions=partitions, key_type=bytes, value_type=bytes)
     ticker = Producer(producer_config(settings, f"{settings.group(STAGE)}-ticker"))
     ticked: dict[bytes, float] = {}
 

@@ -105,7 +105,13 @@ class StageRunner:
             self._pause(True)
             self.consumer.poll(timeout)  # keeps the member alive; returns nothing while paused
             return
-        for message in self.consumer.consume(num_messages=min(room, self.batching.max_batch), timeout=timeout):
+        # consume(n, timeout) waits for all n messages or the timeout, so wait
+        # for the first with poll() and then take what is already fetched.
+        first = self.consumer.poll(timeout)
+        if first is None:
+            return
+        more = self.consumer.consume(num_messages=min(room, self.batching.max_batch) - 1, timeout=0) if room > 1 else []
+        for message in [first, *more]:
             error = message.error()
             if error is None:
                 self.buffer.append(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,8 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.commands.run import prepare, wait_ready
+from pipeline.errors import PipelineError
+from pipeline.kafka.admin import delete_prefixed
 from pipeline.kafka.config import consumer_config
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
@@ -56,6 +59,10 @@ def running_pipeline(
         yield supervisor
     finally:
         supervisor.stop()
+        try:
+            delete_prefixed(settings)
+        except PipelineError as exc:  # a leftover never fails the test that made it
+            warnings.warn(f"could not clean up prefix {settings.prefix}: {exc}", stacklevel=1)
 
 
 def read_topic(settings: Settings, name: str, *, expect: int, timeout_s: float = 60.0) -> list[Any]:
