@@ -95,10 +95,6 @@ class Gather:
     def headers(self) -> Headers:
         return Headers(self.deadline_ms, self.traceparent, dict(self.hops)).stamped(STAGE)
 
-    @property
-    def overdue_after_ms(self) -> float | None:
-        return None if self.done_ms is not None else self.deadline_ms
-
 
 @dataclass
 class Step:
