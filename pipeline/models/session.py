@@ -1,0 +1,168 @@
+"""ONNX Runtime sessions on a checked execution provider.
+
+``onnxruntime.get_available_providers()`` lists what this onnxruntime *build*
+supports, not what loads on this machine: a GPU build lists TensorRT and CUDA
+on a host without a GPU and then quietly falls back to CPU when a session is
+created. So the provider is decided by creating the session and asking it
+(``session.get_providers()``):
+
+* ``auto`` asks for TensorRT, then CUDA, then CPU, and takes what loaded;
+* a named provider (``tensorrt``, ``cuda``, ``cpu``) that did not load is a
+  :class:`~pipeline.errors.ProviderError` listing what is available and what
+  actually loaded: asking for a GPU and silently getting a CPU is never fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline.errors import ConfigError, ExportError, ProviderError
+from pipeline.models.export import ExportedModel, ModelMeta
+from pipeline.settings import Settings
+
+log = logging.getLogger("pipeline.models.session")
+
+PROVIDERS: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+AUTO_ORDER: tuple[str, ...] = ("tensorrt", "cuda", "cpu")
+# What a session may fall back to for the nodes its first provider cannot run.
+_FALLBACKS: dict[str, tuple[str, ...]] = {"tensorrt": ("cuda", "cpu"), "cuda": ("cpu",), "cpu": ()}
+
+
+@dataclass
+class OrtModel:
+    """An ONNX Runtime session with the names and metadata of its export."""
+
+    session: ort.InferenceSession
+    meta: ModelMeta
+    provider: str  # the provider that runs the graph, e.g. "CPUExecutionProvider"
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch; ``feeds`` may hold more inputs than the graph takes."""
+        outputs = self.session.run(list(self.output_names), {name: feeds[name] for name in self.input_names})
+        return dict(zip(self.output_names, outputs, strict=True))
+
+
+def open_session(exported: ExportedModel, settings: Settings) -> OrtModel:
+    """A session for ``exported`` on the provider ``settings.provider`` asks for, checked."""
+    wanted = settings.provider.strip().lower()
+    if wanted != "auto" and wanted not in PROVIDERS:
+        raise ConfigError(f"PIPELINE_PROVIDER={settings.provider!r}: use auto, {', '.join(PROVIDERS)}")
+    available = ort.get_available_providers()
+    if wanted == "auto":
+        candidates = [name for name in AUTO_ORDER if PROVIDERS[name] in available]
+    elif PROVIDERS[wanted] not in available:
+        raise ProviderError(
+            f"provider {wanted} ({PROVIDERS[wanted]}) is not in this onnxruntime build; "
+            f"available: {', '.join(available)}",
+            where=exported.meta.model,
+        )
+    else:
+        candidates = [wanted, *(f for f in _FALLBACKS[wanted] if PROVIDERS[f] in available)]
+    if any(name != "cpu" for name in candidates):
+        _preload_gpu_libraries()
+
+    session = _create(exported, settings, candidates, strict=wanted != "auto")
+    loaded = session.get_providers()
+    provider = loaded[0]
+    if wanted != "auto" and provider != PROVIDERS[wanted]:
+        raise ProviderError(
+            f"provider {wanted} ({PROVIDERS[wanted]}) did not load; the session runs on {', '.join(loaded)}; "
+            f"available in this onnxruntime build: {', '.join(available)}",
+            where=exported.meta.model,
+        )
+    log.info(
+        "%s (%s): running on %s (asked for %s; loaded %s; this build offers %s)",
+        exported.meta.model, exported.meta.task, provider, wanted, ", ".join(loaded), ", ".join(available),
+    )  # fmt: skip
+    return OrtModel(
+        session=session,
+        meta=exported.meta,
+        provider=provider,
+        input_names=tuple(i.name for i in session.get_inputs()),
+        output_names=tuple(o.name for o in session.get_outputs()),
+    )
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    """Threads set explicitly (ORT's default is one per core, per session) and full graph optimisation."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.ort_intra_threads
+    options.inter_op_num_threads = settings.ort_inter_threads
+    if settings.ort_inter_threads > 1:
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def _create(
+    exported: ExportedModel, settings: Settings, candidates: list[str], *, strict: bool
+) -> ort.InferenceSession:
+    """Create the session; in auto mode a provider that crashes creation is skipped for the next."""
+    remaining = list(candidates)
+    while True:
+        providers = [(PROVIDERS[name], _provider_options(name, exported, settings)) for name in remaining]
+        chatter = io.StringIO()
+        try:
+            # onnxruntime prints its provider fallbacks to stdout; keep them in the log instead.
+            with contextlib.redirect_stdout(chatter):
+                return ort.InferenceSession(str(exported.onnx_path), session_options(settings), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own pybind types, not one base class
+            if strict or len(remaining) <= 1:
+                # On the CPU alone a failure is the model file's fault, not the provider's.
+                error = ExportError if remaining == ["cpu"] else ProviderError
+                raise error(
+                    f"cannot create a session with {', '.join(PROVIDERS[n] for n in remaining)}: {exc}",
+                    where=str(exported.onnx_path),
+                ) from exc
+            log.warning("%s failed to start (%s); trying %s", PROVIDERS[remaining[0]], exc, remaining[1])
+            remaining.pop(0)
+        finally:
+            if chatter.getvalue().strip():
+                log.debug("onnxruntime: %s", " ".join(chatter.getvalue().split()))
+
+
+def _provider_options(name: str, exported: ExportedModel, settings: Settings) -> dict[str, Any]:
+    if name != "tensorrt":
+        return {}
+    # TensorRT builds an engine per input shape unless it is given a shape range;
+    # one profile from a single token to the largest batch keeps it to one build,
+    # cached next to the model so a restart does not build it again. fp16 stays
+    # off: answers must match the PyTorch model (the correctness oracle).
+    names = exported.meta.input_names
+    rows, length = settings.batch_max_parts, exported.meta.max_length
+
+    def shapes(batch: int, seq: int) -> str:
+        return ",".join(f"{n}:{batch}x{seq}" for n in names)
+
+    return {
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(exported.path / "trt"),
+        "trt_profile_min_shapes": shapes(1, 1),
+        "trt_profile_opt_shapes": shapes(min(rows, 16), min(length, 128)),
+        "trt_profile_max_shapes": shapes(rows, length),
+    }
+
+
+def _preload_gpu_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia pip packages when present, so the GPU providers find them."""
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter):
+            ort.preload_dlls()
+    except Exception as exc:  # missing libraries are reported by the provider that needs them
+        log.debug("preloading GPU libraries failed: %s", exc)
+    if chatter.getvalue().strip():
+        log.debug("preloading GPU libraries: %s", chatter.getvalue().strip())
