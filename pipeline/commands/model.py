@@ -1,0 +1,47 @@
+"""``pipeline model export``: export a model to ONNX, verified, into the model cache."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import Settings
+
+TASK_CHOICES = ("qa", "classify", "embed", "faq")
+
+
+def register(sub: Any) -> None:
+    model = sub.add_parser("model", help="export models to ONNX")
+    actions = model.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export",
+        help="export a transformers model to ONNX, check it against PyTorch, cache it",
+        description="Export a model for a task to ONNX, verify its outputs against PyTorch and cache it "
+        "under PIPELINE_MODEL_CACHE_DIR. An unchanged model comes from the cache.",
+    )
+    export.add_argument("--task", required=True, choices=TASK_CHOICES, help="what the model is for")
+    export.add_argument(
+        "--model",
+        help="local model directory, or a hub id when a hub is reachable (default: the task's PIPELINE_*_MODEL)",
+    )
+    export.add_argument("--force", action="store_true", help="export again even if the cache is up to date")
+    export.add_argument("--cache-dir", help="where exports are kept (PIPELINE_MODEL_CACHE_DIR)")
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.models.export import ensure_exported
+
+    settings = Settings.from_env(model_cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    model = args.model or settings.model_for(args.task)
+    exported = ensure_exported(model, args.task, settings, force=args.force)
+    meta = exported.meta
+    print(f"{exported.onnx_path}")
+    print(f"  task {args.task} (export kind {meta.task}) from {meta.model}")
+    print(f"  inputs {', '.join(meta.input_names)} -> outputs {', '.join(meta.output_names)}")
+    if meta.labels:
+        print(f"  labels {', '.join(meta.labels)}")
+    print(f"  verified against PyTorch: max abs diff {meta.max_diff:.3e}")
+    print(f"  {'from cache' if exported.from_cache else 'exported now'}")
+    return 0

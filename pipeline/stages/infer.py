@@ -1,0 +1,156 @@
+"""infer: run parts through ONNX Runtime in token-budgeted batches, across requests.
+
+The stage's pure core. :func:`build_infer` loads, for every task that has a
+model configured, its export (exporting it first if needed), an ORT session
+on a checked provider, and the task's runtime (the faq knowledge base is
+embedded here, once). Tasks on the same model and export kind share one
+session. ``Infer(parts)`` returns one :class:`~pipeline.messages.Result` per
+part, in the order of ``parts``.
+
+Bad input never raises: a part for a task not served here, or one the model
+cannot take, gets an error output (merge answers its request with that code).
+When ORT fails on a batch, its rows are retried one by one so one bad part
+cannot fail its neighbours from other requests. What does raise is broken
+infrastructure: an execution provider failing at run time, or memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+from pipeline.errors import ConfigError, InvalidRequestError, ModelError, ProviderError, TooLargeError
+from pipeline.messages import Part, Result
+from pipeline.models.batching import pad, plan_batches
+from pipeline.models.export import ensure_exported
+from pipeline.models.session import OrtModel, open_session
+from pipeline.models.tokenizer import Tokenizer, load_tokenizer
+from pipeline.settings import Settings
+from pipeline.tasks import TASKS, Runtime, Task, get_task
+from pipeline.tasks.base import Output, error_output
+
+STAGE = "infer"
+log = logging.getLogger("pipeline.stages.infer")
+
+
+@dataclass(frozen=True)
+class Served:
+    """One task as infer runs it: the task's logic, its model session and runtime."""
+
+    task: Task
+    model: OrtModel
+    runtime: Runtime
+
+
+class Infer:
+    """The infer stage's core: a batch of parts in, one result per part out."""
+
+    def __init__(self, served: dict[str, Served], settings: Settings) -> None:
+        self.served = served
+        self.settings = settings
+
+    @property
+    def providers(self) -> dict[str, str]:
+        """The execution provider each served task runs on, for logs and health checks."""
+        return {name: s.model.provider for name, s in self.served.items()}
+
+    def __call__(self, parts: Sequence[Part]) -> list[Result]:
+        outputs: list[Output | None] = [None] * len(parts)
+        runnable: list[int] = []
+        for index, part in enumerate(parts):
+            problem = self._check(part)
+            if problem is None:
+                runnable.append(index)
+            else:
+                outputs[index] = problem
+        candidates = [parts[i] for i in runnable]
+        for batch in plan_batches(candidates, self.settings.batch_max_parts, self.settings.batch_max_tokens):
+            indices = [runnable[b] for b in batch]
+            for index, output in zip(indices, self._run_batch([parts[i] for i in indices]), strict=True):
+                outputs[index] = output
+        return [
+            Result(id=p.id, task=p.task, part=p.part, of=p.of, output=o if o is not None else _lost(p))
+            for p, o in zip(parts, outputs, strict=True)
+        ]
+
+    def _check(self, part: Part) -> Output | None:
+        """An error output for a part that cannot run here, else None."""
+        served = self.served.get(part.task)
+        if served is None:
+            served_here = ", ".join(self.served) or "none"
+            return error_output(
+                InvalidRequestError.code,
+                f"task {part.task!r} is not served by this infer member (serves {served_here})",
+            )
+        if not part.input_ids:
+            return error_output(InvalidRequestError.code, f"part {part.part} has no tokens")
+        if len(part.input_ids) > served.model.meta.max_length:
+            return error_output(
+                TooLargeError.code,
+                f"part {part.part} has {len(part.input_ids)} tokens; the model takes {served.model.meta.max_length}",
+            )
+        if part.token_type_ids is not None and len(part.token_type_ids) != len(part.input_ids):
+            return error_output(
+                InvalidRequestError.code, f"part {part.part}: token_type_ids and input_ids differ in length"
+            )
+        return None
+
+    def _run_batch(self, batch: list[Part]) -> list[Output]:
+        served = self.served[batch[0].task]
+        began = time.perf_counter()
+        try:
+            outputs = _run(served, batch)
+        except EPFail as exc:
+            raise ProviderError(f"execution provider {served.model.provider} failed: {exc}", where=STAGE) from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # ORT, padding or postprocessing: find the row(s) to blame
+            if len(batch) == 1:
+                part = batch[0]
+                log.warning("request %s part %d failed in the model: %s", part.id, part.part, exc)
+                return [error_output(ModelError.code, f"the model failed on part {part.part}: {exc}")]
+            log.warning("a batch of %d %s parts failed (%s); retrying them one by one", len(batch), batch[0].task, exc)
+            return [self._run_batch([part])[0] for part in batch]
+        log.debug(
+            "%s: %d rows × %d tokens in %.1f ms",
+            batch[0].task, len(batch), max(len(p.input_ids) for p in batch), (time.perf_counter() - began) * 1000,
+        )  # fmt: skip
+        return outputs
+
+
+def _run(served: Served, batch: list[Part]) -> list[Output]:
+    feeds = pad(batch, served.model.meta.pad_token_id, served.model.input_names)
+    outputs = served.task.postprocess(batch, served.model.run(feeds), served.runtime)
+    if len(outputs) != len(batch):
+        raise RuntimeError(f"postprocess returned {len(outputs)} outputs for {len(batch)} parts")
+    return outputs
+
+
+def _lost(part: Part) -> Output:  # pragma: no cover - every index is filled above
+    return error_output(ModelError.code, f"part {part.part} was not processed")
+
+
+def build_infer(settings: Settings, tasks: Iterable[str] | None = None) -> Infer:
+    """Load what infer needs for ``tasks`` (default: every task with a model configured)."""
+    names = list(tasks) if tasks is not None else [name for name in TASKS if settings.model_for(name)]
+    loaded: dict[tuple[str, str], tuple[OrtModel, Tokenizer]] = {}
+    served: dict[str, Served] = {}
+    for name in names:
+        task = get_task(name)
+        model_name = settings.model_for(name)
+        if not model_name:
+            raise ConfigError(f"task {name!r} has no model: set PIPELINE_{name.upper()}_MODEL")
+        key = (model_name, task.kind)
+        if key not in loaded:
+            exported = ensure_exported(model_name, task.kind, settings)
+            loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
+        model, tokenizer = loaded[key]
+        served[name] = Served(task, model, task.prepare(model, tokenizer, settings))
+        log.info("infer serves %s with %s on %s", name, model_name, model.provider)
+    if not served:
+        raise ConfigError("infer has no task to serve: set at least one PIPELINE_*_MODEL")
+    return Infer(served, settings)
