@@ -1,0 +1,83 @@
+"""The infer core: bad parts become error outputs, never a failed batch or a crash."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.messages import Part, Request
+from pipeline.models.tokenizer import Tokenizer
+from pipeline.settings import Settings
+from pipeline.stages.infer import Infer, build_infer
+from pipeline.tasks import get_task
+
+
+def qa_parts(tokenizers: dict[str, Tokenizer], settings: Settings, rid: str, context: str) -> list[Part]:
+    request = Request(rid, "qa", question="where?", context=context)
+    return get_task("qa").split(request, tokenizers["qa"], settings)
+
+
+def test_providers_name_each_served_task(infer: Infer) -> None:
+    assert set(infer.providers) == {"qa", "classify", "embed", "faq"}
+    assert all(p.endswith("ExecutionProvider") for p in infer.providers.values())
+    # embed and faq run on one session of the sentence encoder
+    assert infer.served["embed"].model is infer.served["faq"].model
+
+
+def test_a_bad_part_fails_alone(infer: Infer, tokenizers: dict[str, Tokenizer], model_settings: Settings) -> None:
+    good = qa_parts(tokenizers, model_settings, "good", "The parcel left Rotterdam on Monday.")
+    alone = infer(good)
+    bad = dataclasses.replace(good[0], id="bad", input_ids=[101, 10**9, 102], token_type_ids=[0, 0, 0])
+    mixed = infer([good[0], bad, *good[1:]])
+    assert mixed[1].id == "bad" and mixed[1].output["error"]["code"] == "model_error"
+    for before, after in zip(alone, [mixed[0], *mixed[2:]], strict=True):
+        assert before.output["start"] == after.output["start"]
+        assert before.output["score"] == pytest.approx(after.output["score"], abs=1e-5)
+
+
+def test_parts_that_cannot_run_get_error_outputs(infer: Infer) -> None:
+    parts = [
+        Part("r1", "translate", 0, 1, [101, 102]),
+        Part("r2", "embed", 0, 1, []),
+        Part("r3", "embed", 0, 1, [101] * 600),
+        Part("r4", "embed", 0, 1, [101, 102], token_type_ids=[0]),
+        Part("r5", "embed", 0, 1, [101, 7592, 102]),
+    ]
+    codes = [r.output.get("error", {}).get("code") for r in infer(parts)]
+    assert codes == ["invalid_request", "invalid_request", "too_large", "invalid_request", None]
+
+
+def test_postprocess_survives_a_bad_row(
+    infer: Infer, tokenizers: dict[str, Tokenizer], model_settings: Settings
+) -> None:
+    parts = qa_parts(tokenizers, model_settings, "r", "The parcel left Rotterdam on Monday.")
+    broken = dataclasses.replace(parts[0], id="broken", meta={"offsets": "nonsense"})
+    served = infer.served["qa"]
+    n = max(len(p.input_ids) for p in parts)
+    outputs = {"start_logits": np.zeros((2, n), np.float32), "end_logits": np.zeros((2, n), np.float32)}
+    rows = served.task.postprocess([parts[0], broken], outputs, served.runtime)
+    assert "answer" in rows[0] and rows[1]["error"]["code"] == "model_error"
+
+    faq = infer.served["faq"]
+    part = Part("f", "faq", 0, 1, [101, 102], meta={"question": "?"})
+    nan = {"embedding": np.full((1, 384), np.nan, np.float32)}
+    assert faq.task.postprocess([part], nan, faq.runtime)[0]["error"]["code"] == "model_error"
+
+
+def test_the_kb_is_embedded_once_with_every_question(infer: Infer) -> None:
+    kb = infer.served["faq"].runtime.kb
+    assert kb is not None
+    assert kb.matrix.shape == (len(kb.questions), 384)
+    assert np.allclose(np.linalg.norm(kb.matrix, axis=1), 1.0)
+    # a KB question asked verbatim finds its own entry with cosine 1
+    row = kb.questions.index("How do I reset my password?")
+    best, score = kb.nearest(kb.matrix[row : row + 1])
+    assert kb.entry_ids[int(best[0])] == "reset-password" and score[0] == pytest.approx(1.0)
+
+
+def test_build_infer_refuses_a_task_without_model(model_settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="PIPELINE_QA_MODEL"):
+        build_infer(dataclasses.replace(model_settings, qa_model=""), tasks=["qa"])
