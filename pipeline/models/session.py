@@ -18,6 +18,7 @@ import contextlib
 import io
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ def open_session(exported: ExportedModel, settings: Settings) -> OrtModel:
         )
     else:
         candidates = [wanted, *(f for f in _FALLBACKS[wanted] if PROVIDERS[f] in available)]
-    if any(name != "cpu" for name in candidates):
+    if any(name != "cpu" for name in candidates) and Path("/dev/nvidiactl").exists():
         _preload_gpu_libraries()
 
     session = _create(exported, settings, candidates, strict=wanted != "auto")
@@ -157,7 +158,11 @@ def _provider_options(name: str, exported: ExportedModel, settings: Settings) ->
 
 
 def _preload_gpu_libraries() -> None:
-    """Load CUDA/cuDNN from the nvidia pip packages when present, so the GPU providers find them."""
+    """Load CUDA/cuDNN from the nvidia pip packages when present, so the GPU providers find them.
+
+    Only where an NVIDIA driver is present: elsewhere it would map gigabytes of
+    libraries that no provider can use.
+    """
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter):
