@@ -325,7 +325,7 @@ def _check_port_free(settings: Settings, port: int, p: BrokerPaths) -> None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    kafka = " (a Kafka broker this project did not start answers there)" if _answers(settings) else ""
+    kafka = " (a Kafka broker this project did not start answers there)" if _answers(settings, 1.5) else ""
     raise BrokerError(
         f"{host}:{port} is already in use by another process{kafka}; no broker of ours runs "
         f"(no live pid in {p.pid_file}). Stop that process or pick other ports: "
