@@ -98,19 +98,23 @@ class StageRunner:
             log.info("%s member %s stopped after %d records", self.stage, self.client_id, self.processed)
 
     def _poll(self) -> None:
-        room = self.batching.max_in_flight - len(self.buffer)
+        limit = self.batching.max_in_flight
+        if self.paused and len(self.buffer) <= limit // 2:
+            self._pause(False)
+        elif not self.paused and len(self.buffer) >= limit:
+            self._pause(True)  # lag builds in Kafka, not in memory
         # Busy: check back soon for the running batch; idle: wait for data.
         timeout = 0.005 if self.running or self.buffer else 0.1
-        if room <= 0:
-            self._pause(True)
-            self.consumer.poll(timeout)  # keeps the member alive; returns nothing while paused
-            return
         # consume(n, timeout) waits for all n messages or the timeout, so wait
         # for the first with poll() and then take what is already fetched.
+        # While paused, poll() only serves heartbeats and callbacks. Whatever
+        # it returns is kept: a dropped message would be skipped by the next
+        # offset commit.
         first = self.consumer.poll(timeout)
         if first is None:
             return
-        more = self.consumer.consume(num_messages=min(room, self.batching.max_batch) - 1, timeout=0) if room > 1 else []
+        room = max(limit - len(self.buffer), 1)
+        more = self.consumer.consume(num_messages=min(room, self.batching.max_batch), timeout=0) if room > 1 else []
         for message in [first, *more]:
             error = message.error()
             if error is None:
@@ -121,8 +125,6 @@ class StageRunner:
                 raise BrokerError(f"{self.stage}: consume failed: {error}")
             else:
                 log.warning("%s: consume error (retrying): %s", self.stage, error)
-        if self.paused and len(self.buffer) <= self.batching.max_in_flight // 2:
-            self._pause(False)
 
     def _start_batch(self) -> None:
         if self.running is not None or not self.buffer:

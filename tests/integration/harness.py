@@ -12,7 +12,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,7 +21,7 @@ from pipeline.commands.run import prepare, wait_ready
 from pipeline.errors import PipelineError
 from pipeline.kafka.admin import delete_prefixed
 from pipeline.kafka.config import consumer_config
-from pipeline.settings import Settings
+from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.supervisor import Supervisor
 
 ALL_STAGES = ("filter", "split", "infer", "merge")
@@ -45,10 +44,13 @@ def child_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     return env
 
 
+LOG_ROOT = PROJECT_ROOT / ".cache" / "test-logs"
+
+
 @contextmanager
-def running_pipeline(
-    settings: Settings, counts: dict[str, int], log_dir: Path, **env_overrides: Any
-) -> Iterator[Supervisor]:
+def running_pipeline(settings: Settings, counts: dict[str, int], **env_overrides: Any) -> Iterator[Supervisor]:
+    """The stages as processes, logging to .cache/test-logs/<prefix>/ (kept for post-mortems)."""
+    log_dir = LOG_ROOT / settings.prefix.rstrip("-")
     prepare(settings, say=lambda *_: None)
     supervisor = Supervisor(counts, child_env(settings, **env_overrides), log_dir)
     supervisor.start()

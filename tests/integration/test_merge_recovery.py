@@ -10,7 +10,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 
 import orjson
 import pytest
@@ -46,10 +45,10 @@ def wait_all(client: Client, futures: dict[str, Future[Answer]], supervisor: Sup
 
 
 @pytest.fixture
-def full_pipeline(broker: str, tmp_path: Path) -> Iterator[tuple[Settings, Supervisor]]:
+def full_pipeline(broker: str) -> Iterator[tuple[Settings, Supervisor]]:
     settings = fresh_settings(broker)
     counts = {"filter": 1, "split": 1, "infer": 1, "merge": 1}
-    with running_pipeline(settings, counts, tmp_path / "logs") as supervisor:
+    with running_pipeline(settings, counts) as supervisor:
         yield settings, supervisor
 
 
@@ -89,10 +88,10 @@ def test_merge_killed_mid_stream_loses_nothing_and_answers_once(full_pipeline: t
 
 
 @pytest.fixture
-def no_infer_pipeline(broker: str, tmp_path: Path) -> Iterator[tuple[Settings, Supervisor]]:
+def no_infer_pipeline(broker: str) -> Iterator[tuple[Settings, Supervisor]]:
     """filter, split and merge, but no infer: parts are never processed."""
     settings = fresh_settings(broker)
-    with running_pipeline(settings, {"filter": 1, "split": 1, "merge": 1}, tmp_path / "logs") as supervisor:
+    with running_pipeline(settings, {"filter": 1, "split": 1, "merge": 1}) as supervisor:
         yield settings, supervisor
 
 

@@ -7,11 +7,13 @@ process on the whole input (``tests/oracle.py``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,8 +63,8 @@ def settings(broker: str, models: dict[str, Path]) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def pipeline(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with running_pipeline(settings, COUNTS, tmp_path_factory.mktemp("logs")):
+def pipeline(settings: Settings) -> Iterator[Settings]:
+    with running_pipeline(settings, COUNTS):
         yield settings
 
 
@@ -199,10 +201,14 @@ def test_a_thousand_mixed_requests_get_a_thousand_matching_answers(client: Clien
             requests[rid] = {"task": "qa", "question": "Where did it ship from?", "context": long_text(rng.randint(20, 500), i)}
         else:
             requests[rid] = {"task": "faq", "text": ""}  # empty after normalising: invalid_request
-    futures = {rid: client.send(dict(body, id=rid), timeout_ms=240_000) for rid, body in requests.items()}
+    began = time.monotonic()
+    futures = {rid: client.send(dict(body, id=rid), timeout_ms=180_000) for rid, body in requests.items()}
     client.flush()
-    answers: dict[str, Answer] = {rid: client.wait(f, 240) for rid, f in futures.items()}
-    assert len(answers) == 1000
+    concurrent.futures.wait(futures.values(), timeout=200)
+    answers: dict[str, Answer] = {rid: f.result() for rid, f in futures.items() if f.done()}
+    missing = [requests[rid]["task"] for rid in futures if rid not in answers]
+    assert not missing, f"{len(missing)} unanswered after {time.monotonic() - began:.0f} s: {Counter(missing)}"
+    print(f"1,000 mixed requests answered in {time.monotonic() - began:.1f} s")
     for rid, body in requests.items():
         answer = answers[rid]
         assert answer.id == rid
