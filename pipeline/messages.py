@@ -18,6 +18,7 @@ Headers carry what a stage needs without decoding the value (see
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,22 @@ REQUESTED_HOP = "requested"
 """The hop recorded for the client's produce time (the request record's timestamp)."""
 
 HeaderList = list[tuple[str, bytes]]
+RawHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
+"""Headers as Kafka clients hand them over: confluent-kafka gives a list, faust may give a dict."""
+
+
+KafkaHeaders = list[tuple[str, str | bytes | None]]
+"""What confluent-kafka's produce() takes."""
+
+
+def header_list(raw: RawHeaders) -> HeaderList:
+    """Headers from any Kafka client as a plain list of (name, bytes)."""
+    items = raw.items() if isinstance(raw, Mapping) else (raw or ())
+    return [(key, (value.encode() if isinstance(value, str) else value) or b"") for key, value in items]
+
+
+def kafka_headers(headers: HeaderList) -> KafkaHeaders:
+    return [(key, value) for key, value in headers]
 
 
 def now_ms() -> float:
@@ -64,25 +81,20 @@ class Headers:
     other: HeaderList = field(default_factory=list)
 
     @classmethod
-    def parse(cls, raw: Sequence[tuple[str, bytes | None]] | None) -> Headers:
+    def parse(cls, raw: RawHeaders) -> Headers:
         headers = cls()
-        for key, value in raw or ():
-            text = (value or b"").decode("utf-8", "replace")
-            try:
-                if key == DEADLINE_HEADER:
-                    headers.deadline_ms = int(float(text))
-                    continue
-                if key.startswith(HOP_PREFIX):
-                    headers.hops[key[len(HOP_PREFIX) :]] = float(text)
-                    continue
-            except ValueError:
-                pass  # a malformed pipeline header is dropped, not fatal
+        for key, value in header_list(raw):
+            if key == DEADLINE_HEADER:
+                deadline = _number(value)
+                headers.deadline_ms = None if deadline is None else int(deadline)
+            elif key.startswith(HOP_PREFIX):
+                at = _number(value)
+                if at is not None:  # a malformed hop is dropped, not fatal
+                    headers.hops[key[len(HOP_PREFIX) :]] = at
+            elif key == TRACE_HEADER:
+                headers.traceparent = value.decode("utf-8", "replace")
             else:
-                if key == TRACE_HEADER:
-                    headers.traceparent = text
-                    continue
-            if not key.startswith(HOP_PREFIX) and key != DEADLINE_HEADER:
-                headers.other.append((key, value or b""))
+                headers.other.append((key, value))
         return headers
 
     def stamped(self, hop: str, at_ms: float | None = None) -> Headers:
@@ -104,7 +116,14 @@ class Headers:
     def latency_ms(self) -> dict[str, float]:
         """Time spent reaching each hop from the one before, in hop order."""
         ordered = sorted(self.hops.items(), key=lambda kv: kv[1])
-        return {hop: round(at - prev, 3) for (_, prev), (hop, at) in zip(ordered, ordered[1:], strict=False)}
+        return {hop: round(at - prev, 3) for (_, prev), (hop, at) in itertools.pairwise(ordered)}
+
+
+def _number(value: bytes) -> float | None:
+    try:
+        return float(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 # -- values ---------------------------------------------------------------------
@@ -123,7 +142,9 @@ def _loads(data: bytes | None, what: str) -> dict[str, Any]:
     return value
 
 
-def _field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str, *, required: bool = True) -> Any:
+def _field(
+    obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str, *, required: bool = True
+) -> Any:
     value = obj.get(name)
     if value is None:
         if required:
@@ -139,7 +160,14 @@ def _field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], wha
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "an array", bool: "a boolean"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        dict: "an object",
+        list: "an array",
+        bool: "a boolean",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 

@@ -140,8 +140,7 @@ class Settings:
         """Reject combinations that cannot work, with the setting to fix."""
         if self.processing_guarantee not in ("exactly_once", "at_least_once"):
             raise ConfigError(
-                f"PIPELINE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: "
-                "use exactly_once or at_least_once"
+                f"PIPELINE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use exactly_once or at_least_once"
             )
         if self.qa_stride >= self.qa_max_length:
             raise ConfigError("PIPELINE_QA_STRIDE must be smaller than PIPELINE_QA_MAX_LENGTH")

@@ -64,12 +64,14 @@ def render(answer: Answer, asked: str | None = None) -> str:
 
 def _result_text(task: str | None, result: dict[str, Any]) -> str:
     if task == "faq":
-        return "\n".join(
-            f"[{a.get('entry')} · {a.get('score', 0):.2f}] {a.get('answer') if a.get('matched') else result.get('fallback', a.get('answer'))}"
-            for a in result.get("answers", [])
-        )
+        lines = []
+        for a in result.get("answers", []):
+            said = a.get("answer") if a.get("matched") else f"(no entry is close enough; best was {a.get('entry')})"
+            lines.append(f"[{a.get('entry')} · {a.get('score', 0):.2f}] {a.get('question')}\n    {said}")
+        return "\n".join(lines)
     if task == "qa":
-        return f"answer: {result.get('answer')!r} (chars {result.get('start')}–{result.get('end')}, score {result.get('score', 0):.3f})"
+        span = f"chars {result.get('start')}–{result.get('end')}"
+        return f"answer: {result.get('answer')!r} ({span}, score {result.get('score') or 0:.3f})"
     if task == "classify":
         return f"label: {result.get('label')} ({result.get('score', 0):.3f})"
     if task == "embed":
@@ -106,6 +108,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         else:
             print(f"  miss    {question!r}: expected {expect}, got {got}")
     elapsed = time.monotonic() - began
-    print(f"faq top-1 accuracy through the pipeline: {hits}/{len(items)} = {hits / len(items):.3f}"
-          f" ({errors} errors, {elapsed:.1f} s, {len(items) / elapsed:.1f} requests/s)")
+    print(
+        f"faq top-1 accuracy through the pipeline: {hits}/{len(items)} = {hits / len(items):.3f}"
+        f" ({errors} errors, {elapsed:.1f} s, {len(items) / elapsed:.1f} requests/s)"
+    )
     return 0 if errors == 0 else 1

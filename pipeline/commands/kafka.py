@@ -70,8 +70,10 @@ def _status(args: argparse.Namespace) -> int:
     elif state.up:
         _say(f"up at {state.address} (not started by `pipeline kafka start` from {broker.paths(_settings(args)).root})")
     elif state.pid is not None:
-        _say(f"not answering at {state.address}, but its process runs (pid {state.pid}): starting or stuck? "
-             f"log: {state.log}")
+        _say(
+            f"not answering at {state.address}, but its process runs (pid {state.pid}): starting or stuck? "
+            f"log: {state.log}"
+        )
     else:
         _say(f"down (nothing answers at {state.address})")
     return 0 if state.up else 1
@@ -83,8 +85,10 @@ def _stop(args: argparse.Namespace) -> int:
     if state.stopped:
         _say(f"stopped (pid {state.pid}) in {state.seconds:.1f} s; log: {state.log}")
     elif state.up:
-        _say(f"not stopping the broker at {state.address}: this project did not start it (no live pid in "
-             f"{broker.paths(settings).pid_file})")
+        _say(
+            f"not stopping the broker at {state.address}: this project did not start it (no live pid in "
+            f"{broker.paths(settings).pid_file})"
+        )
     else:
         _say("not running")
     return 0

@@ -109,7 +109,9 @@ def wait_ready(
     while not stop.is_set() and time.monotonic() - began < timeout_s:
         members = group_members(settings, counts)
         if all(members[stage] >= n for stage, n in counts.items()):
-            print(f"pipeline ready in {time.monotonic() - began:.1f} s: " + ", ".join(f"{s} {members[s]}" for s in counts))
+            print(
+                f"pipeline ready in {time.monotonic() - began:.1f} s: " + ", ".join(f"{s} {members[s]}" for s in counts)
+            )
             return True
         if on_wait is not None:
             on_wait()

@@ -57,8 +57,10 @@ def _list(args: argparse.Namespace) -> int:
     for state in states:
         actual = "-" if state.partitions is None else str(state.partitions)
         rows.append((state.spec.topic, str(state.spec.partitions), actual, state.status, state.spec.carries))
-        rows += [("", "", "", f"{key}: declared {want}, actual {have}", "")
-                 for key, (want, have) in state.config_diff.items()]
+        rows += [
+            ("", "", "", f"{key}: declared {want}, actual {have}", "")
+            for key, (want, have) in state.config_diff.items()
+        ]
         rows += [("", "", "", f"{key}: {value} set but not declared", "") for key, value in state.extra_config.items()]
     print(f"topics at {settings.bootstrap_servers}, declared in {settings.topics_dir}:")
     print(_table(("TOPIC", "DECLARED", "ACTUAL", "STATUS", "CARRIES"), rows))

@@ -226,8 +226,10 @@ def _create(admin: AdminClient, specs: list[TopicSpec]) -> set[str]:
     """Create ``specs``; return the names created (not those that appeared meanwhile)."""
     if not specs:
         return set()
-    new = [NewTopic(s.topic, num_partitions=s.partitions, replication_factor=REPLICATION_FACTOR, config=dict(s.config))
-           for s in specs]
+    new = [
+        NewTopic(s.topic, num_partitions=s.partitions, replication_factor=REPLICATION_FACTOR, config=dict(s.config))
+        for s in specs
+    ]
     futures = admin.create_topics(new, operation_timeout=TIMEOUT_S, request_timeout=TIMEOUT_S)
     raced = _wait(futures, "create topic", tolerate=KafkaError.TOPIC_ALREADY_EXISTS)
     return {s.topic for s in specs} - raced
@@ -281,9 +283,7 @@ def _settle(admin: AdminClient, specs: list[TopicSpec]) -> None:
         time.sleep(0.1)
 
 
-def _wait(
-    futures: Mapping[K, Future[Any]], what: str, *, tolerate: int | None = None, collect: bool = False
-) -> Any:
+def _wait(futures: Mapping[K, Future[Any]], what: str, *, tolerate: int | None = None, collect: bool = False) -> Any:
     """Wait for admin futures keyed by name; raise BrokerError naming the one that failed.
 
     Returns the keys whose error code was ``tolerate`` or, with ``collect``,

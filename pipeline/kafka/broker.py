@@ -361,7 +361,14 @@ def _format_once(settings: Settings, p: BrokerPaths, say: Say) -> None:
     cluster_id = new_cluster_id()
     say(f"formatting new KRaft storage in {p.data} (cluster id {cluster_id})")
     command = java_command(
-        settings, p, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.server_properties),
+        settings,
+        p,
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(p.server_properties),
         "--standalone",
     )
     result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.errors import BrokerError, DecodeError, PipelineError
 from pipeline.kafka.config import consumer_config, producer_config
-from pipeline.messages import DEADLINE_HEADER, Answer, Headers, Request, new_traceparent, now_ms
+from pipeline.messages import DEADLINE_HEADER, Answer, Headers, Request, kafka_headers, new_traceparent, now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.client")
@@ -56,7 +56,9 @@ class Client:
         topic = self.settings.topic("answers")
         metadata = self.consumer.list_topics(topic, timeout=10)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise BrokerError(f"topic {topic} not found at {self.settings.bootstrap_servers}: run `pipeline topics apply`")
+            raise BrokerError(
+                f"topic {topic} not found at {self.settings.bootstrap_servers}: run `pipeline topics apply`"
+            )
         assignment = []
         for partition in metadata.topics[topic].partitions:
             _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
@@ -74,15 +76,19 @@ class Client:
         if timeout_ms is not None and request.deadline_ms is None:
             request = replace(request, deadline_ms=int(now_ms() + timeout_ms))
         future = self.watch(request.id)
-        headers = Headers(deadline_ms=request.deadline_ms, traceparent=new_traceparent()).to_list()
-        self.producer.produce(self.settings.topic("requests"), key=request.id.encode(), value=request.encode(), headers=headers)
+        headers = kafka_headers(Headers(deadline_ms=request.deadline_ms, traceparent=new_traceparent()).to_list())
+        self.producer.produce(
+            self.settings.topic("requests"), key=request.id.encode(), value=request.encode(), headers=headers
+        )
         self.producer.poll(0)
         return future
 
     def send_raw(self, request_id: str, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Future[Answer]:
         """Produce arbitrary bytes keyed by ``request_id`` (for bad-input tests and tools)."""
         future = self.watch(request_id)
-        self.producer.produce(self.settings.topic("requests"), key=request_id.encode(), value=value, headers=headers or [])
+        self.producer.produce(
+            self.settings.topic("requests"), key=request_id.encode(), value=value, headers=kafka_headers(headers or [])
+        )
         self.producer.poll(0)
         return future
 

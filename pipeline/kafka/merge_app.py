@@ -27,7 +27,7 @@ from confluent_kafka import Producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pipeline.kafka.config import producer_config
-from pipeline.messages import now_ms
+from pipeline.messages import header_list, now_ms
 from pipeline.settings import Settings
 from pipeline.stages.base import Record, reject
 from pipeline.stages.merge import STAGE, Gather, due_tick, step
@@ -97,7 +97,7 @@ def build_merge_app(settings: Settings) -> faust.App:
     ticked: dict[bytes, float] = {}
 
     @app.agent(results, name="merge")
-    async def merge(stream: faust.Stream) -> None:
+    async def merge(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
             record = Record(
@@ -106,7 +106,7 @@ def build_merge_app(settings: Settings) -> faust.App:
                 message.offset,
                 message.key,
                 message.value,
-                list(message.headers or ()),
+                header_list(message.headers),
                 message.timestamp * 1000.0,
             )
             if not record.key:
@@ -136,9 +136,7 @@ def build_merge_app(settings: Settings) -> faust.App:
                 continue
             ticked[key] = wall
             kwargs: dict[str, Any] = {} if gather.partition is None else {"partition": gather.partition}
-            ticker.produce(
-                settings.topic("results"), key=key, value=b"{}", headers=[(CONTROL_HEADER, kind)], **kwargs
-            )
+            ticker.produce(settings.topic("results"), key=key, value=b"{}", headers=[(CONTROL_HEADER, kind)], **kwargs)
         ticker.poll(0)
 
     return app

@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from pipeline.errors import BrokerError
 from pipeline.kafka.config import consumer_config, producer_config
+from pipeline.messages import header_list, kafka_headers
 from pipeline.settings import Settings
 from pipeline.stages.base import Handler, Output, Record
 
@@ -82,9 +83,18 @@ class StageRunner:
         if self.transactional:
             self.producer.init_transactions(30)
         self.consumer.subscribe(
-            [self.settings.topic(self.source)], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            [self.settings.topic(self.source)],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
-        log.info("%s member %s consuming %s (%s)", self.stage, self.client_id, self.source, self.settings.processing_guarantee)
+        log.info(
+            "%s member %s consuming %s (%s)",
+            self.stage,
+            self.client_id,
+            self.source,
+            self.settings.processing_guarantee,
+        )
         try:
             while not stop.is_set():
                 self._poll()
@@ -146,7 +156,7 @@ class StageRunner:
         outputs = future.result()  # a handler that raises is a bug: crash, redo on restart
         self.running = None
         owned = set(self.consumer.assignment())
-        if any(TopicPartition(m.topic(), m.partition()) not in owned for m in batch):
+        if any(TopicPartition(m.topic() or "", m.partition() or 0) not in owned for m in batch):
             # Partitions moved while the batch ran; their new owner redoes it.
             log.info("%s: dropping a batch of %d records from revoked partitions", self.stage, len(batch))
             return
@@ -186,7 +196,7 @@ class StageRunner:
                         self.settings.topic(output.topic),
                         key=output.key,
                         value=output.value,
-                        headers=output.headers,
+                        headers=kafka_headers(output.headers),
                         on_delivery=self._on_delivery,
                     )
                     break
@@ -241,7 +251,7 @@ class StageRunner:
             offset=message.offset() or 0,
             key=message.key(),
             value=message.value(),
-            headers=list(message.headers() or ()),
+            headers=header_list(message.headers()),
             timestamp_ms=float(message.timestamp()[1]),
         )
 

@@ -74,7 +74,12 @@ def check_request(request: Request, settings: Settings, now: float) -> Request:
     deadline = request.deadline_ms
     if deadline is not None and deadline <= now:
         raise DeadlineExceededError(f"deadline {deadline} passed {now - deadline:.0f} ms before filter", request_id=rid)
-    return replace(request, **cleaned)
+    return replace(
+        request,
+        text=cleaned.get("text", request.text),
+        question=cleaned.get("question", request.question),
+        context=cleaned.get("context", request.context),
+    )
 
 
 def filter_records(records: Sequence[Record], settings: Settings) -> list[Output]:

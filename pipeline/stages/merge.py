@@ -164,7 +164,10 @@ def _overdue(request_id: str, gather: Gather) -> Answer:
     """The answer at the deadline: partial when some parts came back, else deadline_exceeded."""
     if not gather.parts or gather.task is None or gather.of is None:
         return Answer.failure(
-            request_id, "deadline_exceeded", "no part of the request was processed before its deadline", task=gather.task
+            request_id,
+            "deadline_exceeded",
+            "no part of the request was processed before its deadline",
+            task=gather.task,
         )
     missing = sorted(set(range(gather.of)) - set(gather.parts))
     merged = _merged(request_id, gather)
@@ -174,7 +177,9 @@ def _overdue(request_id: str, gather: Gather) -> Answer:
 
 def _answer(gather: Gather, answer: Answer, now: float) -> Step:
     headers = gather.headers()
-    done = Gather(task=gather.task, of=gather.of, deadline_ms=gather.deadline_ms, done_ms=now, partition=gather.partition)
+    done = Gather(
+        task=gather.task, of=gather.of, deadline_ms=gather.deadline_ms, done_ms=now, partition=gather.partition
+    )
     log.info("answered %s: %s%s", answer.id, answer.status, f" ({answer.error.code})" if answer.error else "")
     return Step(done, [answer_output(answer, headers)])
 

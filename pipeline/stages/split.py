@@ -46,7 +46,9 @@ class Splitter:
         request = Request.decode(record.value)
         tokenizer = self.tokenizers.get(request.task)
         if tokenizer is None:
-            raise InvalidRequestError(f"task {request.task!r} is not enabled on this split member", request_id=request.id)
+            raise InvalidRequestError(
+                f"task {request.task!r} is not enabled on this split member", request_id=request.id
+            )
         parts = get_task(request.task).split(request, tokenizer, self.settings)
         if not parts:
             raise InvalidRequestError("the request has nothing to process after tokenizing", request_id=request.id)

@@ -18,8 +18,9 @@ from tests.net import free_port
 
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[Settings]:
-    settings = Settings(kafka_dir=tmp_path / "kafka", kafka_port=free_port(), kafka_controller_port=free_port(),
-                        kafka_heap="512m")
+    settings = Settings(
+        kafka_dir=tmp_path / "kafka", kafka_port=free_port(), kafka_controller_port=free_port(), kafka_heap="512m"
+    )
     if broker.kafka_version(broker.paths(settings)) is None:
         pytest.fail("no Kafka jars: run `make setup`", pytrace=False)
     yield settings
@@ -27,8 +28,16 @@ def local(tmp_path: Path) -> Iterator[Settings]:
 
 
 def test_start_is_idempotent_and_stop_is_clean(local: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    flags = ["--port", str(local.kafka_port), "--controller-port", str(local.kafka_controller_port),
-             "--dir", str(local.kafka_dir), "--heap", local.kafka_heap]
+    flags = [
+        "--port",
+        str(local.kafka_port),
+        "--controller-port",
+        str(local.kafka_controller_port),
+        "--dir",
+        str(local.kafka_dir),
+        "--heap",
+        local.kafka_heap,
+    ]
     assert main(["kafka", "status", *flags]) == 1
     assert main(["kafka", "start", *flags]) == 0
     out = capsys.readouterr().out

@@ -31,7 +31,9 @@ def fresh_settings(broker: str) -> Settings:
     return Settings.from_env(bootstrap_servers=broker, prefix=f"mr{uuid.uuid4().hex[:8]}-")
 
 
-def wait_all(client: Client, futures: dict[str, Future[Answer]], supervisor: Supervisor, timeout_s: float) -> dict[str, Answer]:
+def wait_all(
+    client: Client, futures: dict[str, Future[Answer]], supervisor: Supervisor, timeout_s: float
+) -> dict[str, Answer]:
     """Collect answers while keeping the supervisor restarting dead members."""
     answers: dict[str, Answer] = {}
     deadline = time.monotonic() + timeout_s
@@ -84,7 +86,9 @@ def test_merge_killed_mid_stream_loses_nothing_and_answers_once(full_pipeline: t
     assert len(answers) == total
     assert all(a.ok and a.result is not None and len(a.result["answers"]) == 2 for a in answers.values())
     keys = Counter(m.key().decode() for m in read_topic(settings, "answers", expect=total, timeout_s=60))
-    assert sum(keys.values()) == total and set(keys) == set(futures), f"duplicates: {[k for k, n in keys.items() if n > 1]}"
+    assert sum(keys.values()) == total and set(keys) == set(futures), (
+        f"duplicates: {[k for k, n in keys.items() if n > 1]}"
+    )
 
 
 @pytest.fixture
@@ -110,14 +114,25 @@ def test_deadline_exceeded_and_partial_answers_come_at_the_deadline(
         # Two parts expected, one arrives: a partial answer listing the missing part.
         rid = f"partial-{uuid.uuid4().hex[:6]}"
         headers = Headers(deadline_ms=int(now_ms() + 3000)).stamped("split").to_list()
-        output = {"question": "Where is my order?", "entry": "track-order", "match": "Where is my order?",
-                  "answer": "Use the tracking link.", "score": 0.9, "matched": True}
+        output = {
+            "question": "Where is my order?",
+            "entry": "track-order",
+            "match": "Where is my order?",
+            "answer": "Use the tracking link.",
+            "score": 0.9,
+            "matched": True,
+        }
         producer = Producer(producer_config(settings, "test-partial"))
         future = client.watch(rid)
-        producer.produce(settings.topic("results"), key=rid, headers=[*headers, (CONTROL_HEADER, EXPECT)],
-                         value=orjson.dumps({"id": rid, "task": "faq", "of": 2}))
-        producer.produce(settings.topic("results"), key=rid, headers=headers,
-                         value=Result(rid, "faq", 0, 2, output).encode())
+        producer.produce(
+            settings.topic("results"),
+            key=rid,
+            headers=[*headers, (CONTROL_HEADER, EXPECT)],
+            value=orjson.dumps({"id": rid, "task": "faq", "of": 2}),
+        )
+        producer.produce(
+            settings.topic("results"), key=rid, headers=headers, value=Result(rid, "faq", 0, 2, output).encode()
+        )
         producer.flush(10)
         answer = client.wait(future, 10)
     assert answer.error is not None and answer.error.code == "partial", answer

@@ -35,10 +35,40 @@ from tests.tiny_models import build_tiny_classifier, build_tiny_qa_model
 pytestmark = pytest.mark.integration
 
 COUNTS = {"filter": 1, "split": 1, "infer": 2, "merge": 1}
-WORDS = (
-    "the order shipped from our warehouse in Rotterdam on Monday and the courier said it would arrive "
-    "within three working days unless customs needed more paperwork for the batteries inside the parcel "
-).split()
+WORDS = [
+    "the",
+    "order",
+    "shipped",
+    "from",
+    "our",
+    "warehouse",
+    "in",
+    "Rotterdam",
+    "on",
+    "Monday",
+    "and",
+    "the",
+    "courier",
+    "said",
+    "it",
+    "would",
+    "arrive",
+    "within",
+    "three",
+    "working",
+    "days",
+    "unless",
+    "customs",
+    "needed",
+    "more",
+    "paperwork",
+    "for",
+    "the",
+    "batteries",
+    "inside",
+    "the",
+    "parcel",
+]
 
 
 def long_text(words: int, seed: int) -> str:
@@ -87,7 +117,9 @@ def test_qa_spans_equal_the_in_process_model(client: Client, settings: Settings,
         assert answer.result["score"] == pytest.approx(expected["score"], abs=1e-4)
 
 
-def test_classify_labels_equal_the_in_process_model(client: Client, settings: Settings, models: dict[str, Path]) -> None:
+def test_classify_labels_equal_the_in_process_model(
+    client: Client, settings: Settings, models: dict[str, Path]
+) -> None:
     for seed in range(3):
         text = long_text(700, 10 + seed)  # several 256-token chunks
         answer = client.ask({"task": "classify", "text": text}, timeout_s=60)
@@ -162,10 +194,18 @@ def test_plain_confluent_kafka_is_enough_to_use_the_pipeline(pipeline: Settings)
     """No pipeline package on the client side: raw producer, raw consumer, JSON."""
     settings = pipeline
     answers = settings.topic("answers")
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"plain-{uuid.uuid4()}",
-                         "auto.offset.reset": "latest", "isolation.level": "read_committed"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"plain-{uuid.uuid4()}",
+            "auto.offset.reset": "latest",
+            "isolation.level": "read_committed",
+        }
+    )
     partitions = consumer.list_topics(answers, timeout=10).topics[answers].partitions
-    ends = [TopicPartition(answers, p, consumer.get_watermark_offsets(TopicPartition(answers, p))[1]) for p in partitions]
+    ends = [
+        TopicPartition(answers, p, consumer.get_watermark_offsets(TopicPartition(answers, p))[1]) for p in partitions
+    ]
     consumer.assign(ends)
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
     request_id = f"plain-{uuid.uuid4().hex}"
@@ -198,7 +238,11 @@ def test_a_thousand_mixed_requests_get_a_thousand_matching_answers(client: Clien
         elif kind == "classify":
             requests[rid] = {"task": "classify", "text": long_text(rng.randint(5, 300), i)}
         elif kind == "qa":
-            requests[rid] = {"task": "qa", "question": "Where did it ship from?", "context": long_text(rng.randint(20, 500), i)}
+            requests[rid] = {
+                "task": "qa",
+                "question": "Where did it ship from?",
+                "context": long_text(rng.randint(20, 500), i),
+            }
         else:
             requests[rid] = {"task": "faq", "text": ""}  # empty after normalising: invalid_request
     began = time.monotonic()
@@ -240,8 +284,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_pipeline_ask_prints_the_answer_and_its_latency(pipeline: Settings) -> None:
-    done = run_cli("ask", "--prefix", pipeline.prefix, "--bootstrap-servers", pipeline.bootstrap_servers,
-                   "--task", "faq", "--text", "How do I reset my password? Can I pay with PayPal?")
+    done = run_cli(
+        "ask",
+        "--prefix",
+        pipeline.prefix,
+        "--bootstrap-servers",
+        pipeline.bootstrap_servers,
+        "--task",
+        "faq",
+        "--text",
+        "How do I reset my password? Can I pay with PayPal?",
+    )
     assert done.returncode == 0, done.stderr
     assert "reset-password" in done.stdout and "⏱" in done.stdout and "merge" in done.stdout
 

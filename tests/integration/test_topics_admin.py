@@ -34,8 +34,9 @@ def _eventually(get: Callable[[], T], ok: Callable[[T], bool], timeout_s: float 
 def test_apply_twice_gives_the_declared_state_and_changes_nothing_the_second_time(settings: Settings) -> None:
     first = apply_topics(settings)
     assert first.changed
-    assert all(t.changes == (f"created with {load_topics(settings)[t.name].partitions} partitions",)
-               for t in first.topics)
+    assert all(
+        t.changes == (f"created with {load_topics(settings)[t.name].partitions} partitions",) for t in first.topics
+    )
 
     second = apply_topics(settings)
     assert not second.changed
@@ -65,23 +66,29 @@ def test_apply_grows_partitions_and_never_shrinks_them(settings: Settings, tmp_p
     # Back to the original declaration: Kafka cannot shrink, so apply says so and changes nothing.
     back = apply_topics(settings)
     assert not back.changed
-    assert back.warnings == (f"{settings.topic('parts')}: has 16 partitions, declared 12: "
-                             "Kafka cannot decrease partitions; left as is",)
+    assert back.warnings == (
+        f"{settings.topic('parts')}: has 16 partitions, declared 12: Kafka cannot decrease partitions; left as is",
+    )
 
 
 def test_apply_brings_drifted_configs_back(settings: Settings) -> None:
     apply_topics(settings)
     topic = settings.topic("requests")
     admin = AdminClient(admin_config(settings))
-    drift = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
-        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
-    ])
+    drift = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+        ],
+    )
     for future in admin.incremental_alter_configs([drift]).values():
         future.result(timeout=15)
 
-    state = _eventually(lambda: {s.spec.name: s for s in list_topics(settings)}["requests"],
-                        lambda state: state.status == "differs")
+    state = _eventually(
+        lambda: {s.spec.name: s for s in list_topics(settings)}["requests"], lambda state: state.status == "differs"
+    )
     assert state.config_diff == {"retention.ms": ("604800000", "1000")}
     assert state.extra_config == {"segment.ms": "3600000"}
 

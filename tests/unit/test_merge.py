@@ -95,6 +95,8 @@ def test_tombstone_expires_only_after_retention() -> None:
     assert step(state, control(EXPIRE), SETTINGS, NOW + 1000).state is None
 
 
-@pytest.mark.parametrize("gather", [Gather(), Gather(task="qa", of=2, deadline_ms=5, parts={1: {"x": [1.5]}}, partition=3)])
+@pytest.mark.parametrize(
+    "gather", [Gather(), Gather(task="qa", of=2, deadline_ms=5, parts={1: {"x": [1.5]}}, partition=3)]
+)
 def test_gather_round_trips(gather: Gather) -> None:
     assert Gather.decode(gather.encode()) == gather

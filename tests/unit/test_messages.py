@@ -43,7 +43,9 @@ def test_part_and_result_round_trip_and_range_check() -> None:
 
 
 def test_answer_round_trip_keeps_error_details() -> None:
-    answer = Answer.failure("r1", "partial", "1 of 3 parts missed the deadline", task="qa", result={"a": 1}, missing=[2])
+    answer = Answer.failure(
+        "r1", "partial", "1 of 3 parts missed the deadline", task="qa", result={"a": 1}, missing=[2]
+    )
     decoded = Answer.decode(answer.encode())
     assert decoded == answer
     assert not decoded.ok and decoded.error is not None and decoded.error.missing == [2]

@@ -53,8 +53,9 @@ def test_the_prefix_names_the_cluster_topic() -> None:
 
 
 def test_config_values_become_kafka_strings(tmp_path: Path) -> None:
-    (tmp_path / "a.toml").write_text(GOOD.format(name="a") + '"message.timestamp.type" = "LogAppendTime"\n'
-                                     '"unclean.leader.election.enable" = false\n')
+    (tmp_path / "a.toml").write_text(
+        GOOD.format(name="a") + '"message.timestamp.type" = "LogAppendTime"\n"unclean.leader.election.enable" = false\n'
+    )
     spec = load_topics(_settings(tmp_path))["a"]
     assert spec.config["retention.ms"] == "1000"
     assert spec.config["unclean.leader.election.enable"] == "false"
