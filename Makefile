@@ -20,7 +20,7 @@ KAFKA_POM := ops/kafka/pom.xml
 VENV_STAMP := $(VENV)/.installed
 LIBS_STAMP := $(KAFKA_LIBS)/.fetched
 
-.PHONY: help setup test test-unit test-integration broker broker-stop topics lint clean
+.PHONY: help setup demo up test test-unit test-integration broker broker-stop topics lint clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -48,6 +48,12 @@ $(LIBS_STAMP): $(KAFKA_POM)
 	mv $(KAFKA_LIBS).tmp $(KAFKA_LIBS)
 	@touch $@
 	@echo "setup: $$(ls $(KAFKA_LIBS)/*.jar | wc -l) jars in $(KAFKA_LIBS)"
+
+demo: setup ## the main job: start everything, answer a few customer-service messages, stop
+	$(PIPELINE) demo
+
+up: setup ## run the whole pipeline locally (broker, topics, model, every stage) until Ctrl-C
+	$(PIPELINE) up
 
 broker: setup ## start the local Kafka broker unless one already answers (127.0.0.1:9092)
 	@$(PIPELINE) kafka status || $(PIPELINE) kafka start

@@ -42,7 +42,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.supervisor import Supervisor
 
     settings = settings_from(args)
-    prepare(settings)
+    started_broker = prepare(settings)
     counts = {stage: (args.infer if stage == "infer" else 1) for stage in STAGE_NAMES}
     supervisor = Supervisor(counts, _child_env(args), PROJECT_ROOT / ".cache" / "logs")
     stop = threading.Event()
@@ -70,4 +70,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         print("stopping the pipeline ...")
         supervisor.stop()
+        if started_broker:
+            from pipeline.kafka import broker
+
+            print("stopping the Kafka broker the demo started ...")
+            broker.stop(settings)
     return 1 if failures else 0

@@ -44,15 +44,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare(settings: Settings, say: Any = print) -> None:
-    """Everything the stages need before they start: broker, topics, exported models."""
+def prepare(settings: Settings, say: Any = print) -> bool:
+    """Everything the stages need before they start: broker, topics, exported models.
+
+    Returns whether it started the local broker (so a caller can stop it again).
+    """
     from pipeline.kafka import broker
     from pipeline.kafka.admin import apply_topics
     from pipeline.models.export import ensure_exported
 
+    started = False
     if settings.bootstrap_servers == broker.address(settings):
         status = broker.start(settings, say=say)
-        say(f"Kafka {'was already running' if status.already_running else 'started'} at {status.address}")
+        started = not status.already_running
+        say(f"Kafka {'started' if started else 'was already running'} at {status.address}")
     report = apply_topics(settings)
     say(f"topics: {report.summary() if hasattr(report, 'summary') else 'applied'}")
     for task in ("qa", "classify", "embed", "faq"):
@@ -60,6 +65,7 @@ def prepare(settings: Settings, say: Any = print) -> None:
         if model:
             exported = ensure_exported(model, task, settings)
             say(f"model for {task}: {exported.path}")
+    return started
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -29,7 +30,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from pipeline.kafka.config import producer_config
 from pipeline.messages import header_list, now_ms
 from pipeline.settings import Settings
-from pipeline.stages.base import Record, reject
+from pipeline.stages.base import Output, Record, reject
 from pipeline.stages.merge import STAGE, Gather, due_tick, step
 from pipeline.stages.split import CONTROL_HEADER
 from pipeline.topics import load_topics
@@ -92,9 +93,56 @@ def build_merge_app(settings: Settings) -> faust.App:
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     results = app.topic(settings.topic("results"), partitions=partitions, **raw)
     sinks = {name: app.topic(settings.topic(name), **raw) for name in ("answers", "dead-letters")}
+
     table = app.Table("gather", partitions=partitions, key_type=bytes, value_type=bytes)
     ticker = Producer(producer_config(settings, f"{settings.group(STAGE)}-ticker"))
     ticked: dict[bytes, float] = {}
+
+    async def commit_step(record: Record, state: bytes | None, changed: bool, outputs: list[Output]) -> None:
+        """Apply one step: the table change and the outputs, atomically.
+
+        faust (0.15) commits each partition's transaction from a timer, while
+        the agent may be between two sends, and it routes a send to the
+        transaction of the *destination* partition (none at all for answers,
+        which this app does not consume). A crash could then keep an answer
+        whose table update was lost, or the reverse: a second answer, or none.
+        So under exactly_once both go straight into the transaction of the
+        record's own partition while holding that transaction's lock, which
+        faust's commit takes too: the answer, the changelog record and (with
+        the offset, in this or a later commit) the input commit together or not
+        at all. The in-memory table is then updated without a second changelog
+        write; recovery replays the same changelog records.
+        """
+        key = record.key
+        assert key is not None
+        if not app.in_transaction:
+            if changed:
+                if state is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = state
+            for output in outputs:
+                await sinks[output.topic].send(key=output.key, value=output.value, headers=output.headers)
+            return
+        producer: Any = app.producer  # faust.transport.drivers.aiokafka.Producer
+        transactional_id = f"{app.conf.id}-{app.assignor.group_for_topic(results.get_topic_name())}-{record.partition}"
+        async with producer._trn_locks[transactional_id]:
+            transaction = producer._transaction_producers.get(transactional_id)
+            if transaction is None:  # the partition moved away mid-event: its new owner redoes it
+                log.info("dropping the outputs of %s: partition revoked", record.where)
+                return
+            if changed:
+                changelog = table.changelog_topic.get_topic_name()
+                await transaction.send(changelog, state, key=key, partition=record.partition)
+            for output in outputs:
+                await transaction.send(
+                    settings.topic(output.topic), output.value, key=output.key, headers=output.headers
+                )
+        if changed:
+            if state is None:
+                table.data.pop(key, None)
+            else:
+                table.data[key] = state
 
     @app.agent(results, name="merge")
     async def merge(stream: faust.StreamT) -> None:
@@ -110,21 +158,15 @@ def build_merge_app(settings: Settings) -> faust.App:
                 message.timestamp * 1000.0,
             )
             if not record.key:
-                for output in reject(record, _no_key(record), STAGE)[-1:]:
-                    await sinks[output.topic].send(key=output.key, value=output.value, headers=output.headers)
+                dead = reject(record, _no_key(record), STAGE)[-1:]
+                await commit_step(replace(record, key=b""), None, False, dead)
                 continue
             before = table.get(record.key)
             outcome = step(Gather.decode(before) if before else None, record, settings, now_ms())
+            after = None if outcome.state is None else outcome.state.encode()
             if outcome.state is None:
-                if before is not None:
-                    del table[record.key]
                 ticked.pop(record.key, None)
-            else:
-                after = outcome.state.encode()
-                if after != before:
-                    table[record.key] = after
-            for output in outcome.outputs:
-                await sinks[output.topic].send(key=output.key, value=output.value, headers=output.headers)
+            await commit_step(record, after, after != before, outcome.outputs)
 
     @app.timer(interval=settings.merge_tick_ms / 1000.0)
     async def tick() -> None:
