@@ -4,9 +4,9 @@
                             └──────────────────────┴── dead-letters ◄──────┴────────────────────┘
 
 Every stage is its own consumer group (named after the stage) and scales by
-adding members, up to its source topic's partition count. filter, split and
-infer run on :class:`~pipeline.kafka.runner.StageRunner`; merge keeps state and
-runs on faust (:mod:`pipeline.kafka.merge_app`).
+adding members, up to its source topic's partition count. All four run on
+:class:`~pipeline.kafka.runner.StageRunner`; merge adds its changelog-backed
+table (:mod:`pipeline.kafka.merge_member`, topic ``merge-state``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("filter", "requests", ("filtered", "answers", "dead-letters"), "validate, normalise, reject"),
     Stage("split", "filtered", ("parts", "results", "answers", "dead-letters"), "tokenize and scatter into parts"),
     Stage("infer", "parts", ("results", "dead-letters"), "batch parts across requests through ONNX Runtime"),
-    Stage("merge", "results", ("answers", "dead-letters"), "gather parts, answer exactly once"),
+    Stage("merge", "results", ("answers", "merge-state", "dead-letters"), "gather parts, answer exactly once"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
@@ -90,12 +90,7 @@ def infer_records(infer: Callable[[list[Part]], list[Result]], records: Sequence
 
 
 def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
-    """Run one member of stage ``name`` until ``stop`` is set (merge: until signalled)."""
-    if name == "merge":
-        from pipeline.kafka.merge_app import run_merge
-
-        run_merge(settings)
-        return
+    """Run one member of stage ``name`` until ``stop`` is set."""
     from pipeline.kafka.runner import Batching, StageRunner
 
     stage = next(s for s in STAGES if s.name == name)
@@ -104,4 +99,10 @@ def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
         if name == "infer"
         else Batching(max_batch=200, max_wait_ms=0, max_in_flight=settings.max_in_flight)
     )
+    if name == "merge":
+        from pipeline.kafka.merge_member import Merger
+
+        merger = Merger(settings)
+        StageRunner(settings, name, stage.source, merger, batching, hooks=merger).run(stop)
+        return
     StageRunner(settings, name, stage.source, build_handler(name, settings), batching).run(stop)

@@ -41,7 +41,7 @@ REQUESTED_HOP = "requested"
 
 HeaderList = list[tuple[str, bytes]]
 RawHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
-"""Headers as Kafka clients hand them over: confluent-kafka gives a list, faust may give a dict."""
+"""Headers as Kafka clients hand them over: a list of pairs, or a mapping."""
 
 
 KafkaHeaders = list[tuple[str, str | bytes | None]]

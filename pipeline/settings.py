@@ -103,12 +103,6 @@ class Settings:
     # How long an answered request's tombstone stays, so late or duplicate
     # parts of it are recognised and dropped instead of starting a new gather.
     merge_done_retention_ms: int = 600_000
-    # Merge commits its transaction (answers, table changelog, offsets) this
-    # often: answers become visible to read_committed clients at that pace.
-    merge_commit_interval_ms: int = 50
-    # Replication factor of the topics faust creates for merge (changelog,
-    # leader election): 1 on a single local broker, 3 on a real cluster.
-    internal_replication_factor: int = 1
 
     # -- logging ----------------------------------------------------------------
     log_level: str = "INFO"

@@ -37,9 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args, member=args.member)
     logging.getLogger().setLevel(settings.log_level)
     stop = threading.Event()
-    if args.stage != "merge":  # faust installs its own signal handlers
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     run_stage(args.stage, settings, stop)
     return 0
 

@@ -45,6 +45,23 @@ from pipeline.stages.base import Handler, Output, Record
 log = logging.getLogger("pipeline.runner")
 
 
+class StageHooks:
+    """What a stateful stage needs from the loop beyond its handler (merge does).
+
+    All run on the loop's thread; ``revoked`` only after the running batch is
+    committed, so state and committed offsets agree.
+    """
+
+    def assigned(self, partitions: list[int]) -> None:
+        """Partitions of the source topic now ours: load their state first."""
+
+    def revoked(self, partitions: list[int]) -> None:
+        """Partitions no longer ours: forget their state."""
+
+    def tick(self) -> None:
+        """Called on every turn of the loop (a few hundred times a second when busy)."""
+
+
 @dataclass(frozen=True)
 class Batching:
     """How a stage groups records for its handler."""
@@ -57,8 +74,17 @@ class Batching:
 class StageRunner:
     """One member of one stage's consumer group."""
 
-    def __init__(self, settings: Settings, stage: str, source: str, handler: Handler, batching: Batching) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stage: str,
+        source: str,
+        handler: Handler,
+        batching: Batching,
+        hooks: StageHooks | None = None,
+    ) -> None:
         self.settings = settings
+        self.hooks = hooks or StageHooks()
         self.stage = stage
         self.source = source  # declared topic name
         self.handler = handler
@@ -97,6 +123,7 @@ class StageRunner:
         )
         try:
             while not stop.is_set():
+                self.hooks.tick()
                 self._poll()
                 self._finish_batch(wait=False)
                 self._start_batch()
@@ -197,6 +224,8 @@ class StageRunner:
                         key=output.key,
                         value=output.value,
                         headers=kafka_headers(output.headers),
+                        # -1: librdkafka's "unassigned", the partitioner picks by key.
+                        partition=-1 if output.partition is None else output.partition,
                         on_delivery=self._on_delivery,
                     )
                     break
@@ -213,6 +242,7 @@ class StageRunner:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.stage, _names(partitions))
+        self.hooks.assigned([p.partition for p in partitions])
         if self.paused:
             consumer.pause(partitions)
 
@@ -222,6 +252,7 @@ class StageRunner:
         log.info("%s: revoked %s", self.stage, _names(partitions))
         self._finish_batch(wait=True)
         self._forget(partitions)
+        self.hooks.revoked([p.partition for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, _names(partitions))
@@ -229,6 +260,7 @@ class StageRunner:
         if self.running is not None:
             self.running[1].result()
             self.running = None
+        self.hooks.revoked([p.partition for p in partitions])
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         gone = {(p.topic, p.partition) for p in partitions}

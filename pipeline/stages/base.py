@@ -36,12 +36,17 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One message to produce: a declared topic name, key, value and headers."""
+    """One message to produce: a declared topic name, key, value and headers.
+
+    ``value=None`` is a tombstone (compacted topics); ``partition=None`` lets
+    the key choose the partition.
+    """
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: HeaderList = field(default_factory=list)
+    partition: int | None = None
 
 
 Handler = Callable[[Sequence[Record]], list[Output]]

@@ -1,8 +1,9 @@
 """merge: gather the parts of each request and answer it exactly once.
 
 The state of one request (:class:`Gather`) is a small JSON document kept in a
-fault-tolerant table keyed by request id (``pipeline.kafka.merge_app`` keeps
-it in a faust table with a changelog topic). :func:`step` is the whole logic:
+fault-tolerant table keyed by request id (``pipeline.kafka.merge_member``
+keeps it, backed by the compacted ``merge-state`` topic). :func:`step` is the
+whole logic:
 given the state and one record from ``results``, it returns the new state and
 what to emit. It knows three kinds of record:
 

@@ -1,7 +1,7 @@
 """Run the real pipeline (one process per stage member) against the test broker.
 
 Each test module gets its own topic prefix, so its pipeline, topics, consumer
-groups and faust tables are its own.
+groups and merge state are its own.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pipeline.errors import ConfigError
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.topics import REQUIRED_CONFIG, load_topics
 
-PIPELINE_TOPICS = {"requests", "filtered", "parts", "results", "answers", "dead-letters"}
+PIPELINE_TOPICS = {"requests", "filtered", "parts", "results", "answers", "dead-letters", "merge-state"}
 
 GOOD = """\
 name = "{name}"
