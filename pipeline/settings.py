@@ -96,6 +96,9 @@ class Settings:
     batch_max_wait_ms: int = 5
     # Parts polled but not yet answered; past this the consumer pauses.
     max_in_flight: int = 256
+    # librdkafka's max.poll.interval.ms for every stage. The runner keeps
+    # polling while a batch runs, so only a hung process gets near it.
+    max_poll_interval_ms: int = 60_000
 
     # -- merge ------------------------------------------------------------------
     # How often merge looks for requests whose deadline passed.

@@ -81,8 +81,8 @@ def consumer_config(settings: Settings, group: str, client_id: str) -> ClientCon
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 2_000,
             # The runner polls while a batch runs in a worker thread, so only a
-            # hung process gets near this; 60 s instead of 300 s.
-            "max.poll.interval.ms": 60_000,
+            # hung process gets near this; 60 s instead of 300 s by default.
+            "max.poll.interval.ms": settings.max_poll_interval_ms,
             # The broker holds a fetch until data is there or this passes; with
             # read_committed, records that become visible when a transaction
             # commits can wait out the whole interval (librdkafka: 500 ms).
