@@ -111,4 +111,4 @@ def test_the_commands_print_tables(
     assert main(["topics", "list", "--check", *args]) == 0
     out = capsys.readouterr().out
     assert re.search(rf"^{settings.topic('requests')} +created with 12 partitions$", out, re.MULTILINE)
-    assert "0 changed, 6 unchanged, 0 warning(s)" in out
+    assert f"0 changed, {len(load_topics(settings))} unchanged, 0 warning(s)" in out
