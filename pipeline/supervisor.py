@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class Supervisor:
     env: dict[str, str]
     log_dir: Path
     members: list[Member] = field(default_factory=list)
+    # check() may be called from more than one thread (a watcher and a test).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +76,10 @@ class Supervisor:
 
     def check(self) -> None:
         """Restart members that died, with a growing delay for ones that keep dying."""
+        with self.lock:
+            self._check()
+
+    def _check(self) -> None:
         now = time.monotonic()
         for member in self.members:
             if member.process is None or member.process.poll() is None:

@@ -54,8 +54,11 @@ def prepare(settings: Settings, say: Any = print) -> bool:
 
     started = False
     if settings.bootstrap_servers == broker.address(settings):
-        status = broker.start(settings, say=say)
-        started = not status.already_running
+        # Any broker answering there will do (ours, or one started elsewhere).
+        status = broker.status(settings)
+        if not status.up:
+            status = broker.start(settings, say=say)
+            started = not status.already_running
         say(f"Kafka {'started' if started else 'was already running'} at {status.address}")
     report = apply_topics(settings)
     say(f"topics: {report.summary() if hasattr(report, 'summary') else 'applied'}")

@@ -187,12 +187,13 @@ class StageRunner:
             # Partitions moved while the batch ran; their new owner redoes it.
             log.info("%s: dropping a batch of %d records from revoked partitions", self.stage, len(batch))
             return
-        self._deliver(batch, outputs)
-        self.processed += len(batch)
+        if self._deliver(batch, outputs):
+            self.processed += len(batch)
 
     # -- delivery ------------------------------------------------------------------
 
-    def _deliver(self, batch: Sequence[Message], outputs: Sequence[Output]) -> None:
+    def _deliver(self, batch: Sequence[Message], outputs: Sequence[Output]) -> bool:
+        """Commit a batch's outputs with its offsets; False if it was aborted (and will be redone)."""
         offsets = _next_offsets(batch)
         if self.transactional:
             try:
@@ -202,10 +203,16 @@ class StageRunner:
                 self.producer.commit_transaction(30)
             except KafkaException as exc:
                 error = exc.args[0]
-                if error.txn_requires_abort():
-                    self.producer.abort_transaction(30)
-                raise BrokerError(f"{self.stage}: transaction failed, batch will be redone: {error}") from exc
-            return
+                if error.fatal() or not error.txn_requires_abort():
+                    raise BrokerError(f"{self.stage}: transaction failed, batch will be redone: {error}") from exc
+                # Typically the group moved on (a rebalance) before the offsets
+                # were committed: nothing of the batch becomes visible, and it
+                # is redone, here or by the partitions' new owner.
+                self.producer.abort_transaction(30)
+                log.warning("%s: aborted a batch of %d records (%s); redoing it", self.stage, len(batch), error)
+                self._rewind(batch)
+                return False
+            return True
         self.delivery_errors.clear()
         self._produce(outputs)
         remaining = self.producer.flush(30)
@@ -214,6 +221,25 @@ class StageRunner:
                 f"{self.stage}: {remaining} outputs unsent, errors: {self.delivery_errors[:3]}; offsets not committed"
             )
         self.consumer.commit(offsets=offsets, asynchronous=False)
+        return True
+
+    def _rewind(self, batch: Sequence[Message]) -> None:
+        """Go back to the start of an aborted batch on the partitions still ours."""
+        first: dict[tuple[str, int], int] = {}
+        for message in batch:
+            key = (message.topic() or "", message.partition() or 0)
+            first[key] = min(first.get(key, message.offset() or 0), message.offset() or 0)
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        mine = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in first.items()
+            if (topic, partition) in owned
+        ]
+        self._forget(mine)  # buffered records after the batch are fetched again
+        for tp in mine:
+            self.consumer.seek(tp)
+        # A stateful stage changed its state for records that did not commit.
+        self.hooks.assigned([tp.partition for tp in mine])
 
     def _produce(self, outputs: Sequence[Output]) -> None:
         for output in outputs:

@@ -58,13 +58,26 @@ def running_pipeline(settings: Settings, counts: dict[str, int], **env_overrides
         if not wait_ready(settings, counts, threading.Event(), timeout_s=240, on_wait=supervisor.check):
             logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(log_dir.glob("*.log")))
             raise AssertionError(f"pipeline {settings.prefix} did not come up:\n{logs}")
-        yield supervisor
+        # Like `pipeline up`: a member that exits is restarted while tests run.
+        watching = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(supervisor, watching), daemon=True)
+        watcher.start()
+        try:
+            yield supervisor
+        finally:
+            watching.set()
+            watcher.join(5)
     finally:
         supervisor.stop()
         try:
             delete_prefixed(settings)
         except PipelineError as exc:  # a leftover never fails the test that made it
             warnings.warn(f"could not clean up prefix {settings.prefix}: {exc}", stacklevel=1)
+
+
+def _watch(supervisor: Supervisor, stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        supervisor.check()
 
 
 def read_topic(settings: Settings, name: str, *, expect: int, timeout_s: float = 60.0) -> list[Any]:
