@@ -61,7 +61,7 @@ def prepare(settings: Settings, say: Any = print) -> bool:
             started = not status.already_running
         say(f"Kafka {'started' if started else 'was already running'} at {status.address}")
     report = apply_topics(settings)
-    say(f"topics: {report.summary() if hasattr(report, 'summary') else 'applied'}")
+    say(f"topics: {report.summary()}")
     for task in ("qa", "classify", "embed", "faq"):
         model = settings.model_for(task)
         if model:

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.errors import BrokerError, DecodeError, PipelineError
 from pipeline.kafka.config import consumer_config, producer_config
-from pipeline.messages import DEADLINE_HEADER, Answer, Headers, Request, kafka_headers, new_traceparent, now_ms
+from pipeline.messages import Answer, Headers, Request, kafka_headers, new_traceparent, now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.client")
@@ -156,4 +156,4 @@ class Client:
         self.close()
 
 
-__all__ = ["DEADLINE_HEADER", "AnswerTimeoutError", "Client"]
+__all__ = ["AnswerTimeoutError", "Client"]
