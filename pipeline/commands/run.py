@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.commands.common import add_cluster_args, settings_from
 from pipeline.flow import STAGE_NAMES
+from pipeline.messages import TASKS
 from pipeline.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("pipeline.up")
@@ -62,7 +63,7 @@ def prepare(settings: Settings, say: Any = print) -> bool:
         say(f"Kafka {'started' if started else 'was already running'} at {status.address}")
     report = apply_topics(settings)
     say(f"topics: {report.summary()}")
-    for task in ("qa", "classify", "embed", "faq"):
+    for task in TASKS:
         model = settings.model_for(task)
         if model:
             exported = ensure_exported(model, task, settings)

@@ -24,17 +24,9 @@ from pipeline.errors import DeadlineExceededError, InvalidRequestError, RequestE
 from pipeline.messages import REQUESTED_HOP, TASKS, Headers, Request, new_traceparent, now_ms
 from pipeline.settings import Settings
 from pipeline.stages.base import Output, Record, reject
+from pipeline.tasks import TASKS as TASK_REGISTRY
 
 STAGE = "filter"
-
-# Fields each task needs; anything else in the request is ignored.
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "qa": ("question", "context"),
-    "classify": ("text",),
-    "embed": ("text",),
-    "faq": ("text",),
-}
-assert set(REQUIRED_FIELDS) == set(TASKS)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
@@ -51,7 +43,7 @@ def normalise(text: str) -> str:
 def check_request(request: Request, settings: Settings, now: float) -> Request:
     """The request with its text normalised and its deadline fixed, or a RequestError."""
     rid = request.id
-    if request.task not in REQUIRED_FIELDS:
+    if request.task not in TASK_REGISTRY:
         raise InvalidRequestError(f"unknown task {request.task!r}; known: {', '.join(TASKS)}", request_id=rid)
     if not settings.model_for(request.task):
         raise InvalidRequestError(
@@ -59,7 +51,8 @@ def check_request(request: Request, settings: Settings, now: float) -> Request:
             request_id=rid,
         )
     cleaned: dict[str, str] = {}
-    for name in REQUIRED_FIELDS[request.task]:
+    # The fields the task reads; anything else in the request is ignored.
+    for name in TASK_REGISTRY[request.task].fields:
         raw = getattr(request, name)
         if raw is None:
             raise InvalidRequestError(f"task {request.task!r} needs field {name!r}", request_id=rid)

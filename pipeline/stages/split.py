@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import InvalidRequestError, RequestError
-from pipeline.messages import Headers, Request
+from pipeline.messages import TASKS, Headers, Request
 from pipeline.settings import Settings
 from pipeline.stages.base import Output, Record, reject
 from pipeline.tasks import get_task
@@ -66,7 +66,7 @@ def build_split(settings: Settings) -> Splitter:
 
     tokenizers: dict[str, Any] = {}
     by_path: dict[str, Any] = {}
-    for task in ("qa", "classify", "embed", "faq"):
+    for task in TASKS:
         path = settings.model_for(task)
         if path:
             if path not in by_path:
