@@ -145,6 +145,20 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PIPELINE_{name.upper()} must be positive")
 
+    def to_env(self) -> dict[str, str]:
+        """``PIPELINE_*`` variables that make a child process build these same Settings.
+
+        Only fields that differ from their defaults are written, so a child's
+        environment reads like the overrides that were given.
+        """
+        env: dict[str, str] = {}
+        defaults = Settings()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value != getattr(defaults, f.name):
+                env[ENV_PREFIX + f.name.upper()] = _render(value)
+        return env
+
     # -- derived names ------------------------------------------------------------
 
     def topic(self, name: str) -> str:
@@ -160,6 +174,12 @@ class Settings:
         if task == "faq":
             return self.faq_model or self.embed_model
         return str(getattr(self, f"{task}_model", ""))
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

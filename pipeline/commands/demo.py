@@ -37,14 +37,14 @@ def register(sub: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.client import Client
     from pipeline.commands.ask import render
-    from pipeline.commands.run import _child_env, prepare, wait_ready
     from pipeline.flow import STAGE_NAMES
-    from pipeline.supervisor import Supervisor
+    from pipeline.local.cluster import prepare, wait_ready
+    from pipeline.local.supervisor import Supervisor
 
     settings = settings_from(args)
     started_broker = prepare(settings)
     counts = {stage: (args.infer if stage == "infer" else 1) for stage in STAGE_NAMES}
-    supervisor = Supervisor(counts, _child_env(args), PROJECT_ROOT / ".cache" / "logs")
+    supervisor = Supervisor(counts, settings, PROJECT_ROOT / ".cache" / "logs")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     supervisor.start()
@@ -71,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("stopping the pipeline ...")
         supervisor.stop()
         if started_broker:
-            from pipeline.kafka import broker
+            from pipeline.local import broker
 
             print("stopping the Kafka broker the demo started ...")
             broker.stop(settings)

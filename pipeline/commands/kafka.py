@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pipeline.kafka import broker
+from pipeline.local import broker
 from pipeline.settings import Settings
 
 

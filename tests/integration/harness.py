@@ -6,7 +6,7 @@ groups and merge state are its own.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import threading
 import time
 import warnings
@@ -17,42 +17,28 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.commands.run import prepare, wait_ready
 from pipeline.errors import PipelineError
 from pipeline.kafka.admin import delete_prefixed
 from pipeline.kafka.config import consumer_config
+from pipeline.local.cluster import prepare, wait_ready
+from pipeline.local.supervisor import Supervisor
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.supervisor import Supervisor
 
 ALL_STAGES = ("filter", "split", "infer", "merge")
-
-
-def child_env(settings: Settings, **overrides: Any) -> dict[str, str]:
-    """The environment that makes a child process build the same Settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    values = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "prefix": settings.prefix,
-        "qa_model": settings.qa_model,
-        "classify_model": settings.classify_model,
-        "embed_model": settings.embed_model,
-        "model_cache_dir": settings.model_cache_dir,
-        "default_timeout_ms": settings.default_timeout_ms,
-    }
-    values.update(overrides)
-    env.update({f"PIPELINE_{k.upper()}": str(v) for k, v in values.items()})
-    return env
 
 
 LOG_ROOT = PROJECT_ROOT / ".cache" / "test-logs"
 
 
 @contextmanager
-def running_pipeline(settings: Settings, counts: dict[str, int], **env_overrides: Any) -> Iterator[Supervisor]:
-    """The stages as processes, logging to .cache/test-logs/<prefix>/ (kept for post-mortems)."""
+def running_pipeline(settings: Settings, counts: dict[str, int], **overrides: Any) -> Iterator[Supervisor]:
+    """The stages as processes, logging to .cache/test-logs/<prefix>/ (kept for post-mortems).
+
+    ``overrides`` are Settings fields the members get on top of ``settings``.
+    """
     log_dir = LOG_ROOT / settings.prefix.rstrip("-")
     prepare(settings, say=lambda *_: None)
-    supervisor = Supervisor(counts, child_env(settings, **env_overrides), log_dir)
+    supervisor = Supervisor(counts, dataclasses.replace(settings, **overrides), log_dir)
     supervisor.start()
     try:
         if not wait_ready(settings, counts, threading.Event(), timeout_s=240, on_wait=supervisor.check):

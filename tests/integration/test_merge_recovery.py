@@ -17,10 +17,10 @@ from confluent_kafka import Producer
 
 from pipeline.client import Client
 from pipeline.kafka.config import producer_config
+from pipeline.local.supervisor import Supervisor
 from pipeline.messages import Answer, Headers, Result, now_ms
 from pipeline.settings import Settings
 from pipeline.stages.split import CONTROL_HEADER, EXPECT
-from pipeline.supervisor import Supervisor
 from pipeline.tasks.kb import load_kb
 from tests.integration.harness import read_topic, running_pipeline
 

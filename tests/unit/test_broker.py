@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import build_parser
 from pipeline.errors import BrokerError, ConfigError
-from pipeline.kafka import broker
+from pipeline.local import broker
 from pipeline.settings import Settings
 from tests.net import free_port
 

@@ -18,11 +18,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger("pipeline.supervisor")
+from pipeline.settings import Settings
+
+log = logging.getLogger("pipeline.local.supervisor")
 
 # A member that lived this long is healthy again: its restart delay resets.
 HEALTHY_AFTER_S = 30.0
 MAX_BACKOFF_S = 15.0
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with ``PIPELINE_*`` replaced by ``settings``: the child builds the same Settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env.update(settings.to_env())
+    return env
 
 
 @dataclass
@@ -44,7 +53,7 @@ class Member:
 @dataclass
 class Supervisor:
     counts: dict[str, int]
-    env: dict[str, str]
+    settings: Settings
     log_dir: Path
     members: list[Member] = field(default_factory=list)
     # check() may be called from more than one thread (a watcher and a test).
@@ -59,7 +68,8 @@ class Supervisor:
                 self._spawn(member)
 
     def _spawn(self, member: Member) -> None:
-        env = dict(self.env, PIPELINE_MEMBER=str(member.index), PYTHONUNBUFFERED="1")
+        env = child_env(self.settings)
+        env.update(PIPELINE_MEMBER=str(member.index), PYTHONUNBUFFERED="1")
         with member.log_path.open("ab") as out:
             member.process = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.cli", "run", member.stage],

@@ -1,0 +1,61 @@
+"""Bring a local pipeline up: broker, topics and models first, then wait for every stage's members."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from pipeline.settings import Settings
+from pipeline.tasks import TASKS
+
+
+def prepare(settings: Settings, say: Any = print) -> bool:
+    """Everything the stages need before they start: broker, topics, exported models.
+
+    Returns whether it started the local broker (so a caller can stop it again).
+    """
+    from pipeline.kafka.admin import apply_topics
+    from pipeline.local import broker
+    from pipeline.models.export import ensure_exported
+
+    started = False
+    if settings.bootstrap_servers == broker.address(settings):
+        # Any broker answering there will do (ours, or one started elsewhere).
+        status = broker.status(settings)
+        if not status.up:
+            status = broker.start(settings, say=say)
+            started = not status.already_running
+        say(f"Kafka {'started' if started else 'was already running'} at {status.address}")
+    report = apply_topics(settings)
+    say(f"topics: {report.summary()}")
+    for task in TASKS:
+        model = settings.model_for(task)
+        if model:
+            exported = ensure_exported(model, task, settings)
+            say(f"model for {task}: {exported.path}")
+    return started
+
+
+def wait_ready(
+    settings: Settings,
+    counts: dict[str, int],
+    stop: threading.Event,
+    timeout_s: float = 180.0,
+    on_wait: Any = None,
+) -> bool:
+    """Wait until every stage's consumer group has its members; say so."""
+    from pipeline.kafka.groups import group_members
+
+    began = time.monotonic()
+    while not stop.is_set() and time.monotonic() - began < timeout_s:
+        members = group_members(settings, counts)
+        if all(members[stage] >= n for stage, n in counts.items()):
+            print(
+                f"pipeline ready in {time.monotonic() - began:.1f} s: " + ", ".join(f"{s} {members[s]}" for s in counts)
+            )
+            return True
+        if on_wait is not None:
+            on_wait()
+        stop.wait(1.0)
+    return False
