@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # librdkafka's connection chatter (and its errors while a broker restarts,
+    # which it retries by itself) stays out of a command's output.
+    logging.getLogger("librdkafka").setLevel(logging.WARNING if args.command == "run" else logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except PipelineError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,18 @@ class Settings:
     # polling while a batch runs, so only a hung process gets near it.
     max_poll_interval_ms: int = 60_000
 
+    # -- liveness (every member) --------------------------------------------------
+    # A member whose loop has not turned for this long (a librdkafka call that
+    # overran, the broker gone mid-commit) exits so its supervisor restarts it.
+    # Below max.poll.interval.ms, so it goes before the group throws it out.
+    stall_timeout_s: float = 45.0
+    # SIGTERM: a member that cannot finish its batch in this long (the broker
+    # down) exits anyway; the next owner redoes what was not committed.
+    shutdown_timeout_s: float = 8.0
+    # Where the member writes its health (JSON, about once a second); empty: nowhere.
+    # `pipeline up` gives each member one; a Kubernetes probe reads it.
+    health_file: str = ""
+
     # -- merge ------------------------------------------------------------------
     # How often merge looks for requests whose deadline passed.
     merge_tick_ms: int = 200
@@ -169,11 +182,17 @@ class Settings:
         """The consumer group of a stage: the stage's name is its identity."""
         return f"{self.prefix}{stage}"
 
+    def client_id(self, stage: str) -> str:
+        """This member's id in its stage's group: client id, transactional id and static member id."""
+        member = self.member or f"{socket.gethostname()}-{os.getpid()}"
+        return f"{self.group(stage)}-{member}"
+
     def model_for(self, task: str) -> str:
-        """The model path configured for ``task`` ("" when the task is disabled)."""
-        if task == "faq":
-            return self.faq_model or self.embed_model
-        return str(getattr(self, f"{task}_model", ""))
+        """The model configured for ``task`` ("" when the task is disabled), as the catalog says."""
+        from pipeline.catalog import CATALOG
+
+        spec = CATALOG[task]
+        return str(getattr(self, spec.model) or (getattr(self, spec.fallback) if spec.fallback else ""))
 
 
 def _render(value: Any) -> str:

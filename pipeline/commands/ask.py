@@ -9,13 +9,14 @@ from typing import Any
 
 import orjson
 
+from pipeline.catalog import TASK_NAMES
 from pipeline.commands.common import add_cluster_args, settings_from
-from pipeline.messages import TASKS, Answer
+from pipeline.messages import Answer
 
 
 def register(sub: Any) -> None:
     ask = sub.add_parser("ask", help="send one request to the running pipeline and print its answer")
-    ask.add_argument("--task", choices=TASKS, default="faq")
+    ask.add_argument("--task", choices=TASK_NAMES, default="faq")
     ask.add_argument("--text", help="the text (classify, embed, faq)")
     ask.add_argument("--question", help="the question (qa)")
     ask.add_argument("--context", help="the context to find the answer in (qa)")

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipeline.catalog import TASK_NAMES
 from pipeline.settings import Settings
-
-TASK_CHOICES = ("qa", "classify", "embed", "faq")
 
 
 def register(sub: Any) -> None:
@@ -20,7 +19,7 @@ def register(sub: Any) -> None:
         description="Export a model for a task to ONNX, verify its outputs against PyTorch and cache it "
         "under PIPELINE_MODEL_CACHE_DIR. An unchanged model comes from the cache.",
     )
-    export.add_argument("--task", required=True, choices=TASK_CHOICES, help="what the model is for")
+    export.add_argument("--task", required=True, choices=TASK_NAMES, help="what the model is for")
     export.add_argument(
         "--model",
         help="local model directory, or a hub id when a hub is reachable (default: the task's PIPELINE_*_MODEL)",

@@ -6,6 +6,7 @@ librdkafka's default says why. Stages never build a client config themselves.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pipeline.settings import Settings
@@ -18,6 +19,9 @@ def common_config(settings: Settings, client_id: str) -> ClientConfig:
         "bootstrap.servers": settings.bootstrap_servers,
         # Shows up in broker logs and quotas: which stage member is talking.
         "client.id": client_id,
+        # librdkafka's own log lines go through Python logging (served on
+        # poll), not straight to stderr, so commands print none of them.
+        "logger": logging.getLogger("librdkafka"),
     }
 
 
@@ -59,7 +63,7 @@ def producer_config(settings: Settings, client_id: str, *, transactional_id: str
     return config
 
 
-def consumer_config(settings: Settings, group: str, client_id: str) -> ClientConfig:
+def consumer_config(settings: Settings, group: str, client_id: str, *, instance_id: str | None = None) -> ClientConfig:
     config = common_config(settings, client_id)
     config.update(
         {
@@ -90,4 +94,9 @@ def consumer_config(settings: Settings, group: str, client_id: str) -> ClientCon
             "fetch.wait.max.ms": 10,
         }
     )
+    if instance_id is not None:
+        # Static membership (KIP-345): a member restarted with the same id gets
+        # its partitions back at once, without a rebalance of the whole group.
+        # Its partitions wait for it up to session.timeout.ms, not longer.
+        config["group.instance.id"] = instance_id
     return config

@@ -1,74 +1,60 @@
-"""The one consume → process → produce → commit loop every confluent-kafka stage runs.
+"""The one consume → process → produce → commit loop every stage runs.
 
-filter, split and infer differ only in the :data:`~pipeline.stages.base.Handler`
-they pass in. The loop guarantees, for all of them:
+Stages differ only in the :class:`~pipeline.records.StageLogic` they pass in
+(a handler, and hooks for a stage with state or timers). The loop guarantees,
+for all of them:
 
-* **Nothing lost, nothing doubled.** With ``exactly_once`` a batch's outputs
-  and its consumed offsets are committed in one Kafka transaction (KIP-447:
-  the consumer group's metadata fences zombies). With ``at_least_once``
-  outputs are flushed and acknowledged before the offsets are committed.
-* **Liveness.** The handler runs in a worker thread while the main thread
-  keeps polling, so a slow batch never pushes the member past
-  ``max.poll.interval.ms`` and heartbeats and rebalances go on.
+* **Nothing lost, nothing doubled.** With ``exactly_once`` a batch's outputs,
+  its state changes and its consumed offsets are committed in one Kafka
+  transaction (KIP-447: the group's metadata fences zombies). With
+  ``at_least_once`` outputs are flushed and acknowledged before offsets are
+  committed.
+* **State before records.** A stage with a state table gets each newly
+  assigned partition's table restored from its changelog, on the loop's own
+  thread (not inside the rebalance callback), before any record of it runs.
+* **Liveness.** The handler runs in a worker thread while the loop keeps
+  polling, so a slow batch never pushes the member past
+  ``max.poll.interval.ms``. Every turn beats a watchdog; a member stuck in a
+  call that overruns its budget (the broker gone mid-commit) exits and is
+  restarted instead of holding its partitions while answering nothing.
 * **Back-pressure through Kafka.** At most ``max_in_flight`` records are held;
-  past that the consumer pauses its partitions and lag builds in Kafka, not
-  in memory.
+  past that the consumer pauses its partitions and lag builds in Kafka.
 * **Dynamic batching.** Records wait at most ``max_wait_ms`` to be batched
-  with others, and a batch holds at most ``max_batch`` records; the next batch
-  fills while the current one runs.
+  with others, at most ``max_batch`` to a batch; the next fills while one runs.
 
-Anything that breaks the loop (broker errors the client cannot retry, a fenced
-producer, a handler that raises) is an infrastructure error: the process exits
-non-zero and its supervisor restarts it; uncommitted work is redone.
+Anything that breaks the loop (an error the client cannot retry, a fenced
+producer, a handler that raises) ends the process non-zero; its supervisor
+restarts it and uncommitted work is redone. The Kafka clients come from
+:class:`~pipeline.kafka.clients.Clients`, so tests can hand in fakes (``tests/unit/fake_kafka.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline.errors import BrokerError
-from pipeline.kafka.config import consumer_config, producer_config
-from pipeline.messages import header_list, kafka_headers
+from pipeline.kafka import table
+from pipeline.kafka.clients import Clients, connect
+from pipeline.kafka.liveness import HealthFile, Watchdog
+from pipeline.messages import header_list, kafka_headers, now_ms
+from pipeline.records import Batching, Output, Record, StageLogic, StateTable
 from pipeline.settings import Settings
-from pipeline.stages.base import Handler, Output, Record
 
 log = logging.getLogger("pipeline.runner")
 
-
-class StageHooks:
-    """What a stateful stage needs from the loop beyond its handler (merge does).
-
-    All run on the loop's thread; ``revoked`` only after the running batch is
-    committed, so state and committed offsets agree.
-    """
-
-    def assigned(self, partitions: list[int]) -> None:
-        """Partitions of the source topic now ours: load their state first."""
-
-    def revoked(self, partitions: list[int]) -> None:
-        """Partitions no longer ours: forget their state."""
-
-    def tick(self) -> None:
-        """Called on every turn of the loop (a few hundred times a second when busy)."""
-
-
-@dataclass(frozen=True)
-class Batching:
-    """How a stage groups records for its handler."""
-
-    max_batch: int = 64
-    max_wait_ms: float = 0.0
-    max_in_flight: int = 256
+# librdkafka's own timeout for each transactional call; the watchdog bounds retries of them.
+TXN_CALL_TIMEOUT_S = 10.0
+# A repeated consume error is logged once per this long, not on every poll.
+ERROR_LOG_EVERY_S = 10.0
 
 
 class StageRunner:
@@ -79,60 +65,99 @@ class StageRunner:
         settings: Settings,
         stage: str,
         source: str,
-        handler: Handler,
+        logic: StageLogic,
         batching: Batching,
-        hooks: StageHooks | None = None,
+        *,
+        changelog: str | None = None,
+        clients: Clients | None = None,
     ) -> None:
         self.settings = settings
-        self.hooks = hooks or StageHooks()
         self.stage = stage
         self.source = source  # declared topic name
-        self.handler = handler
+        self.handler = logic.handler
+        self.hooks = logic.hooks
         self.batching = batching
-        member = settings.member or f"{socket.gethostname()}-{os.getpid()}"
-        self.client_id = f"{settings.group(stage)}-{member}"
+        self.state = StateTable(changelog) if changelog else None
+        self.client_id = settings.client_id(stage)
         self.transactional = settings.processing_guarantee == "exactly_once"
-        self.consumer = Consumer(consumer_config(settings, settings.group(stage), self.client_id))
-        self.producer = Producer(
-            producer_config(settings, self.client_id, transactional_id=self.client_id if self.transactional else None)
-        )
+        clients = clients or connect(settings, stage, self.client_id, changelog)
+        self.consumer = clients.consumer
+        self.producer = clients.producer
+        self._make_side = clients.side
+        self._restore_rows = clients.restore
+        self.side: Any = None
+        self.side_lock = threading.Lock()
         self.buffer: deque[Message] = deque()
         self.running: tuple[list[Message], Future[list[Output]]] | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-handler")
         self.paused = False
+        self.pending_assign: list[int] = []
         self.delivery_errors: list[KafkaError] = []
         self.processed = 0
+        self.watchdog = Watchdog(f"{stage} member {self.client_id}")
+        self.health = HealthFile(Path(settings.health_file) if settings.health_file else None)
+        self.last_error_log: dict[str, float] = {}
 
     # -- the loop ----------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        """Join the group and turn the loop until ``stop`` is set; then commit what runs and leave."""
+        budget = self.settings.stall_timeout_s
+        self.watchdog.start()
+        self.watchdog.beat("init_transactions", budget + TXN_CALL_TIMEOUT_S)
+        self.join()
+        try:
+            while not stop.is_set():
+                self.watchdog.beat("loop", budget)
+                self._report("running")
+                self.turn()
+        finally:
+            self._shutdown()
+
+    def join(self) -> None:
+        """Hand the stage its senders and state, fence older instances of this member, subscribe."""
+        self.hooks.start(self.send, self.state)
         if self.transactional:
-            self.producer.init_transactions(30)
+            self.producer.init_transactions(self.settings.stall_timeout_s)
         self.consumer.subscribe(
             [self.settings.topic(self.source)],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        log.info(
-            "%s member %s consuming %s (%s)",
-            self.stage,
-            self.client_id,
-            self.source,
-            self.settings.processing_guarantee,
-        )
+        log.info("%s member %s consuming %s (%s)", self.stage, self.client_id, self.source,
+                 self.settings.processing_guarantee)  # fmt: skip
+
+    def turn(self) -> None:
+        """One turn of the loop (tests step it without the watchdog)."""
+        self.hooks.tick(now_ms())
+        self._poll()
+        self._restore_pending()
+        self._finish_batch(wait=False)
+        self._start_batch()
+
+    def _shutdown(self) -> None:
+        # Bounded even with the broker gone: past the budget the watchdog ends the
+        # process, and what was not committed is redone by the partitions' next owner.
+        self.watchdog.beat("stopping", self.settings.shutdown_timeout_s)
+        self._report("stopping", force=True)
         try:
-            while not stop.is_set():
-                self.hooks.tick()
-                self._poll()
-                self._finish_batch(wait=False)
-                self._start_batch()
             self._finish_batch(wait=True)
         finally:
             self.executor.shutdown(wait=True)
             self.consumer.close()
-            self.producer.flush(10)
+            self.producer.flush(1)
+            if self.side is not None:
+                self.side.flush(1)
+            self.watchdog.stop()
             log.info("%s member %s stopped after %d records", self.stage, self.client_id, self.processed)
+
+    def _report(self, state: str, *, force: bool = False) -> None:
+        self.health.write(
+            {"stage": self.stage, "member": self.client_id, "state": state, "processed": self.processed,
+             "buffered": len(self.buffer), "paused": self.paused},
+            force=force,
+        )  # fmt: skip
 
     def _poll(self) -> None:
         limit = self.batching.max_in_flight
@@ -140,6 +165,8 @@ class StageRunner:
             self._pause(False)
         elif not self.paused and len(self.buffer) >= limit:
             self._pause(True)  # lag builds in Kafka, not in memory
+        if self.side is not None:
+            self.side.poll(0)
         # Busy: check back soon for the running batch; idle: wait for data.
         timeout = 0.005 if self.running or self.buffer else 0.1
         # consume(n, timeout) waits for all n messages or the timeout, so wait
@@ -161,10 +188,24 @@ class StageRunner:
             elif error.fatal() or not error.retriable():
                 raise BrokerError(f"{self.stage}: consume failed: {error}")
             else:
-                log.warning("%s: consume error (retrying): %s", self.stage, error)
+                self._warn_once(f"consume:{error.code()}", "%s: consume error (retrying): %s", self.stage, error)
+
+    def _restore_pending(self) -> None:
+        """Newly assigned partitions: restore their state, then tell the stage; before any of their records runs."""
+        if not self.pending_assign:
+            return
+        partitions, self.pending_assign = self.pending_assign, []
+        self._restore(partitions)
+
+    def _restore(self, partitions: list[int]) -> None:
+        if self.state is not None:
+            self.watchdog.beat("restore", table.RESTORE_TIMEOUT_S + self.settings.stall_timeout_s)
+            for partition, rows in self._restore_rows(partitions).items():
+                self.state.load(partition, rows)
+        self.hooks.assigned(partitions)
 
     def _start_batch(self) -> None:
-        if self.running is not None or not self.buffer:
+        if self.running is not None or not self.buffer or self.pending_assign:
             return
         oldest = self.buffer[0].timestamp()[1] if self.batching.max_wait_ms else None
         waited_ms = time.time() * 1000 - oldest if oldest and oldest > 0 else float("inf")
@@ -182,8 +223,8 @@ class StageRunner:
             return
         outputs = future.result()  # a handler that raises is a bug: crash, redo on restart
         self.running = None
-        owned = set(self.consumer.assignment())
-        if any(TopicPartition(m.topic() or "", m.partition() or 0) not in owned for m in batch):
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        if any((m.topic(), m.partition()) not in owned for m in batch):
             # Partitions moved while the batch ran; their new owner redoes it.
             log.info("%s: dropping a batch of %d records from revoked partitions", self.stage, len(batch))
             return
@@ -199,8 +240,10 @@ class StageRunner:
             try:
                 self.producer.begin_transaction()
                 self._produce(outputs)
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-                self.producer.commit_transaction(30)
+                metadata = self.consumer.consumer_group_metadata()
+                self._retrying("send offsets", self.producer.send_offsets_to_transaction, offsets, metadata,
+                               TXN_CALL_TIMEOUT_S)  # fmt: skip
+                self._retrying("commit", self.producer.commit_transaction, TXN_CALL_TIMEOUT_S)
             except KafkaException as exc:
                 error = exc.args[0]
                 if error.fatal() or not error.txn_requires_abort():
@@ -208,7 +251,7 @@ class StageRunner:
                 # Typically the group moved on (a rebalance) before the offsets
                 # were committed: nothing of the batch becomes visible, and it
                 # is redone, here or by the partitions' new owner.
-                self.producer.abort_transaction(30)
+                self._retrying("abort", self.producer.abort_transaction, TXN_CALL_TIMEOUT_S)
                 log.warning("%s: aborted a batch of %d records (%s); redoing it", self.stage, len(batch), error)
                 self._rewind(batch)
                 return False
@@ -223,6 +266,22 @@ class StageRunner:
         self.consumer.commit(offsets=offsets, asynchronous=False)
         return True
 
+    def _retrying(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """A transactional call, again while it fails with a retriable error (librdkafka's advice).
+
+        Not forever: the watchdog's budget for this turn still runs, so a
+        broker that stays away ends the member instead of hanging it.
+        """
+        while True:
+            try:
+                return call(*args)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or error.txn_requires_abort() or not error.retriable():
+                    raise
+                self._warn_once(f"txn:{what}", "%s: %s failed, retrying: %s", self.stage, what, error)
+                time.sleep(0.1)
+
     def _rewind(self, batch: Sequence[Message]) -> None:
         """Go back to the start of an aborted batch on the partitions still ours."""
         first: dict[tuple[str, int], int] = {}
@@ -230,22 +289,19 @@ class StageRunner:
             key = (message.topic() or "", message.partition() or 0)
             first[key] = min(first.get(key, message.offset() or 0), message.offset() or 0)
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        mine = [
-            TopicPartition(topic, partition, offset)
-            for (topic, partition), offset in first.items()
-            if (topic, partition) in owned
-        ]
+        mine = [TopicPartition(t, p, offset) for (t, p), offset in first.items() if (t, p) in owned]
         self._forget(mine)  # buffered records after the batch are fetched again
         for tp in mine:
             self.consumer.seek(tp)
         # A stateful stage changed its state for records that did not commit.
-        self.hooks.assigned([tp.partition for tp in mine])
+        self._restore([tp.partition for tp in mine])
 
-    def _produce(self, outputs: Sequence[Output]) -> None:
+    def _produce(self, outputs: Sequence[Output], producer: Any = None) -> None:
+        producer = producer or self.producer
         for output in outputs:
             while True:
                 try:
-                    self.producer.produce(
+                    producer.produce(
                         self.settings.topic(output.topic),
                         key=output.key,
                         value=output.value,
@@ -256,19 +312,34 @@ class StageRunner:
                     )
                     break
                 except BufferError:
-                    self.producer.poll(0.05)  # local queue full: let deliveries drain
-        self.producer.poll(0)
+                    producer.poll(0.05)  # local queue full: let deliveries drain
+        producer.poll(0)
+
+    def send(self, output: Output) -> None:
+        """Produce at once outside any transaction (ticks, streamed chunks); safe from the handler's thread."""
+        with self.side_lock:
+            if self.side is None:
+                self.side = self._make_side()
+            self._produce([output], self.side)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self.delivery_errors.append(error)
             log.error("%s: delivery to %s[%s] failed: %s", self.stage, message.topic(), message.partition(), error)
 
+    def _warn_once(self, what: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last_error_log.get(what, -ERROR_LOG_EVERY_S) >= ERROR_LOG_EVERY_S:
+            self.last_error_log[what] = now
+            log.warning(message, *args)
+
     # -- rebalances ----------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # State is restored by the loop right after this poll returns (not here:
+        # a long restore must not run inside librdkafka's callback).
         log.info("%s: assigned %s", self.stage, _names(partitions))
-        self.hooks.assigned([p.partition for p in partitions])
+        self.pending_assign.extend(p.partition for p in partitions)
         if self.paused:
             consumer.pause(partitions)
 
@@ -277,16 +348,22 @@ class StageRunner:
         # then forget buffered records of the partitions we lose.
         log.info("%s: revoked %s", self.stage, _names(partitions))
         self._finish_batch(wait=True)
-        self._forget(partitions)
-        self.hooks.revoked([p.partition for p in partitions])
+        self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, _names(partitions))
-        self._forget(partitions)
         if self.running is not None:
             self.running[1].result()
             self.running = None
-        self.hooks.revoked([p.partition for p in partitions])
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        self._forget(partitions)
+        numbers = [p.partition for p in partitions]
+        self.pending_assign = [p for p in self.pending_assign if p not in numbers]
+        self.hooks.revoked(numbers)
+        if self.state is not None:
+            self.state.drop(numbers)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         gone = {(p.topic, p.partition) for p in partitions}

@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Any
 
+from pipeline.catalog import TASK_NAMES
 from pipeline.settings import Settings
-from pipeline.tasks import TASKS
 
 
 def prepare(settings: Settings, say: Any = print) -> bool:
@@ -29,7 +29,7 @@ def prepare(settings: Settings, say: Any = print) -> bool:
         say(f"Kafka {'started' if started else 'was already running'} at {status.address}")
     report = apply_topics(settings)
     say(f"topics: {report.summary()}")
-    for task in TASKS:
+    for task in TASK_NAMES:
         model = settings.model_for(task)
         if model:
             exported = ensure_exported(model, task, settings)

@@ -17,7 +17,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pipeline.kafka.liveness import read_health
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.local.supervisor")
@@ -49,6 +51,14 @@ class Member:
     def name(self) -> str:
         return f"{self.stage}-{self.index}"
 
+    @property
+    def health_path(self) -> Path:
+        return self.log_path.with_suffix(".health.json")
+
+    def health(self) -> dict[str, Any] | None:
+        """The member's last health record (None before its loop first turned)."""
+        return read_health(self.health_path)
+
 
 @dataclass
 class Supervisor:
@@ -69,7 +79,10 @@ class Supervisor:
 
     def _spawn(self, member: Member) -> None:
         env = child_env(self.settings)
-        env.update(PIPELINE_MEMBER=str(member.index), PYTHONUNBUFFERED="1")
+        env.update(
+            PIPELINE_MEMBER=str(member.index), PIPELINE_HEALTH_FILE=str(member.health_path), PYTHONUNBUFFERED="1"
+        )
+        member.health_path.unlink(missing_ok=True)
         with member.log_path.open("ab") as out:
             member.process = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.cli", "run", member.stage],
@@ -92,7 +105,10 @@ class Supervisor:
     def _check(self) -> None:
         now = time.monotonic()
         for member in self.members:
-            if member.process is None or member.process.poll() is None:
+            if member.process is None:
+                continue
+            if member.process.poll() is None:
+                self._kill_if_stuck(member)
                 continue
             if member.restart_at is None:
                 if now - member.started > HEALTHY_AFTER_S:
@@ -110,11 +126,23 @@ class Supervisor:
                 member.restarts += 1
                 self._spawn(member)
 
+    def _kill_if_stuck(self, member: Member) -> None:
+        """A member's own watchdog ends it when it stalls; this catches one that cannot (stopped, wedged)."""
+        health = member.health()
+        if health is None or member.process is None:
+            return
+        silent = time.time() - float(health.get("at", 0))
+        if silent > 2 * self.settings.stall_timeout_s and health.get("state") != "stopping":
+            log.warning("%s has not turned its loop for %.0f s; killing it to restart it", member.name, silent)
+            os.killpg(member.process.pid, signal.SIGKILL)
+
     def pids(self) -> dict[str, int]:
         return {m.name: m.process.pid for m in self.members if m.process is not None and m.process.poll() is None}
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
         """SIGTERM everyone (upstream stages first), then SIGKILL what is left."""
+        if timeout_s is None:  # a member ends itself within shutdown_timeout_s, even with the broker down
+            timeout_s = self.settings.shutdown_timeout_s + 2.0
         for member in self.members:
             if member.process is not None and member.process.poll() is None:
                 os.killpg(member.process.pid, signal.SIGTERM)

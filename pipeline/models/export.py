@@ -58,11 +58,13 @@ META_FILE = "meta.json"
 
 
 def kind_for(task: str) -> str:
-    """The export kind of a task or kind name: faq runs on the sentence encoder (embed)."""
-    if task == "faq":
-        return "embed"
+    """The export kind of a task (from the catalog) or of a kind name."""
+    from pipeline.catalog import CATALOG
+
+    if task in CATALOG:
+        return CATALOG[task].kind
     if task not in KINDS:
-        raise ConfigError(f"unknown model task {task!r}; known: {', '.join((*KINDS, 'faq'))}")
+        raise ConfigError(f"unknown model task {task!r}; known: {', '.join(sorted({*KINDS, *CATALOG}))}")
     return task
 
 

@@ -19,12 +19,14 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 
+from pipeline.catalog import CATALOG
 from pipeline.errors import DeadlineExceededError, InvalidRequestError, RequestError, TooLargeError
-from pipeline.messages import REQUESTED_HOP, TASKS, Headers, Request, new_traceparent, now_ms
+from pipeline.messages import REQUESTED_HOP, Headers, Request, new_traceparent, now_ms
+from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
-from pipeline.stages.base import Output, Record, reject
-from pipeline.tasks import TASKS as TASK_REGISTRY
+from pipeline.stages.base import reject
 
 STAGE = "filter"
 
@@ -43,16 +45,17 @@ def normalise(text: str) -> str:
 def check_request(request: Request, settings: Settings, now: float) -> Request:
     """The request with its text normalised and its deadline fixed, or a RequestError."""
     rid = request.id
-    if request.task not in TASK_REGISTRY:
-        raise InvalidRequestError(f"unknown task {request.task!r}; known: {', '.join(TASKS)}", request_id=rid)
+    spec = CATALOG.get(request.task)
+    if spec is None:
+        raise InvalidRequestError(f"unknown task {request.task!r}; known: {', '.join(CATALOG)}", request_id=rid)
     if not settings.model_for(request.task):
         raise InvalidRequestError(
-            f"task {request.task!r} is not enabled here: no model is set (PIPELINE_{request.task.upper()}_MODEL)",
+            f"task {request.task!r} is not enabled here: no model is set (PIPELINE_{spec.model.upper()})",
             request_id=rid,
         )
     cleaned: dict[str, str] = {}
     # The fields the task reads; anything else in the request is ignored.
-    for name in TASK_REGISTRY[request.task].fields:
+    for name in spec.fields:
         raw = getattr(request, name)
         if raw is None:
             raise InvalidRequestError(f"task {request.task!r} needs field {name!r}", request_id=rid)
@@ -101,3 +104,8 @@ def filter_one(record: Record, settings: Settings) -> Output:
     headers.traceparent = headers.traceparent or new_traceparent()
     headers = headers.stamped(REQUESTED_HOP, produced).stamped(STAGE)
     return Output("filtered", request.id.encode(), request.encode(), headers.to_list())
+
+
+def build(settings: Settings) -> StageLogic:
+    """filter needs nothing loaded: its core is a pure function of the record and the settings."""
+    return StageLogic(partial(filter_records, settings=settings))

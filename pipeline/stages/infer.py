@@ -1,6 +1,7 @@
 """infer: run parts through ONNX Runtime in token-budgeted batches, across requests.
 
-The stage's pure core. :func:`build_infer` loads, for every task that has a
+:func:`infer_records` is the record adapter: decode parts, skip those past
+their deadline, run the rest as one batch, encode results. :func:`build_infer` loads, for every task that has a
 model configured, its export (exporting it first if needed), an ORT session
 on a checked provider, and the task's runtime (the faq knowledge base is
 embedded here, once). Tasks on the same model and export kind share one
@@ -20,18 +21,22 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
 
-from pipeline.errors import ConfigError, InvalidRequestError, ModelError, ProviderError, TooLargeError
-from pipeline.messages import Part, Result
+from pipeline.catalog import CATALOG, TASK_NAMES
+from pipeline.errors import ConfigError, InvalidRequestError, ModelError, ProviderError, RequestError, TooLargeError
+from pipeline.messages import Headers, Part, Result, now_ms
 from pipeline.models.batching import pad, plan_batches
 from pipeline.models.export import ensure_exported
 from pipeline.models.session import OrtModel, open_session
 from pipeline.models.tokenizer import Tokenizer, load_tokenizer
+from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
-from pipeline.tasks import TASKS, Runtime, Task, get_task
-from pipeline.tasks.base import Output, error_output
+from pipeline.stages.base import dead_letter
+from pipeline.tasks import Runtime, Task, get_task
+from pipeline.tasks.base import PartOutput, error_output
 
 STAGE = "infer"
 log = logging.getLogger("pipeline.stages.infer")
@@ -59,7 +64,7 @@ class Infer:
         return {name: s.model.provider for name, s in self.served.items()}
 
     def __call__(self, parts: Sequence[Part]) -> list[Result]:
-        outputs: list[Output | None] = [None] * len(parts)
+        outputs: list[PartOutput | None] = [None] * len(parts)
         runnable: list[int] = []
         for index, part in enumerate(parts):
             problem = self._check(part)
@@ -77,7 +82,7 @@ class Infer:
             for p, o in zip(parts, outputs, strict=True)
         ]
 
-    def _check(self, part: Part) -> Output | None:
+    def _check(self, part: Part) -> PartOutput | None:
         """An error output for a part that cannot run here, else None."""
         served = self.served.get(part.task)
         if served is None:
@@ -99,7 +104,7 @@ class Infer:
             )
         return None
 
-    def _run_batch(self, batch: list[Part]) -> list[Output]:
+    def _run_batch(self, batch: list[Part]) -> list[PartOutput]:
         served = self.served[batch[0].task]
         began = time.perf_counter()
         try:
@@ -122,7 +127,7 @@ class Infer:
         return outputs
 
 
-def _run(served: Served, batch: list[Part]) -> list[Output]:
+def _run(served: Served, batch: list[Part]) -> list[PartOutput]:
     feeds = pad(batch, served.model.meta.pad_token_id, served.model.input_names)
     outputs = served.task.postprocess(batch, served.model.run(feeds), served.runtime)
     if len(outputs) != len(batch):
@@ -130,23 +135,23 @@ def _run(served: Served, batch: list[Part]) -> list[Output]:
     return outputs
 
 
-def _lost(part: Part) -> Output:  # pragma: no cover - every index is filled above
+def _lost(part: Part) -> PartOutput:  # pragma: no cover - every index is filled above
     return error_output(ModelError.code, f"part {part.part} was not processed")
 
 
 def build_infer(settings: Settings, tasks: Iterable[str] | None = None) -> Infer:
     """Load what infer needs for ``tasks`` (default: every task with a model configured)."""
-    names = list(tasks) if tasks is not None else [name for name in TASKS if settings.model_for(name)]
+    names = list(tasks) if tasks is not None else [name for name in TASK_NAMES if settings.model_for(name)]
     loaded: dict[tuple[str, str], tuple[OrtModel, Tokenizer]] = {}
     served: dict[str, Served] = {}
     for name in names:
         task = get_task(name)
         model_name = settings.model_for(name)
         if not model_name:
-            raise ConfigError(f"task {name!r} has no model: set PIPELINE_{name.upper()}_MODEL")
-        key = (model_name, task.kind)
+            raise ConfigError(f"task {name!r} has no model: set PIPELINE_{CATALOG[name].model.upper()}")
+        key = (model_name, CATALOG[name].kind)
         if key not in loaded:
-            exported = ensure_exported(model_name, task.kind, settings)
+            exported = ensure_exported(model_name, name, settings)
             loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
         model, tokenizer = loaded[key]
         served[name] = Served(task, model, task.prepare(model, tokenizer, settings))
@@ -154,3 +159,37 @@ def build_infer(settings: Settings, tasks: Iterable[str] | None = None) -> Infer
     if not served:
         raise ConfigError("infer has no task to serve: set at least one PIPELINE_*_MODEL")
     return Infer(served, settings)
+
+
+def build(settings: Settings) -> StageLogic:
+    return StageLogic(partial(infer_records, build_infer(settings)))
+
+
+def infer_records(infer: Infer, records: Sequence[Record]) -> list[Output]:
+    """Decode parts, run them as one batch, encode results.
+
+    A part that cannot be decoded is dead-lettered but not answered: its
+    request is answered by merge at the deadline (``partial``). Parts already
+    past their deadline are skipped, so an overloaded infer spends the
+    accelerator on requests that can still be answered in time.
+    """
+    outputs: list[Output] = []
+    parts: list[Part] = []
+    headers: list[Headers] = []
+    now = now_ms()
+    for record in records:
+        try:
+            part = Part.decode(record.value)
+        except RequestError as exc:
+            outputs.append(dead_letter(record, exc.at(record.where), STAGE))
+            continue
+        header = Headers.parse(record.headers)
+        if header.deadline_ms is not None and header.deadline_ms < now:
+            continue
+        parts.append(part)
+        headers.append(header)
+    if parts:
+        for result, header in zip(infer(parts), headers, strict=True):
+            stamped = header.stamped(STAGE).to_list()
+            outputs.append(Output("results", result.id.encode(), result.encode(), stamped))
+    return outputs

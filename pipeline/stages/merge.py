@@ -1,11 +1,10 @@
 """merge: gather the parts of each request and answer it exactly once.
 
 The state of one request (:class:`Gather`) is a small JSON document kept in a
-fault-tolerant table keyed by request id (``pipeline.kafka.merge_member``
-keeps it, backed by the compacted ``merge-state`` topic). :func:`step` is the
-whole logic:
-given the state and one record from ``results``, it returns the new state and
-what to emit. It knows three kinds of record:
+fault-tolerant table keyed by request id (the runner's state table, backed by
+the compacted ``merge-state`` topic, see :class:`Merger`). :func:`step` is the
+whole logic: given the state and one record from ``results``, it returns the
+new state and what to emit. It knows three kinds of record:
 
 * a part's :class:`~pipeline.messages.Result` from infer;
 * ``expect`` from split: how many parts to wait for (and, in the headers, the
@@ -22,21 +21,23 @@ duplicate parts harmless; the tombstone is dropped after
 
 from __future__ import annotations
 
+import heapq
 import logging
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from pipeline.errors import DecodeError, PipelineError
-from pipeline.messages import Answer, Headers, Result
+from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
+from pipeline.records import Hooks, Output, Record, Send, StageLogic, StateTable
 from pipeline.settings import Settings
-from pipeline.stages.base import Output, Record, answer_output, reject
-from pipeline.stages.split import CONTROL_HEADER, EXPECT
+from pipeline.stages.base import answer_output, dead_letter
 
 STAGE = "merge"
-DEADLINE = b"deadline"
-EXPIRE = b"expire"
+STATE_TOPIC = "merge-state"
 
 log = logging.getLogger("pipeline.merge")
 
@@ -109,31 +110,31 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
     """Apply one ``results`` record to the state of its request."""
     request_id = (record.key or b"").decode("utf-8", "replace")
     gather = state or Gather(partition=record.partition)
-    control = dict(record.headers).get(CONTROL_HEADER)
+    control = Control.of(record.headers)
     headers = Headers.parse(record.headers)
 
-    if control == EXPIRE:
+    if control is Control.EXPIRE:
         if gather.done_ms is not None and now - gather.done_ms >= settings.merge_done_retention_ms:
             return Step(None)
         return Step(state)
     if gather.done_ms is not None:
         return Step(gather)  # answered already: a late or duplicate record changes nothing
 
-    if control == EXPECT:
+    if control is Control.EXPECT:
         try:
-            expect = orjson.loads(record.value or b"")
-            gather.of, gather.task = int(expect["of"]), str(expect["task"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            return Step(state, reject(record, DecodeError(f"bad expect record: {exc}").at(record.where), STAGE)[-1:])
+            expect = Expect.decode(record.value)
+        except DecodeError as exc:
+            return Step(state, [dead_letter(record, exc.at(record.where), STAGE)])
+        gather.of, gather.task = expect.of, expect.task
         gather.absorb(headers)
-    elif control == DEADLINE:
+    elif control is Control.DEADLINE:
         pass  # only the deadline check below
     else:
         try:
             result = Result.decode(record.value)
         except DecodeError as exc:
             # Dead-letter only: the request is still answered, by its deadline.
-            return Step(state, reject(record, exc.at(record.where), STAGE)[-1:])
+            return Step(state, [dead_letter(record, exc.at(record.where), STAGE)])
         gather.absorb(headers)
         gather.task, gather.of = result.task, gather.of or result.of
         error = result.output.get("error")
@@ -185,11 +186,104 @@ def _answer(gather: Gather, answer: Answer, now: float) -> Step:
     return Step(done, [answer_output(answer, headers)])
 
 
-def due_tick(gather: Gather, settings: Settings, now: float) -> bytes | None:
-    """The tick the merge process should send itself for this request now, if any."""
+def due(gather: Gather, settings: Settings) -> tuple[float, Control] | None:
+    """When this request next needs a tick, and which: its deadline, or its tombstone's expiry."""
     if gather.done_ms is None:
-        if gather.deadline_ms is not None and now >= gather.deadline_ms:
-            return DEADLINE
-    elif now - gather.done_ms >= settings.merge_done_retention_ms:
-        return EXPIRE
-    return None
+        return None if gather.deadline_ms is None else (float(gather.deadline_ms), Control.DEADLINE)
+    return gather.done_ms + settings.merge_done_retention_ms, Control.EXPIRE
+
+
+# -- the stage: the step above over a changelog-backed table, and its ticks ------------------
+
+# A tick already sent is sent again after this long if the request still needs it
+# (the tick was lost, or the member was busy): the step it causes is idempotent.
+TICK_RESEND_MS = 2_000.0
+
+
+class Merger(Hooks):
+    """merge's handler and hooks: :func:`step` over the stage's table, plus deadline ticks.
+
+    The table (request id → :class:`Gather`, per ``results`` partition) is the
+    runner's :class:`~pipeline.records.StateTable`, restored from ``merge-state``
+    before a partition's records are handled. Ticks are found through a heap
+    keyed by when each request next needs one, so a turn of the loop costs in
+    proportion to the ticks that fall due, not to the requests held.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.table = StateTable(STATE_TOPIC)
+        self.send: Send | None = None
+        self.heap: list[tuple[float, int, bytes]] = []  # (due ms, partition, request key)
+        self.lock = threading.Lock()  # the heap is fed by the handler's thread and drained by the loop's
+        self.next_tick_ms = 0.0
+
+    # -- the handler (worker thread) ---------------------------------------------------------
+
+    def __call__(self, records: Sequence[Record]) -> list[Output]:
+        outputs: list[Output] = []
+        now = now_ms()
+        for record in records:
+            if not record.key:
+                error = DecodeError("result without a key: cannot tell which request it belongs to")
+                outputs.append(dead_letter(record, error.at(record.where), STAGE))
+                continue
+            before = self.table.get(record.partition, record.key)
+            outcome = step(Gather.decode(before) if before else None, record, self.settings, now)
+            after = None if outcome.state is None else outcome.state.encode()
+            if after != before:
+                outputs.append(self.table.put(record.partition, record.key, after))
+                if outcome.state is not None:
+                    self._schedule(record.partition, record.key, outcome.state)
+            outputs.extend(outcome.outputs)
+        return outputs
+
+    # -- hooks (the loop's thread) --------------------------------------------------------------
+
+    def start(self, send: Send, state: StateTable | None) -> None:
+        self.send = send
+        if state is not None:
+            self.table = state
+
+    def assigned(self, partitions: list[int]) -> None:
+        held = 0
+        for partition in partitions:
+            for key, value in list(self.table.partitions.get(partition, {}).items()):
+                self._schedule(partition, key, Gather.decode(value))
+                held += 1
+        log.info("merge holds %d requests of partitions %s", held, partitions)
+
+    def tick(self, now: float) -> None:
+        if now < self.next_tick_ms or self.send is None:
+            return
+        self.next_tick_ms = now + self.settings.merge_tick_ms
+        with self.lock:
+            due_now: list[tuple[float, int, bytes]] = []
+            while self.heap and self.heap[0][0] <= now:
+                due_now.append(heapq.heappop(self.heap))
+        for _, partition, key in due_now:
+            value = self.table.get(partition, key)
+            if value is None:
+                continue  # answered and expired, or the partition is no longer ours
+            next_due = due(Gather.decode(value), self.settings)
+            if next_due is None:
+                continue
+            at, kind = next_due
+            if at > now:
+                with self.lock:
+                    heapq.heappush(self.heap, (at, partition, key))
+                continue
+            self.send(Output("results", key, b"{}", [kind.header()], partition=partition))
+            with self.lock:  # again later, unless the tick's step changes what is due
+                heapq.heappush(self.heap, (now + TICK_RESEND_MS, partition, key))
+
+    def _schedule(self, partition: int, key: bytes, gather: Gather) -> None:
+        next_due = due(gather, self.settings)
+        if next_due is not None:
+            with self.lock:
+                heapq.heappush(self.heap, (next_due[0], partition, key))
+
+
+def build(settings: Settings) -> StageLogic:
+    merger = Merger(settings)
+    return StageLogic(merger, merger)

@@ -13,17 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from pipeline.catalog import TASK_NAMES
 from pipeline.errors import InvalidRequestError, RequestError
-from pipeline.messages import TASKS, Headers, Request
+from pipeline.messages import Control, Expect, Headers, Request
+from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
-from pipeline.stages.base import Output, Record, reject
+from pipeline.stages.base import reject
 from pipeline.tasks import get_task
 
 STAGE = "split"
-CONTROL_HEADER = "pipeline-control"
-EXPECT = b"expect"
 
 
 @dataclass
@@ -55,9 +53,13 @@ class Splitter:
         headers = Headers.parse(record.headers).stamped(STAGE)
         header_list = headers.to_list()
         outputs = [Output("parts", part.key.encode(), part.encode(), header_list) for part in parts]
-        expect = orjson.dumps({"id": request.id, "task": request.task, "of": len(parts)})
-        outputs.append(Output("results", request.id.encode(), expect, [*header_list, (CONTROL_HEADER, EXPECT)]))
+        expect = Expect(request.id, request.task, len(parts)).encode()
+        outputs.append(Output("results", request.id.encode(), expect, [*header_list, Control.EXPECT.header()]))
         return outputs
+
+
+def build(settings: Settings) -> StageLogic:
+    return StageLogic(build_split(settings))
 
 
 def build_split(settings: Settings) -> Splitter:
@@ -66,7 +68,7 @@ def build_split(settings: Settings) -> Splitter:
 
     tokenizers: dict[str, Any] = {}
     by_path: dict[str, Any] = {}
-    for task in TASKS:
+    for task in TASK_NAMES:
         path = settings.model_for(task)
         if path:
             if path not in by_path:

@@ -31,8 +31,12 @@ if TYPE_CHECKING:
     from pipeline.models.session import OrtModel
     from pipeline.tasks.faq import KbIndex
 
-Output = dict[str, Any]
-Outputs = Mapping[str, np.ndarray]
+PartOutput = dict[str, Any]
+"""What infer's postprocess makes of one part (small JSON: a span, logits, an entry)."""
+ModelOutputs = Mapping[str, np.ndarray]
+"""One batch of ONNX Runtime outputs by output name."""
+AnswerResult = dict[str, Any]
+"""What a task's merge makes of a request's results: the answer's ``result``."""
 
 
 @dataclass(frozen=True)
@@ -45,17 +49,15 @@ class Runtime:
 
 
 class Task(Protocol):
-    name: str
-    kind: str  # the export kind of its model: qa, classify or embed
-    fields: tuple[str, ...]  # the request fields it reads
+    name: str  # its fields, model setting and export kind are in pipeline.catalog
 
     def split(self, request: Request, tokenizer: Tokenizer, settings: Settings) -> list[Part]: ...
 
     def prepare(self, model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> Runtime: ...
 
-    def postprocess(self, parts: Sequence[Part], outputs: Outputs, runtime: Runtime) -> list[Output]: ...
+    def postprocess(self, parts: Sequence[Part], outputs: ModelOutputs, runtime: Runtime) -> list[PartOutput]: ...
 
-    def merge(self, results: Sequence[Result], of: int) -> Output: ...
+    def merge(self, results: Sequence[Result], of: int) -> AnswerResult: ...
 
 
 class BaseTask:
@@ -69,8 +71,6 @@ class BaseTask:
 
 class ChunkedTask(BaseTask):
     """A task over token chunks of ``request.text`` (classify, embed)."""
-
-    fields: tuple[str, ...] = ("text",)
 
     def split(self, request: Request, tokenizer: Tokenizer, settings: Settings) -> list[Part]:
         return split_chunks(request, self.name, tokenizer, settings)
@@ -123,14 +123,14 @@ def make_parts(request: Request, task: str, encoding: Any, metas: Sequence[dict[
 # -- postprocess helpers -------------------------------------------------------------
 
 
-def error_output(code: str, message: str) -> Output:
+def error_output(code: str, message: str) -> PartOutput:
     """The output of a part that failed; merge answers its request with ``code``."""
     return {"error": {"code": code, "message": message}}
 
 
-def rows(parts: Sequence[Part], each: Callable[[int, Part], Output]) -> list[Output]:
+def rows(parts: Sequence[Part], each: Callable[[int, Part], PartOutput]) -> list[PartOutput]:
     """``each(row, part)`` for every row; a row that raises becomes an error output, not a failed batch."""
-    outputs: list[Output] = []
+    outputs: list[PartOutput] = []
     for row, part in enumerate(parts):
         try:
             outputs.append(each(row, part))

@@ -12,23 +12,22 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.messages import Part, Result
-from pipeline.tasks.base import ChunkedTask, Output, Outputs, Runtime, rows, softmax, usable
+from pipeline.tasks.base import AnswerResult, ChunkedTask, ModelOutputs, PartOutput, Runtime, rows, softmax, usable
 
 
 class ClassifyTask(ChunkedTask):
     name: str = "classify"
-    kind: str = "classify"
 
-    def postprocess(self, parts: Sequence[Part], outputs: Outputs, runtime: Runtime) -> list[Output]:
+    def postprocess(self, parts: Sequence[Part], outputs: ModelOutputs, runtime: Runtime) -> list[PartOutput]:
         logits = outputs["logits"]
         labels = list(runtime.labels) or [f"LABEL_{i}" for i in range(logits.shape[-1])]
 
-        def each(row: int, part: Part) -> Output:
+        def each(row: int, part: Part) -> PartOutput:
             return {"logits": logits[row].tolist(), "labels": labels, "tokens": len(part.input_ids)}
 
         return rows(parts, each)
 
-    def merge(self, results: Sequence[Result], of: int) -> Output:
+    def merge(self, results: Sequence[Result], of: int) -> AnswerResult:
         present = usable(results)
         if not present:
             return {"label": None, "score": None, "probabilities": {}}

@@ -14,22 +14,21 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.messages import Part, Result
-from pipeline.tasks.base import ChunkedTask, Output, Outputs, Runtime, l2_normalise, rows, usable
+from pipeline.tasks.base import AnswerResult, ChunkedTask, ModelOutputs, PartOutput, Runtime, l2_normalise, rows, usable
 
 
 class EmbedTask(ChunkedTask):
     name: str = "embed"
-    kind: str = "embed"
 
-    def postprocess(self, parts: Sequence[Part], outputs: Outputs, runtime: Runtime) -> list[Output]:
+    def postprocess(self, parts: Sequence[Part], outputs: ModelOutputs, runtime: Runtime) -> list[PartOutput]:
         embeddings = outputs["embedding"]
 
-        def each(row: int, part: Part) -> Output:
+        def each(row: int, part: Part) -> PartOutput:
             return {"embedding": embeddings[row].tolist(), "tokens": len(part.input_ids)}
 
         return rows(parts, each)
 
-    def merge(self, results: Sequence[Result], of: int) -> Output:
+    def merge(self, results: Sequence[Result], of: int) -> AnswerResult:
         present = usable(results)
         if not present:
             return {"embedding": [], "dim": 0, "tokens": 0}

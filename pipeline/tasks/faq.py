@@ -21,7 +21,18 @@ from pipeline.messages import Part, Request, Result
 from pipeline.models.batching import pad, plan_batches
 from pipeline.models.tokenizer import Tokenizer, model_max_length
 from pipeline.settings import Settings
-from pipeline.tasks.base import BaseTask, Output, Outputs, Runtime, l2_normalise, make_parts, require_text, rows, usable
+from pipeline.tasks.base import (
+    AnswerResult,
+    BaseTask,
+    ModelOutputs,
+    PartOutput,
+    Runtime,
+    l2_normalise,
+    make_parts,
+    require_text,
+    rows,
+    usable,
+)
 from pipeline.tasks.sentences import split_sentences
 
 if TYPE_CHECKING:
@@ -62,8 +73,6 @@ class KbIndex:
 
 class FaqTask(BaseTask):
     name: str = "faq"
-    kind: str = "embed"
-    fields: tuple[str, ...] = ("text",)
 
     def split(self, request: Request, tokenizer: Tokenizer, settings: Settings) -> list[Part]:
         text = require_text(request, "text")
@@ -76,14 +85,14 @@ class FaqTask(BaseTask):
 
         return Runtime(settings=settings, kb=build_kb_index(load_kb(settings.faq_kb), model, tokenizer, settings))
 
-    def postprocess(self, parts: Sequence[Part], outputs: Outputs, runtime: Runtime) -> list[Output]:
+    def postprocess(self, parts: Sequence[Part], outputs: ModelOutputs, runtime: Runtime) -> list[PartOutput]:
         kb = runtime.kb
         if kb is None:
             raise RuntimeError("faq runtime has no knowledge base; build it with FaqTask.prepare")
         vectors = l2_normalise(outputs["embedding"][: len(parts)].astype(np.float64))
         best, scores = kb.nearest(vectors)
 
-        def each(row: int, part: Part) -> Output:
+        def each(row: int, part: Part) -> PartOutput:
             if not np.isfinite(scores[row]):
                 raise ValueError("the embedding is not finite")
             question_row = int(best[row])
@@ -100,7 +109,7 @@ class FaqTask(BaseTask):
 
         return rows(parts, each)
 
-    def merge(self, results: Sequence[Result], of: int) -> Output:
+    def merge(self, results: Sequence[Result], of: int) -> AnswerResult:
         answers = [
             {key: r.output[key] for key in ("question", "entry", "match", "answer", "score", "matched")}
             for r in usable(results)

@@ -26,15 +26,23 @@ from pipeline.errors import TooLargeError
 from pipeline.messages import Part, Request, Result
 from pipeline.models.tokenizer import Tokenizer, model_max_length
 from pipeline.settings import Settings
-from pipeline.tasks.base import BaseTask, Output, Outputs, Runtime, make_parts, require_text, rows, usable
+from pipeline.tasks.base import (
+    AnswerResult,
+    BaseTask,
+    ModelOutputs,
+    PartOutput,
+    Runtime,
+    make_parts,
+    require_text,
+    rows,
+    usable,
+)
 
-NO_ANSWER: Output = {"answer": "", "start": None, "end": None, "score": None}
+NO_ANSWER: PartOutput = {"answer": "", "start": None, "end": None, "score": None}
 
 
 class QaTask(BaseTask):
     name: str = "qa"
-    kind: str = "qa"
-    fields: tuple[str, ...] = ("question", "context")
 
     def split(self, request: Request, tokenizer: Tokenizer, settings: Settings) -> list[Part]:
         question = require_text(request, "question")
@@ -65,18 +73,18 @@ class QaTask(BaseTask):
         ]
         return make_parts(request, self.name, encoding, metas)
 
-    def postprocess(self, parts: Sequence[Part], outputs: Outputs, runtime: Runtime) -> list[Output]:
+    def postprocess(self, parts: Sequence[Part], outputs: ModelOutputs, runtime: Runtime) -> list[PartOutput]:
         starts, ends = outputs["start_logits"], outputs["end_logits"]
         longest = runtime.settings.qa_max_answer_tokens
 
-        def each(row: int, part: Part) -> Output:
+        def each(row: int, part: Part) -> PartOutput:
             n = len(part.input_ids)
             return best_span(part.meta, starts[row, :n], ends[row, :n], longest)
 
         return rows(parts, each)
 
-    def merge(self, results: Sequence[Result], of: int) -> Output:
-        best: Output = dict(NO_ANSWER)
+    def merge(self, results: Sequence[Result], of: int) -> AnswerResult:
+        best: PartOutput = dict(NO_ANSWER)
         for result in usable(results):
             score = result.output.get("score")
             if score is not None and (best["score"] is None or score > best["score"]):
@@ -94,7 +102,7 @@ def _window_meta(
     return {"offsets": spans, "context_start": first, "context_text": context[first:last]}
 
 
-def best_span(meta: dict[str, Any], start_logits: np.ndarray, end_logits: np.ndarray, longest: int) -> Output:
+def best_span(meta: dict[str, Any], start_logits: np.ndarray, end_logits: np.ndarray, longest: int) -> PartOutput:
     """The highest start+end logit span of one window, in characters of the original context.
 
     Ties go to the earliest start, then the shortest span.

@@ -11,16 +11,14 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 
-import orjson
 import pytest
 from confluent_kafka import Producer
 
 from pipeline.client import Client
 from pipeline.kafka.config import producer_config
 from pipeline.local.supervisor import Supervisor
-from pipeline.messages import Answer, Headers, Result, now_ms
+from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
 from pipeline.settings import Settings
-from pipeline.stages.split import CONTROL_HEADER, EXPECT
 from pipeline.tasks.kb import load_kb
 from tests.integration.harness import read_topic, running_pipeline
 
@@ -126,8 +124,8 @@ def test_deadline_exceeded_and_partial_answers_come_at_the_deadline(
         producer.produce(
             settings.topic("results"),
             key=rid,
-            headers=[*headers, (CONTROL_HEADER, EXPECT)],
-            value=orjson.dumps({"id": rid, "task": "faq", "of": 2}),
+            headers=[*headers, Control.EXPECT.header()],
+            value=Expect(rid, "faq", 2).encode(),
         )
         producer.produce(
             settings.topic("results"), key=rid, headers=headers, value=Result(rid, "faq", 0, 2, output).encode()

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from confluent_kafka import Producer
 
 from pipeline.kafka.config import producer_config
-from pipeline.kafka.runner import Batching, StageRunner
+from pipeline.kafka.runner import StageRunner
+from pipeline.records import Batching, Output, Record, StageLogic
 from pipeline.settings import Settings
-from pipeline.stages.base import Output, Record
 from pipeline.topics import TopicSpec
 from tests.integration.harness import read_topic
 
@@ -34,7 +34,7 @@ def test_a_batch_slower_than_the_poll_interval_neither_rebalances_nor_repeats(
         producer.produce(settings.topic("requests"), key=f"slow-{i}", value=b"{}")
     producer.flush(10)
 
-    runner = StageRunner(settings, "slowstage", "requests", slow_handler, Batching(max_batch=100))
+    runner = StageRunner(settings, "slowstage", "requests", StageLogic(slow_handler), Batching(max_batch=100))
     revoked: list[object] = []
     real_on_revoke = runner._on_revoke
 

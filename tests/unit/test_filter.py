@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from pipeline.messages import Answer, Headers, Request, now_ms
+from pipeline.records import Record
 from pipeline.settings import Settings
-from pipeline.stages.base import Record
 from pipeline.stages.filter import filter_records, normalise
 
 

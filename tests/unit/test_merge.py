@@ -5,11 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.messages import Answer, Headers, Result
+from pipeline.messages import Answer, Control, Headers, Result
+from pipeline.records import Record
 from pipeline.settings import Settings
-from pipeline.stages.base import Record
-from pipeline.stages.merge import DEADLINE, EXPIRE, Gather, Step, due_tick, step
-from pipeline.stages.split import CONTROL_HEADER, EXPECT
+from pipeline.stages.merge import Gather, Step, due, step
+
+EXPECT, DEADLINE, EXPIRE = Control.EXPECT, Control.DEADLINE, Control.EXPIRE
 
 SETTINGS = Settings(merge_done_retention_ms=1000)
 NOW = 1_000_000.0
@@ -25,8 +26,8 @@ def result_record(part: int, of: int, *, offset: int = 0, deadline: float = NOW 
     return Record("results", 4, offset, b"r1", value, headers)
 
 
-def control(kind: bytes, value: bytes = b"{}", deadline: float = NOW + 5000) -> Record:
-    headers = [*Headers(deadline_ms=int(deadline)).to_list(), (CONTROL_HEADER, kind)]
+def control(kind: Control, value: bytes = b"{}", deadline: float = NOW + 5000) -> Record:
+    headers = [*Headers(deadline_ms=int(deadline)).to_list(), kind.header()]
     return Record("results", 4, 0, b"r1", value, headers)
 
 
@@ -62,7 +63,7 @@ def test_deadline_with_some_parts_is_partial_and_names_the_missing() -> None:
     expect = control(EXPECT, orjson.dumps({"id": "r1", "task": "faq", "of": 3}), deadline=NOW + 10)
     state, answers = run([expect, result_record(1, 3, deadline=NOW + 10)])
     assert answers == [] and state is not None
-    assert due_tick(state, SETTINGS, NOW) is None and due_tick(state, SETTINGS, NOW + 10) == DEADLINE
+    assert due(state, SETTINGS) == (NOW + 10, DEADLINE)
     _, [answer] = run([control(DEADLINE)], now=NOW + 11, state=state)
     assert answer.error is not None and answer.error.code == "partial" and answer.error.missing == [0, 2]
     assert answer.result is not None and [a["entry"] for a in answer.result["answers"]] == ["e1"]
@@ -89,8 +90,7 @@ def test_bad_result_bytes_are_dead_lettered_without_an_answer() -> None:
 
 def test_tombstone_expires_only_after_retention() -> None:
     state, _ = run([result_record(0, 1)])
-    assert state is not None and due_tick(state, SETTINGS, NOW + 999) is None
-    assert due_tick(state, SETTINGS, NOW + 1000) == EXPIRE
+    assert state is not None and due(state, SETTINGS) == (NOW + 1000, EXPIRE)
     assert step(state, control(EXPIRE), SETTINGS, NOW + 500).state is state
     assert step(state, control(EXPIRE), SETTINGS, NOW + 1000).state is None
 

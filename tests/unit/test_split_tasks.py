@@ -7,11 +7,12 @@ import random
 
 import pytest
 
+from pipeline.catalog import CATALOG
 from pipeline.errors import InvalidRequestError, TooLargeError
 from pipeline.messages import Request
 from pipeline.models.tokenizer import Tokenizer
 from pipeline.settings import Settings
-from pipeline.tasks import TASKS, get_task
+from pipeline.tasks import get_task
 
 WORDS = ["parcel", "courier", "Rotterdam", "warehouse", "Monday", "customs", "batteries", "paperwork", "shipped"]
 
@@ -22,8 +23,9 @@ def text_of(words: int, seed: int = 0) -> str:
 
 
 def test_get_task_knows_the_four_tasks_and_rejects_others() -> None:
-    assert set(TASKS) == {"qa", "classify", "embed", "faq"}
-    assert get_task("faq").kind == "embed" and get_task("qa").fields == ("question", "context")
+    assert set(CATALOG) == {"qa", "classify", "embed", "faq"}
+    assert CATALOG["faq"].kind == "embed" and CATALOG["qa"].fields == ("question", "context")
+    assert all(get_task(name).name == name for name in CATALOG)
     with pytest.raises(InvalidRequestError, match="unknown task 'translate'; known: qa, classify, embed, faq"):
         get_task("translate")
 

@@ -1,0 +1,71 @@
+"""Restore a stage's state table from its changelog topic: the Kafka half of :class:`~pipeline.records.StateTable`.
+
+A changelog is a compacted topic with the same partition count as the stage's
+source topic, partition for partition: the state of source partition *p* is
+in changelog partition *p*. The runner writes every change through to it in
+the transaction that commits the batch that made the change (see
+``StateTable.put``), and reads it back here, ``read_committed``, before any
+record of a newly assigned partition is handled. So after a crash at any
+point the restored table is exactly the one that goes with the committed
+offsets. merge's gathers use it today; generate's sessions will too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from pipeline.errors import BrokerError
+from pipeline.kafka.config import consumer_config
+from pipeline.settings import Settings
+
+log = logging.getLogger("pipeline.table")
+
+# How long restoring may wait for a dead member's open transaction to end.
+RESTORE_TIMEOUT_S = 120.0
+
+Rows = dict[bytes, bytes]
+
+
+def restore(settings: Settings, changelog: str, group: str, partitions: list[int]) -> dict[int, Rows]:
+    """Read the changelog partitions to their end: each partition's rows as last committed."""
+    tables: dict[int, Rows] = {p: {} for p in partitions}
+    if not partitions:
+        return tables
+    began = time.monotonic()
+    topic = settings.topic(changelog)
+    restorer = f"{group}-restore"
+    consumer = Consumer(consumer_config(settings, restorer, restorer))
+    try:
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while ends:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"restoring {topic} partitions {sorted(ends)} took over {RESTORE_TIMEOUT_S:.0f} s")
+            for message in consumer.consume(num_messages=1000, timeout=0.2):
+                if message.error() is not None:
+                    continue
+                table = tables[message.partition() or 0]
+                key = message.key() or b""
+                value = message.value()
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
+            # Transaction markers and aborted records are skipped but advance
+            # the position, so the end is reached once nothing is left open.
+            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                if tp.offset >= ends[tp.partition]:
+                    ends.pop(tp.partition)
+    finally:
+        consumer.close()
+    rows = sum(len(t) for t in tables.values())
+    log.info("restored %d rows of %s%s in %.2f s", rows, changelog, partitions, time.monotonic() - began)
+    return tables

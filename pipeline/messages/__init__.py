@@ -1,0 +1,66 @@
+"""Every message type of the pipeline and its orjson encoding: the wire contract.
+
+Topic          key                  value
+-------------  -------------------  ----------------------------------------------
+requests       request id           :class:`Request`  (written by clients)
+filtered       request id           :class:`Request`  (validated, normalised)
+parts          "<id>#<part>"        :class:`Part`     (tokens, ready for the model)
+results        request id           :class:`Result`   (one model output per part),
+                                    or a control record (:class:`Expect`, ticks)
+answers        request id           :class:`Answer`   (exactly one per request)
+dead-letters   the original key     the original value; :class:`DeadLetterReason` in the headers
+
+Values are JSON objects. Decoding never raises anything but
+:class:`~pipeline.errors.DecodeError` (bad bytes, wrong shape) so a stage can
+turn any bad record into an error answer and a dead-letter record.
+
+Headers carry what a stage needs without decoding the value (see
+:class:`Headers`): the deadline, a W3C trace context and one timestamp per hop.
+Modules: ``headers`` (headers), ``values`` (the messages), ``control`` (control
+records and dead-letter reasons), ``codec`` (the shared decoding rules).
+"""
+
+from pipeline.messages.codec import recover_request_id
+from pipeline.messages.control import CONTROL_HEADER, DEAD_LETTER_PREFIX, Control, DeadLetterReason, Expect
+from pipeline.messages.headers import (
+    DEADLINE_HEADER,
+    HOP_PREFIX,
+    REQUESTED_HOP,
+    TRACE_HEADER,
+    HeaderList,
+    Headers,
+    KafkaHeaders,
+    RawHeaders,
+    header_list,
+    kafka_headers,
+    new_traceparent,
+    now_ms,
+)
+from pipeline.messages.values import Answer, ErrorInfo, Part, Request, Result, part_key
+
+__all__ = [
+    "CONTROL_HEADER",
+    "DEADLINE_HEADER",
+    "DEAD_LETTER_PREFIX",
+    "HOP_PREFIX",
+    "REQUESTED_HOP",
+    "TRACE_HEADER",
+    "Answer",
+    "Control",
+    "DeadLetterReason",
+    "ErrorInfo",
+    "Expect",
+    "HeaderList",
+    "Headers",
+    "KafkaHeaders",
+    "Part",
+    "RawHeaders",
+    "Request",
+    "Result",
+    "header_list",
+    "kafka_headers",
+    "new_traceparent",
+    "now_ms",
+    "part_key",
+    "recover_request_id",
+]

@@ -1,0 +1,102 @@
+"""Control records and headers: what stages tell each other besides the messages themselves.
+
+* ``expect`` (split → merge, on ``results``): how many parts a request has, so
+  merge knows a request before any of its parts is back;
+* ``deadline`` and ``expire`` ticks (merge → itself, on ``results``): a
+  request's deadline passed, or an answered request's tombstone may go;
+* dead-letter reasons: the headers added to a record sent to ``dead-letters``.
+
+A control record carries :data:`CONTROL_HEADER` with a :class:`Control` value;
+a record without it is an ordinary message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import orjson
+
+from pipeline.errors import DecodeError
+from pipeline.messages.codec import loads, read_field
+from pipeline.messages.headers import HeaderList
+
+CONTROL_HEADER = "pipeline-control"
+
+
+class Control(Enum):
+    """The kinds of control record; the value is the header's bytes."""
+
+    EXPECT = b"expect"
+    DEADLINE = b"deadline"
+    EXPIRE = b"expire"
+
+    def header(self) -> tuple[str, bytes]:
+        return (CONTROL_HEADER, self.value)
+
+    @classmethod
+    def of(cls, headers: HeaderList) -> Control | None:
+        """The control kind a record's headers name; None for an ordinary record (or an unknown kind)."""
+        for key, value in headers:
+            if key == CONTROL_HEADER:
+                try:
+                    return cls(value)
+                except ValueError:
+                    return None
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """split's promise to merge: request ``id`` of ``task`` has ``of`` parts."""
+
+    id: str
+    task: str
+    of: int
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"id": self.id, "task": self.task, "of": self.of})
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> Expect:
+        obj = loads(data, "expect")
+        expect = cls(read_field(obj, "id", str, "expect"), read_field(obj, "task", str, "expect"),
+                     read_field(obj, "of", int, "expect"))  # fmt: skip
+        if expect.of < 1:
+            raise DecodeError(f"expect: a request has at least one part, not {expect.of}")
+        return expect
+
+
+DEAD_LETTER_PREFIX = "pipeline-dlq-"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterReason:
+    """Why a record went to ``dead-letters``: added to its original headers, so it can be replayed."""
+
+    stage: str
+    code: str
+    reason: str
+    source: str  # topic[partition]@offset it was read from
+
+    def to_list(self) -> HeaderList:
+        return [
+            (DEAD_LETTER_PREFIX + "stage", self.stage.encode()),
+            (DEAD_LETTER_PREFIX + "code", self.code.encode()),
+            (DEAD_LETTER_PREFIX + "reason", self.reason.encode("utf-8", "replace")),
+            (DEAD_LETTER_PREFIX + "source", self.source.encode()),
+        ]
+
+    @classmethod
+    def parse(cls, headers: HeaderList) -> DeadLetterReason | None:
+        """The reason on a dead letter's headers; None if they carry none."""
+        found = {k[len(DEAD_LETTER_PREFIX) :]: v.decode("utf-8", "replace") for k, v in headers
+                 if k.startswith(DEAD_LETTER_PREFIX)}  # fmt: skip
+        if "stage" not in found or "code" not in found:
+            return None
+        return cls(found["stage"], found["code"], found.get("reason", ""), found.get("source", ""))
+
+    @staticmethod
+    def strip(headers: HeaderList) -> HeaderList:
+        """The original headers of a dead letter, without the reason."""
+        return [(k, v) for k, v in headers if not k.startswith(DEAD_LETTER_PREFIX)]

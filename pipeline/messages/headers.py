@@ -1,0 +1,105 @@
+"""Record headers: what any stage needs without decoding a value.
+
+The deadline (epoch ms), a W3C trace context and one timestamp per hop, so the
+answer can report where its time went. Unknown headers pass through untouched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+DEADLINE_HEADER = "pipeline-deadline-ms"
+TRACE_HEADER = "traceparent"
+HOP_PREFIX = "pipeline-hop-"
+REQUESTED_HOP = "requested"
+"""The hop recorded for the client's produce time (the request record's timestamp)."""
+
+HeaderList = list[tuple[str, bytes]]
+RawHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
+"""Headers as Kafka clients hand them over: a list of pairs, or a mapping."""
+
+
+KafkaHeaders = list[tuple[str, str | bytes | None]]
+"""What confluent-kafka's produce() takes."""
+
+
+def header_list(raw: RawHeaders) -> HeaderList:
+    """Headers from any Kafka client as a plain list of (name, bytes)."""
+    items = raw.items() if isinstance(raw, Mapping) else (raw or ())
+    return [(key, (value.encode() if isinstance(value, str) else value) or b"") for key, value in items]
+
+
+def kafka_headers(headers: HeaderList) -> KafkaHeaders:
+    return [(key, value) for key, value in headers]
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent: version 00, random trace and span ids, sampled."""
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+@dataclass(slots=True)
+class Headers:
+    """The pipeline's view of a record's headers.
+
+    Unknown headers are kept and passed on untouched, so clients can add their
+    own (tenant, correlation ids) and see them again on the answer.
+    """
+
+    deadline_ms: int | None = None
+    traceparent: str | None = None
+    hops: dict[str, float] = field(default_factory=dict)
+    other: HeaderList = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, raw: RawHeaders) -> Headers:
+        headers = cls()
+        for key, value in header_list(raw):
+            if key == DEADLINE_HEADER:
+                deadline = _number(value)
+                headers.deadline_ms = None if deadline is None else int(deadline)
+            elif key.startswith(HOP_PREFIX):
+                at = _number(value)
+                if at is not None:  # a malformed hop is dropped, not fatal
+                    headers.hops[key[len(HOP_PREFIX) :]] = at
+            elif key == TRACE_HEADER:
+                headers.traceparent = value.decode("utf-8", "replace")
+            else:
+                headers.other.append((key, value))
+        return headers
+
+    def stamped(self, hop: str, at_ms: float | None = None) -> Headers:
+        """A copy with ``hop`` recorded at ``at_ms`` (now by default)."""
+        hops = dict(self.hops)
+        hops[hop] = now_ms() if at_ms is None else at_ms
+        return Headers(self.deadline_ms, self.traceparent, hops, list(self.other))
+
+    def to_list(self) -> HeaderList:
+        out: HeaderList = list(self.other)
+        if self.deadline_ms is not None:
+            out.append((DEADLINE_HEADER, str(self.deadline_ms).encode()))
+        if self.traceparent:
+            out.append((TRACE_HEADER, self.traceparent.encode()))
+        for hop, at in self.hops.items():
+            out.append((HOP_PREFIX + hop, f"{at:.3f}".encode()))
+        return out
+
+    def latency_ms(self) -> dict[str, float]:
+        """Time spent reaching each hop from the one before, in hop order."""
+        ordered = sorted(self.hops.items(), key=lambda kv: kv[1])
+        return {hop: round(at - prev, 3) for (_, prev), (hop, at) in itertools.pairwise(ordered)}
+
+
+def _number(value: bytes) -> float | None:
+    try:
+        return float(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None

@@ -1,0 +1,136 @@
+"""What a stage sees and emits, and what it may ask of the loop that runs it.
+
+This is the contract between the Kafka runner (``pipeline.kafka.runner``) and
+the stages (``pipeline.stages``); both import it, neither imports the other.
+A stage is built from Settings into a :class:`StageLogic`: a plain
+:data:`Handler` (records in, outputs out) plus, for a stage that needs more
+than that, :class:`Hooks` the loop calls on assignment, revocation and every
+turn. Tests drive a stage by calling its handler with Records built by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.messages import HeaderList
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message: where it came from and its raw bytes."""
+
+    topic: str  # the declared topic name (without the cluster prefix)
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: HeaderList = field(default_factory=list)
+    timestamp_ms: float | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One message to produce: a declared topic name, key, value and headers.
+
+    ``value=None`` is a tombstone (compacted topics); ``partition=None`` lets
+    the key choose the partition.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: HeaderList = field(default_factory=list)
+    partition: int | None = None
+
+
+Handler = Callable[[Sequence[Record]], list[Output]]
+"""A stage's core as the loop calls it: a batch of records in, outputs out.
+
+The outputs are committed together with the batch's offsets (in one
+transaction under exactly-once), so they appear exactly when the batch counts
+as done. It runs in a worker thread, off the loop's thread."""
+
+Send = Callable[[Output], None]
+"""Produce at once, outside any transaction (merge's ticks, generate's streamed chunks)."""
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a stage groups records for its handler."""
+
+    max_batch: int = 64
+    max_wait_ms: float = 0.0
+    max_in_flight: int = 256
+
+
+class StateTable:
+    """A stage's state: a key → bytes table per source partition, written through to a changelog.
+
+    The loop fills a partition's table from the changelog topic before any of
+    its records is processed and drops it when the partition goes. A handler
+    changes it only with :meth:`put`, which returns the changelog record to add
+    to its outputs, so the change commits in the same transaction as the
+    answers it caused and the consumed offsets. Plain Python: no Kafka here.
+    """
+
+    def __init__(self, changelog: str) -> None:
+        self.changelog = changelog  # the declared topic name of the changelog
+        self.partitions: dict[int, dict[bytes, bytes]] = {}
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.partitions.get(partition, {}).get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> Output:
+        """Set (or with None delete) ``key``; the changelog record that makes it durable."""
+        table = self.partitions.setdefault(partition, {})
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+        return Output(self.changelog, key, value, partition=partition)
+
+    def load(self, partition: int, rows: dict[bytes, bytes]) -> None:
+        self.partitions[partition] = rows
+
+    def drop(self, partitions: Sequence[int]) -> None:
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.partitions.values())
+
+
+class Hooks:
+    """What a stage may need from the loop beyond its handler; the defaults do nothing.
+
+    All run on the loop's thread, while a batch may be in the handler on the
+    worker thread: what they share with the handler must be safe for that.
+    ``assigned`` runs after the partitions' state is restored and before any
+    of their records is handled; ``revoked`` after the batch running then is
+    committed, so state and committed offsets agree.
+    """
+
+    def start(self, send: Send, state: StateTable | None) -> None:
+        """Once, before the member joins its group: how to send at once, and the stage's table if it has one."""
+
+    def assigned(self, partitions: list[int]) -> None:
+        """Partitions of the source topic now ours, their state (if any) restored."""
+
+    def revoked(self, partitions: list[int]) -> None:
+        """Partitions no longer ours (their state is dropped after this)."""
+
+    def tick(self, now_ms: float) -> None:
+        """Called on every turn of the loop (often: keep it cheap when there is nothing to do)."""
+
+
+@dataclass(frozen=True)
+class StageLogic:
+    """A stage as built from Settings: its handler and, if it needs them, its hooks."""
+
+    handler: Handler
+    hooks: Hooks = field(default_factory=Hooks)

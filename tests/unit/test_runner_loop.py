@@ -1,0 +1,144 @@
+"""The stage runner's loop with in-memory Kafka clients: the paths that otherwise need a broker to show.
+
+Each test steps the loop with ``runner.turn()`` until a condition holds (or
+fails after a bounded number of turns).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from pipeline.kafka.runner import StageRunner
+from pipeline.records import Batching, Hooks, Output, Record, StageLogic
+from pipeline.settings import Settings
+from tests.unit.fake_kafka import fake_clients
+
+SETTINGS = Settings(prefix="", member="0")
+
+
+def copy_handler(seen: list[bytes]) -> Callable[[Sequence[Record]], list[Output]]:
+    def handler(records: Sequence[Record]) -> list[Output]:
+        seen.extend(r.key or b"" for r in records)
+        return [Output("out", r.key, r.value) for r in records]
+
+    return handler
+
+
+def turn_until(runner: StageRunner, done: Callable[[], bool], turns: int = 2000) -> None:
+    if not runner.consumer.callbacks:
+        runner.join()
+    for _ in range(turns):
+        runner.turn()
+        if done():
+            return
+        time.sleep(0.001)
+    raise AssertionError("condition not reached")
+
+
+def test_an_aborted_transaction_rewinds_and_the_batch_is_redone_once() -> None:
+    clients, consumer, producer = fake_clients("in")
+    for i in range(3):
+        consumer.add(0, f"k{i}".encode(), b"v")
+    consumer.rebalance("assign", [0])
+    producer.fail_commits = 1
+    seen: list[bytes] = []
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler(seen)), Batching(max_batch=10),
+                         clients=clients)  # fmt: skip
+    turn_until(runner, lambda: consumer.committed.get(0) == 3)
+    assert producer.aborts == 1
+    assert seen == [b"k0", b"k1", b"k2", b"k0", b"k1", b"k2"], "handled, aborted, then handled again"
+    assert [key for _, key, _, _ in producer.committed] == [b"k0", b"k1", b"k2"], "each output committed once"
+
+
+def test_the_consumer_pauses_at_the_in_flight_bound_and_resumes_when_drained() -> None:
+    clients, consumer, _ = fake_clients("in")
+    for i in range(20):
+        consumer.add(0, f"k{i}".encode(), b"v")
+    consumer.rebalance("assign", [0])
+    release = threading.Event()
+    seen: list[bytes] = []
+
+    def blocked(records: Sequence[Record]) -> list[Output]:
+        release.wait(10)
+        return copy_handler(seen)(records)
+
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(blocked), Batching(max_batch=2, max_in_flight=4),
+                         clients=clients)  # fmt: skip
+    turn_until(runner, lambda: runner.paused)
+    for _ in range(20):
+        runner.turn()
+    assert len(runner.buffer) <= 4 + 2, "holds no more than the bound (plus one fetch)"
+    assert consumer.paused == {0}
+    release.set()
+    turn_until(runner, lambda: consumer.committed.get(0) == 20)
+    assert not runner.paused and consumer.paused == set()
+    assert len(seen) == 20
+
+
+def test_a_batch_of_partitions_lost_while_it_ran_is_dropped_not_committed() -> None:
+    clients, consumer, producer = fake_clients("in")
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+    started, release = threading.Event(), threading.Event()
+
+    def blocked(records: Sequence[Record]) -> list[Output]:
+        started.set()
+        release.wait(10)
+        return [Output("out", r.key, r.value) for r in records]
+
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(blocked), Batching(max_batch=10), clients=clients)
+    turn_until(runner, started.is_set)
+    consumer.rebalance("lost", [0])
+    threading.Timer(0.05, release.set).start()
+    runner.turn()  # delivers the loss: the running batch is awaited and dropped
+    for _ in range(10):
+        runner.turn()
+    assert producer.committed == [] and consumer.committed == {}
+    assert runner.running is None and not runner.buffer
+
+
+class Recorder(Hooks):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.table_at_assign: dict[bytes, bytes] = {}
+        self.state = None
+
+    def start(self, send: object, state: object) -> None:
+        self.state = state  # type: ignore[assignment]
+
+    def assigned(self, partitions: list[int]) -> None:
+        self.calls.append(f"assigned {partitions}")
+        self.table_at_assign = dict(self.state.partitions[0])  # type: ignore[attr-defined]
+
+
+def test_state_is_restored_by_the_loop_before_any_record_of_the_partition_runs() -> None:
+    clients, consumer, producer = fake_clients("in", rows={0: {b"k0": b"before"}})
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+    hooks = Recorder()
+    runner: StageRunner
+
+    def handler(records: Sequence[Record]) -> list[Output]:
+        hooks.calls.append("handled")
+        assert runner.state is not None
+        return [runner.state.put(r.partition, r.key or b"", b"after") for r in records]
+
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(handler, hooks), Batching(max_batch=10),
+                         changelog="stage-state", clients=clients)  # fmt: skip
+    real_on_assign = runner._on_assign
+
+    def on_assign(consumer: object, partitions: list[object]) -> None:
+        real_on_assign(consumer, partitions)  # type: ignore[arg-type]
+        assert clients.restored == [], "restore must not run inside the rebalance callback"  # type: ignore[attr-defined]
+
+    runner._on_assign = on_assign  # type: ignore[method-assign,assignment]
+    turn_until(runner, lambda: consumer.committed.get(0) == 1)
+    assert clients.restored == [[0]]  # type: ignore[attr-defined]
+    assert hooks.calls == ["assigned [0]", "handled"]
+    assert hooks.table_at_assign == {b"k0": b"before"}
+    assert producer.committed == [("stage-state", b"k0", b"after", 0)], "the change goes to the changelog"
+    consumer.rebalance("revoke", [0])
+    runner.turn()
+    assert runner.state is not None and runner.state.partitions == {}, "a revoked partition's state is dropped"
