@@ -25,15 +25,23 @@ class TaskSpec:
     model: str  # the Settings field naming its model; empty disables the task
     fallback: str = ""  # the Settings field used when ``model`` is empty
     implementation: str = ""  # "module:Class" of its Task under pipeline.tasks, imported when first used
+    # Where merge sends what the task's merge returns: "answers" (the answer
+    # itself), or another topic whose stage finishes the request (chat: "prompts").
+    delivers: str = "answers"
+    # The Settings field naming the model that generates its reply, if it has one.
+    generator: str = ""
 
 
 CATALOG: dict[str, TaskSpec] = {
     spec.name: spec
-    for spec in (
+    for spec in (  # fmt: skip
         TaskSpec("qa", "qa", ("question", "context"), "qa_model", implementation="qa:QaTask"),
         TaskSpec("classify", "classify", ("text",), "classify_model", implementation="classify:ClassifyTask"),
         TaskSpec("embed", "embed", ("text",), "embed_model", implementation="embed:EmbedTask"),
         TaskSpec("faq", "embed", ("text",), "faq_model", "embed_model", implementation="faq:FaqTask"),
+        # Retrieval as faq, then a reply in the model's own words (the generate stage).
+        TaskSpec("chat", "embed", ("text",), "faq_model", "embed_model", implementation="chat:ChatTask",
+                 delivers="prompts", generator="chat_model"),
     )
 }
 TASK_NAMES: tuple[str, ...] = tuple(CATALOG)

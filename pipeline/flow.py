@@ -1,7 +1,9 @@
 """The map: every stage as data, in the order a request meets them.
 
     client ─► requests ─► filter ─► filtered ─► split ─► parts ─► infer ─► results ─► merge ─► answers ─► client
-                            └──────────────────────┴── dead-letters ◄──────┴────────────────────┘
+                            └──────────────────────┴── dead-letters ◄──────┴────────────┘   │ (chat)   ▲
+                                                                          prompts ◄──────────┘          │
+                                                                             └─► generate ─► answer-chunks, answers
 
 Each :class:`Stage` says what it reads, what it writes, where its logic is
 built (a ``build(settings) -> StageLogic`` function in its module, imported
@@ -36,6 +38,13 @@ def model_batches(settings: Settings) -> Batching:
     return Batching(settings.batch_max_parts, settings.batch_max_wait_ms, settings.max_in_flight)
 
 
+def generate_batches(settings: Settings) -> Batching:
+    """Hand prompts over as they come and keep several batches running: they join the engine's batch."""
+    return Batching(max_batch=settings.generate_max_sequences, max_wait_ms=0,
+                    max_in_flight=2 * settings.generate_max_sequences,
+                    max_running=settings.generate_max_sequences)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -59,8 +68,12 @@ STAGES: tuple[Stage, ...] = (
           "pipeline.stages.split:build"),
     Stage("infer", "parts", ("results", "dead-letters"), "batch parts across requests through ONNX Runtime",
           "pipeline.stages.infer:build", batching=model_batches),
-    Stage("merge", "results", ("answers", "merge-state", "dead-letters"), "gather parts, answer exactly once",
+    Stage("merge", "results", ("answers", "prompts", "merge-state", "dead-letters"),
+          "gather parts, answer exactly once (chat: hand a grounded prompt to generate)",
           "pipeline.stages.merge:build", changelog="merge-state"),
+    Stage("generate", "prompts", ("answer-chunks", "answers", "answer-cache", "sessions", "dead-letters"),
+          "write chat replies with the LLM, continuously batched, streamed; sessions in a table",
+          "pipeline.stages.generate:build", batching=generate_batches, changelog="sessions"),
 )  # fmt: skip
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 

@@ -66,6 +66,10 @@ class Batching:
     max_batch: int = 64
     max_wait_ms: float = 0.0
     max_in_flight: int = 256
+    # Batches handed to the handler while earlier ones still run (each in its
+    # own worker thread); they are committed in order. generate uses it so
+    # prompts join the engine's running batch instead of waiting for it.
+    max_running: int = 1
 
 
 class StateTable:

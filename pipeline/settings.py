@@ -120,6 +120,26 @@ class Settings:
     # parts of it are recognised and dropped instead of starting a new gather.
     merge_done_retention_ms: int = 600_000
 
+    # -- generate (the chat task) ------------------------------------------------
+    # The reply model: a local Llama-architecture folder or GGUF file; empty
+    # disables chat (filter answers invalid_request).
+    chat_model: str = ""
+    # New tokens per reply when the request names none, and the most it may ask for.
+    chat_default_tokens: int = 128
+    chat_max_tokens: int = 512
+    # The session's earlier turns in the prompt, newest first, up to this many tokens.
+    chat_history_tokens: int = 768
+    # A session with no message for this long is deleted (its tombstone written).
+    session_ttl_ms: int = 1_800_000
+    # Replies generated at once by one member (its continuous batch); past this
+    # new prompts wait in Kafka.
+    generate_max_sequences: int = 8
+
+    # -- answer cache (filter) -------------------------------------------------------
+    # Bounds of filter's in-memory copy of the answer-cache topic; 0 bytes turns it off.
+    answer_cache_max_bytes: int = 64_000_000
+    answer_cache_max_age_ms: int = 86_400_000
+
     # -- logging ----------------------------------------------------------------
     log_level: str = "INFO"
 
@@ -154,7 +174,8 @@ class Settings:
             )
         if self.qa_stride >= self.qa_max_length:
             raise ConfigError("PIPELINE_QA_STRIDE must be smaller than PIPELINE_QA_MAX_LENGTH")
-        for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens"):
+        for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens", "chat_default_tokens",
+                     "chat_max_tokens", "generate_max_sequences"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PIPELINE_{name.upper()} must be positive")
 
@@ -192,6 +213,8 @@ class Settings:
         from pipeline.catalog import CATALOG
 
         spec = CATALOG[task]
+        if spec.generator and not getattr(self, spec.generator):
+            return ""  # a task that generates its reply needs its generator too
         return str(getattr(self, spec.model) or (getattr(self, spec.fallback) if spec.fallback else ""))
 
 

@@ -88,8 +88,9 @@ class StageRunner:
         self.side: Any = None
         self.side_lock = threading.Lock()
         self.buffer: deque[Message] = deque()
-        self.running: tuple[list[Message], Future[list[Output]]] | None = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-handler")
+        # Batches in the handler, oldest first; committed in this order.
+        self.running: deque[tuple[list[Message], Future[list[Output]]]] = deque()
+        self.executor = ThreadPoolExecutor(max_workers=batching.max_running, thread_name_prefix=f"{stage}-handler")
         self.paused = False
         self.pending_assign: list[int] = []
         self.delivery_errors: list[KafkaError] = []
@@ -205,7 +206,7 @@ class StageRunner:
         self.hooks.assigned(partitions)
 
     def _start_batch(self) -> None:
-        if self.running is not None or not self.buffer or self.pending_assign:
+        if len(self.running) >= self.batching.max_running or not self.buffer or self.pending_assign:
             return
         oldest = self.buffer[0].timestamp()[1] if self.batching.max_wait_ms else None
         waited_ms = time.time() * 1000 - oldest if oldest and oldest > 0 else float("inf")
@@ -213,23 +214,49 @@ class StageRunner:
             return
         batch = [self.buffer.popleft() for _ in range(min(self.batching.max_batch, len(self.buffer)))]
         records = [self._record(m) for m in batch]
-        self.running = (batch, self.executor.submit(self.handler, records))
+        self.running.append((batch, self.executor.submit(self.handler, records)))
 
     def _finish_batch(self, wait: bool) -> None:
-        if self.running is None:
-            return
-        batch, future = self.running
-        if not wait and not future.done():
-            return
-        outputs = future.result()  # a handler that raises is a bug: crash, redo on restart
-        self.running = None
-        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        if any((m.topic(), m.partition()) not in owned for m in batch):
-            # Partitions moved while the batch ran; their new owner redoes it.
-            log.info("%s: dropping a batch of %d records from revoked partitions", self.stage, len(batch))
-            return
-        if self._deliver(batch, outputs):
-            self.processed += len(batch)
+        """Commit finished batches (``wait``: all of them, waiting for each, oldest first).
+
+        A finished batch is committed before older ones still running only when
+        none of those holds a record of its partitions: a partition's offsets
+        only ever move forward over records that are done.
+        """
+        while self.running:
+            ready = self._next_ready(wait)
+            if ready is None:
+                return
+            batch, future = ready
+            outputs = future.result()  # a handler that raises is a bug: crash, redo on restart
+            self.running.remove(ready)
+            owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+            if any((m.topic(), m.partition()) not in owned for m in batch):
+                # Partitions moved while the batch ran; their new owner redoes it.
+                log.info("%s: dropping a batch of %d records from revoked partitions", self.stage, len(batch))
+                continue
+            if self._deliver(batch, outputs):
+                self.processed += len(batch)
+
+    def _next_ready(self, wait: bool) -> tuple[list[Message], Future[list[Output]]] | None:
+        if wait:
+            return self.running[0]
+        busy: set[tuple[str | None, int | None]] = set()
+        for batch, future in self.running:
+            places = {(m.topic(), m.partition()) for m in batch}
+            if future.done() and not places & busy:
+                return batch, future
+            busy |= places
+        return None
+
+    def _discard_running(self) -> list[Message]:
+        """Wait for the batches still running and drop their outputs; their records, to be redone."""
+        dropped: list[Message] = []
+        while self.running:
+            batch, future = self.running.popleft()
+            future.result()
+            dropped.extend(batch)
+        return dropped
 
     # -- delivery ------------------------------------------------------------------
 
@@ -253,7 +280,8 @@ class StageRunner:
                 # is redone, here or by the partitions' new owner.
                 self._retrying("abort", self.producer.abort_transaction, TXN_CALL_TIMEOUT_S)
                 log.warning("%s: aborted a batch of %d records (%s); redoing it", self.stage, len(batch), error)
-                self._rewind(batch)
+                # Later batches read state this one changed: they are redone too.
+                self._rewind([*batch, *self._discard_running()])
                 return False
             return True
         self.delivery_errors.clear()
@@ -352,9 +380,7 @@ class StageRunner:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, _names(partitions))
-        if self.running is not None:
-            self.running[1].result()
-            self.running = None
+        self._discard_running()
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:

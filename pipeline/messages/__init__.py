@@ -8,6 +8,8 @@ parts          "<id>#<part>"        :class:`Part`     (tokens, ready for the mod
 results        request id           :class:`Result`   (one model output per part),
                                     or a control record (:class:`Expect`, ticks)
 answers        request id           :class:`Answer`   (exactly one per request)
+prompts        session or request   :class:`Prompt`   (chat: the message and its KB entries)
+answer-chunks  request id           :class:`Chunk`    (chat: the reply as it is generated)
 dead-letters   the original key     the original value; :class:`DeadLetterReason` in the headers
 
 Values are JSON objects. Decoding never raises anything but
@@ -20,6 +22,7 @@ Modules: ``headers`` (headers), ``values`` (the messages), ``control`` (control
 records and dead-letter reasons), ``codec`` (the shared decoding rules).
 """
 
+from pipeline.messages.chat import Chunk, Prompt
 from pipeline.messages.codec import recover_request_id
 from pipeline.messages.control import CONTROL_HEADER, DEAD_LETTER_PREFIX, Control, DeadLetterReason, Expect
 from pipeline.messages.headers import (
@@ -46,6 +49,7 @@ __all__ = [
     "REQUESTED_HOP",
     "TRACE_HEADER",
     "Answer",
+    "Chunk",
     "Control",
     "DeadLetterReason",
     "ErrorInfo",
@@ -54,6 +58,7 @@ __all__ = [
     "Headers",
     "KafkaHeaders",
     "Part",
+    "Prompt",
     "RawHeaders",
     "Request",
     "Result",

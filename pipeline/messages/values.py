@@ -19,7 +19,10 @@ class Request:
     """What a client asks. Which text fields are needed depends on ``task``:
 
     * ``qa``: ``question`` and ``context``
-    * ``classify``, ``embed``, ``faq``: ``text``
+    * ``classify``, ``embed``, ``faq``, ``chat``: ``text``
+
+    ``chat`` also reads ``session`` (a conversation id: its earlier turns are
+    in the prompt) and ``max_tokens`` (at most this many new tokens).
     """
 
     id: str
@@ -28,6 +31,8 @@ class Request:
     question: str | None = None
     context: str | None = None
     deadline_ms: int | None = None
+    session: str | None = None
+    max_tokens: int | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None})
@@ -46,6 +51,8 @@ class Request:
             question=read_field(obj, "question", str, what, required=False),
             context=read_field(obj, "context", str, what, required=False),
             deadline_ms=read_field(obj, "deadline_ms", int, what, required=False),
+            session=read_field(obj, "session", str, what, required=False),
+            max_tokens=read_field(obj, "max_tokens", int, what, required=False),
         )
 
 
@@ -132,6 +139,8 @@ class Answer:
     An error answer carries ``error.code`` (see ``pipeline.errors.ERROR_CODES``);
     a ``partial`` one also carries the ``result`` merged from the parts that did
     arrive. ``latency_ms`` is the time to reach each hop from the previous one.
+    ``cached`` is true when filter answered from the answer cache (the
+    ``result`` is the one given earlier to the same request text).
     """
 
     id: str
@@ -140,6 +149,7 @@ class Answer:
     result: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     latency_ms: dict[str, float] = dc_field(default_factory=dict)
+    cached: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -169,7 +179,7 @@ class Answer:
         )
 
     def with_latency(self, headers: Headers) -> Answer:
-        return Answer(self.id, self.status, self.task, self.result, self.error, headers.latency_ms())
+        return Answer(self.id, self.status, self.task, self.result, self.error, headers.latency_ms(), self.cached)
 
     def encode(self) -> bytes:
         obj = asdict(self)
@@ -195,6 +205,7 @@ class Answer:
             if err is not None
             else None,
             latency_ms=read_field(obj, "latency_ms", dict, what, required=False) or {},
+            cached=read_field(obj, "cached", bool, what, required=False),
         )
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.catalog import CATALOG
 from pipeline.errors import DecodeError, PipelineError
 from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
 from pipeline.records import Hooks, Output, Record, Send, StageLogic, StateTable
@@ -144,7 +145,11 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
         gather.parts.setdefault(result.part, result.output)
 
     if gather.of is not None and len(gather.parts) >= gather.of:
-        return _answer(gather, _merged(request_id, gather), now)
+        merged = _merged(request_id, gather)
+        delivers = CATALOG[gather.task].delivers if gather.task in CATALOG else "answers"
+        if merged.ok and merged.result is not None and delivers != "answers":
+            return _hand_off(gather, delivers, request_id, merged.result, now)
+        return _answer(gather, merged, now)
     if gather.deadline_ms is not None and now >= gather.deadline_ms:
         return _answer(gather, _overdue(request_id, gather), now)
     return Step(gather)
@@ -184,6 +189,16 @@ def _answer(gather: Gather, answer: Answer, now: float) -> Step:
     )
     log.info("answered %s: %s%s", answer.id, answer.status, f" ({answer.error.code})" if answer.error else "")
     return Step(done, [answer_output(answer, headers)])
+
+
+def _hand_off(gather: Gather, topic: str, request_id: str, result: dict[str, Any], now: float) -> Step:
+    """A task whose reply another stage writes (its catalog ``delivers``): send it there, not to answers."""
+    key = str(result.pop("key", request_id)).encode()
+    done = Gather(
+        task=gather.task, of=gather.of, deadline_ms=gather.deadline_ms, done_ms=now, partition=gather.partition
+    )
+    log.info("handed %s to %s", request_id, topic)
+    return Step(done, [Output(topic, key, orjson.dumps(result), gather.headers().to_list())])
 
 
 def due(gather: Gather, settings: Settings) -> tuple[float, Control] | None:

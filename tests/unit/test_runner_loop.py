@@ -96,7 +96,7 @@ def test_a_batch_of_partitions_lost_while_it_ran_is_dropped_not_committed() -> N
     for _ in range(10):
         runner.turn()
     assert producer.committed == [] and consumer.committed == {}
-    assert runner.running is None and not runner.buffer
+    assert not runner.running and not runner.buffer
 
 
 class Recorder(Hooks):

@@ -1,0 +1,89 @@
+"""The values of the ``chat`` task after retrieval: grounded prompts and streamed chunks.
+
+Topic          key                         value
+-------------  --------------------------  ------------------------------------------
+prompts        session id (else request)   :class:`Prompt`: the message and the KB entries found for it,
+                                           or an ``expire`` control record for an idle session
+answer-chunks  request id                  :class:`Chunk`: one piece of the reply as it is generated
+sessions       session id                  generate's changelog: the session's recent turns
+answer-cache   content hash                an :class:`~pipeline.messages.Answer` to serve again
+
+Keying prompts by session puts every message of a conversation on one
+partition, so one generate member holds the conversation and its turns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+import orjson
+
+from pipeline.errors import DecodeError
+from pipeline.messages.codec import loads, read_field
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What merge hands generate for one chat request: the message and what retrieval found."""
+
+    id: str
+    text: str
+    session: str | None = None
+    max_tokens: int | None = None
+    # The best knowledge-base entry per sub-question (faq's merged answers).
+    entries: list[dict[str, Any]] = dc_field(default_factory=list)
+
+    @property
+    def key(self) -> bytes:
+        """The record key: the session keeps a conversation on one partition."""
+        return (self.session or self.id).encode()
+
+    def encode(self) -> bytes:
+        obj: dict[str, Any] = {"id": self.id, "text": self.text, "entries": self.entries}
+        if self.session is not None:
+            obj["session"] = self.session
+        if self.max_tokens is not None:
+            obj["max_tokens"] = self.max_tokens
+        return orjson.dumps(obj)
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> Prompt:
+        obj = loads(data, "prompt")
+        what = "prompt"
+        prompt = cls(
+            id=read_field(obj, "id", str, what),
+            text=read_field(obj, "text", str, what),
+            session=read_field(obj, "session", str, what, required=False),
+            max_tokens=read_field(obj, "max_tokens", int, what, required=False),
+            entries=read_field(obj, "entries", list, what, required=False) or [],
+        )
+        if not all(isinstance(e, dict) for e in prompt.entries):
+            raise DecodeError("prompt: every entry must be an object")
+        return prompt
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of a reply: ``delta`` is text to append; ``seq`` counts from 0 per request.
+
+    After a crash a chunk may come again (same ``id`` and ``seq``): readers drop
+    repeats, and the final answer on ``answers`` is authoritative.
+    """
+
+    id: str
+    seq: int
+    delta: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"id": self.id, "seq": self.seq, "delta": self.delta})
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> Chunk:
+        obj = loads(data, "chunk")
+        return cls(
+            id=read_field(obj, "id", str, "chunk"),
+            seq=read_field(obj, "seq", int, "chunk"),
+            delta=read_field(obj, "delta", str, "chunk"),
+        )
