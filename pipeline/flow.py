@@ -54,6 +54,7 @@ class Stage:
     logic: str  # "module:function" building its StageLogic from Settings
     batching: Callable[[Settings], Batching] = quick
     changelog: str | None = None  # the compacted topic backing its state table
+    follows: str | None = None  # a compacted topic read whole into its hooks (filter: the answer cache)
 
     def build(self, settings: Settings) -> StageLogic:
         module, _, function = self.logic.partition(":")
@@ -62,8 +63,8 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("filter", "requests", ("filtered", "answers", "dead-letters"), "validate, normalise, reject",
-          "pipeline.stages.filter:build"),
+    Stage("filter", "requests", ("filtered", "answers", "dead-letters"), "validate, normalise, reject, answer from cache",
+          "pipeline.stages.filter:build", follows="answer-cache"),
     Stage("split", "filtered", ("parts", "results", "answers", "dead-letters"), "tokenize and scatter into parts",
           "pipeline.stages.split:build"),
     Stage("infer", "parts", ("results", "dead-letters"), "batch parts across requests through ONNX Runtime",
@@ -97,4 +98,14 @@ def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
     spec = stage(name)
     logic = spec.build(settings)
     runner = StageRunner(settings, spec.name, spec.source, logic, spec.batching(settings), changelog=spec.changelog)
-    runner.run(stop)
+    follower = None
+    if spec.follows:
+        from pipeline.kafka.follow import Follower
+
+        follower = Follower(settings, spec.follows, logic.hooks.followed)
+        follower.start()
+    try:
+        runner.run(stop)
+    finally:
+        if follower is not None:
+            follower.close()

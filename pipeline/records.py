@@ -131,6 +131,9 @@ class Hooks:
     def tick(self, now_ms: float) -> None:
         """Called on every turn of the loop (often: keep it cheap when there is nothing to do)."""
 
+    def followed(self, key: bytes, value: bytes | None, timestamp_ms: float) -> None:
+        """A record of the topic the stage follows (``Stage.follows``), on the follower's own thread."""
+
 
 @dataclass(frozen=True)
 class StageLogic:

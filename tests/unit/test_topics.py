@@ -11,7 +11,8 @@ from pipeline.errors import ConfigError
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.topics import REQUIRED_CONFIG, load_topics
 
-PIPELINE_TOPICS = {"requests", "filtered", "parts", "results", "answers", "dead-letters", "merge-state"}
+PIPELINE_TOPICS = {"requests", "filtered", "parts", "results", "answers", "dead-letters", "merge-state",
+                   "prompts", "answer-chunks", "sessions", "answer-cache"}  # fmt: skip
 
 GOOD = """\
 name = "{name}"
@@ -44,6 +45,18 @@ def test_parts_are_keyed_by_request_and_part_the_rest_by_request() -> None:
     assert '"<request id>#<part index>"' in specs["parts"].carries
     for name in ("requests", "filtered", "results", "answers"):
         assert "keyed by request id" in specs[name].carries
+
+
+def test_each_changelog_has_its_source_topics_partition_count_and_is_compacted() -> None:
+    from pipeline.flow import STAGES
+
+    specs = load_topics(Settings())
+    for stage in STAGES:
+        if stage.changelog:
+            assert specs[stage.changelog].partitions == specs[stage.source].partitions, stage.name
+            assert specs[stage.changelog].config["cleanup.policy"] == "compact", stage.name
+        for sink in stage.sinks:
+            assert sink in specs, f"{stage.name} writes {sink}, which is not declared"
 
 
 def test_the_prefix_names_the_cluster_topic() -> None:

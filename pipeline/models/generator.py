@@ -1,0 +1,83 @@
+"""What the generate stage needs from a reply model: a continuous-batching engine and its tokenizer.
+
+:class:`Generator` is the seam between the stage (prompts, sessions, Kafka
+records) and the model (ONNX Runtime with a KV cache, in
+:mod:`pipeline.models.generation`). An engine takes sequences at any time;
+each joins the running batch at the engine's next step and leaves it when it
+ends, so conversations that arrive while others are being written do not wait
+for them. Per token the engine calls the sequence's ``on_token`` (from its own
+thread); returning False stops that sequence (a deadline).
+
+:class:`TextStream` turns a growing list of token ids into text deltas, so a
+multi-byte character split over two tokens is sent whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+OnToken = Callable[[int], bool]
+"""Called with each new token id; False stops the sequence (it ends ``stopped``)."""
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One finished sequence."""
+
+    tokens: list[int]  # the new tokens, without the prompt (nor the end-of-sequence token)
+    stopped: str  # "eos" (the model ended it), "length" (max_new_tokens), "stopped" (on_token said so)
+    prompt_tokens: int
+
+
+class Generator(Protocol):
+    """A continuous-batching generation engine (greedy)."""
+
+    def submit(self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken) -> Future[Generated]:
+        """Start a sequence; it joins the running batch at the next step. Thread-safe."""
+        ...
+
+    def close(self) -> None:
+        """Stop the engine's thread; sequences still running end ``stopped``."""
+        ...
+
+
+class TextStream:
+    """Decode a sequence's tokens as they come into the text to append each time."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+
+    def push(self, token: int) -> str:
+        """The text ``token`` adds ("" while it ends inside a character)."""
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd") or not text.startswith(self.text):
+            return ""  # half a character, or a merge that rewrites the tail: wait for the next token
+        delta, self.text = text[len(self.text) :], text
+        return delta
+
+    def finish(self) -> str:
+        """The full text, and whatever was held back (returned as the last delta)."""
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        delta = text[len(self.text) :] if text.startswith(self.text) else ""
+        self.text = text if text.startswith(self.text) else self.text
+        return delta
+
+
+def load_generator(settings: Any) -> tuple[Generator, Any]:
+    """The engine and tokenizer for ``settings.chat_model``, started.
+
+    ``settings.chat_engine`` ("module:function", taking Settings) names another
+    loader; tests use it to run the stage on a tiny model built in the test.
+    """
+    import importlib
+
+    target = settings.chat_engine or "pipeline.models.generation:load_engine"
+    module, _, function = target.partition(":")
+    loaded: tuple[Generator, Any] = getattr(importlib.import_module(module), function)(settings)
+    return loaded

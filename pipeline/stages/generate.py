@@ -1,0 +1,304 @@
+"""generate: write the reply of each chat prompt with the LLM, streamed, and keep its session.
+
+Every prompt (from merge, keyed by session) becomes a sequence in the
+engine's continuous batch (:class:`~pipeline.models.generator.Generator`).
+The runner hands prompts over in small batches and keeps several batches
+running (``Batching.max_running``), so a prompt that arrives while others are
+being written joins them at the engine's next step. A batch is done when its
+sequences are; its outputs commit in one transaction:
+
+* the final :class:`~pipeline.messages.Answer` on ``answers`` (the whole
+  reply, the entries used, token counts, time to first token, tokens/s);
+* the session's new state (``sessions``, via the state table's ``put``);
+* the reply on ``answer-cache`` when it may be served again
+  (:mod:`pipeline.stages.answer_cache`).
+
+While a reply is written its pieces go out at once as
+:class:`~pipeline.messages.Chunk` records on ``answer-chunks`` through the
+runner's ``send`` (idempotent, not transactional: a transactional reader would
+see them only at the commit). A crash repeats chunks, never answers.
+
+Messages of one session are written one after the other: a follow-up waits
+for the reply before it, so its prompt has that turn. A deadline stops the
+sequence: the answer is ``partial`` with the text so far. Idle sessions are
+deleted by an ``expire`` control record the member sends itself (like merge's
+ticks), so the deletion commits like any other change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError, DeadlineExceededError, DecodeError
+from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
+from pipeline.models.generator import Generated, Generator, TextStream
+from pipeline.records import Hooks, Output, Record, Send, StageLogic, StateTable
+from pipeline.settings import Settings
+from pipeline.stages.answer_cache import cache_key, reply_budget, versions
+from pipeline.stages.base import answer_output, reject
+from pipeline.stages.prompting import chat_messages, count_tokens, prompt_ids
+from pipeline.stages.sessions import Session, Turn
+
+STAGE = "generate"
+STATE_TOPIC = "sessions"
+TASK = "chat"
+# How often idle sessions are looked for, and how long before an expire record is sent again.
+EXPIRE_SCAN_MS = 1_000.0
+EXPIRE_RESEND_MS = 10_000.0
+
+log = logging.getLogger("pipeline.generate")
+
+
+@dataclass
+class Reply:
+    """One prompt being answered: what streaming and the final answer need."""
+
+    prompt: Prompt
+    record: Record
+    headers: Headers
+    history: list[Turn]
+    stream: TextStream
+    started_ms: float
+    first_token_ms: float | None = None
+    seq: int = 0
+    done: Future[list[Output]] = field(default_factory=Future)
+
+
+class Generate(Hooks):
+    """generate's handler (a batch of prompts in, their committed outputs out) and hooks."""
+
+    def __init__(self, settings: Settings, engine: Generator, tokenizer: Any, version: str) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.version = version
+        self.table = StateTable(STATE_TOPIC)
+        self.send: Send | None = None
+        self.lock = threading.Lock()
+        # The reply last started per session: a follow-up waits for it.
+        self.tails: dict[bytes, Future[list[Output]]] = {}
+        self.last_seen: dict[tuple[int, bytes], float] = {}
+        self.expire_sent: dict[tuple[int, bytes], float] = {}
+        self.next_scan_ms = 0.0
+
+    # -- the handler (worker threads; several batches at once) ---------------------------------
+
+    def __call__(self, records: Sequence[Record]) -> list[Output]:
+        pending = [self._start(record) for record in records]
+        outputs: list[Output] = []
+        for item in pending:
+            outputs.extend(item.result() if isinstance(item, Future) else item)
+        return outputs
+
+    def _start(self, record: Record) -> Future[list[Output]] | list[Output]:
+        """Begin one record: an expiry is applied at once; a prompt is queued into the engine."""
+        key = record.key or b""
+        if Control.of(record.headers) is Control.EXPIRE:
+            return self._expire(record.partition, key)
+        try:
+            prompt = Prompt.decode(record.value)
+        except DecodeError as exc:
+            return reject(record, exc.at(record.where), STAGE)
+        headers = Headers.parse(record.headers).stamped(STAGE)
+        with self.lock:  # messages of one session one after the other
+            before = self.tails.get(key)
+            mine: Future[list[Output]] = Future()
+            self.tails[key] = mine
+        mine.add_done_callback(lambda done: self._untail(key, done))
+        try:
+            if before is not None:
+                before.result()  # the earlier reply of this session: its turn is in the table now
+            outputs = self._begin(prompt, record, headers, mine)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        if outputs is not None:
+            mine.set_result(outputs)
+        return mine
+
+    def _untail(self, key: bytes, done: Future[list[Output]]) -> None:
+        with self.lock:
+            if self.tails.get(key) is done:
+                del self.tails[key]
+
+    def _begin(self, prompt: Prompt, record: Record, headers: Headers, done: Future[list[Output]]) -> list[Output] | None:
+        session = self._session(record.partition, prompt) if prompt.session else Session()
+        if session.answered(prompt.id):
+            log.info("request %s was answered already in session %s; skipping", prompt.id, prompt.session)
+            return []
+        if headers.deadline_ms is not None and now_ms() >= headers.deadline_ms:
+            error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
+            answer = Answer.failure(prompt.id, error.code, error.message, task=TASK)
+            return [answer_output(answer, headers)]
+        history = session.recent(self.settings.chat_history_tokens)
+        ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
+        reply = Reply(prompt, record, headers, history, TextStream(self.tokenizer), now_ms(), done=done)
+        budget = reply_budget(self.settings, prompt.max_tokens)
+        future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token))
+        future.add_done_callback(lambda f: self._finished(reply, session, f))
+        return None
+
+    def _on_token(self, reply: Reply, token: int) -> bool:
+        """Engine thread: stream the token's text; False (stop) once the deadline has passed."""
+        now = now_ms()
+        if reply.first_token_ms is None:
+            reply.first_token_ms = now
+        delta = reply.stream.push(token)
+        if delta:
+            self._chunk(reply, delta)
+        deadline = reply.headers.deadline_ms
+        return deadline is None or now < deadline
+
+    def _chunk(self, reply: Reply, delta: str) -> None:
+        if self.send is not None:
+            chunk = Chunk(reply.prompt.id, reply.seq, delta)
+            self.send(Output("answer-chunks", reply.prompt.id.encode(), chunk.encode()))
+        reply.seq += 1
+
+    def _finished(self, reply: Reply, session: Session, future: Future[Generated]) -> None:
+        """Engine thread: the sequence ended; build its committed outputs."""
+        try:
+            reply.done.set_result(self._outputs(reply, session, future.result()))
+        except BaseException as exc:  # surfaces in the handler, which ends the member
+            log.exception("finishing request %s failed", reply.prompt.id)
+            reply.done.set_exception(exc)
+
+    def _outputs(self, reply: Reply, session: Session, generated: Generated) -> list[Output]:
+        prompt = reply.prompt
+        rest = reply.stream.finish()
+        if rest:
+            self._chunk(reply, rest)
+        end = now_ms()
+        text = reply.stream.text.strip()
+        result = self._result(reply, generated, end)
+        if generated.stopped == "stopped":
+            message = f"the deadline passed after {len(generated.tokens)} tokens"
+            answer = Answer.failure(prompt.id, "partial", message, task=TASK, result=result)
+        else:
+            answer = Answer.success(prompt.id, TASK, result)
+        outputs = [answer_output(answer, reply.headers)]
+        if prompt.session:
+            tokens = count_tokens(self.tokenizer, prompt.text) + len(generated.tokens)
+            session.add(Turn(prompt.id, prompt.text, text, tokens), self.settings.chat_history_tokens, end)
+            outputs.append(self._put(reply.record.partition, prompt.session.encode(), session.encode(), end))
+        if answer.ok and not reply.history:
+            budget = reply_budget(self.settings, prompt.max_tokens)
+            key = cache_key(TASK, prompt.text, budget, self.version)
+            outputs.append(Output("answer-cache", key, Answer.success(prompt.id, TASK, result).encode()))
+        log.info("answered %s: %s, %d tokens%s", prompt.id, answer.status, len(generated.tokens),
+                 f" (session {prompt.session})" if prompt.session else "")  # fmt: skip
+        return outputs
+
+    def _result(self, reply: Reply, generated: Generated, end: float) -> dict[str, Any]:
+        n = len(generated.tokens)
+        first = reply.first_token_ms
+        requested = reply.headers.hops.get("requested", reply.started_ms)
+        decode_s = (end - first) / 1000 if first is not None else 0.0
+        return {
+            "reply": reply.stream.text.strip(),
+            "entries": reply.prompt.entries,
+            "session": reply.prompt.session,
+            "turns_in_prompt": len(reply.history),
+            "tokens": {"prompt": generated.prompt_tokens, "completion": n},
+            "stopped": generated.stopped,
+            # From when the client sent the request (retrieval included) and from generate's start.
+            "first_token_ms": round(first - requested, 1) if first is not None else None,
+            "prefill_ms": round(first - reply.started_ms, 1) if first is not None else None,
+            "tokens_per_s": round((n - 1) / decode_s, 2) if n > 1 and decode_s > 0 else None,
+        }
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def _session(self, partition: int, prompt: Prompt) -> Session:
+        assert prompt.session is not None
+        try:
+            return Session.decode(self.table.get(partition, prompt.session.encode()))
+        except DecodeError:
+            log.warning("session %s is unreadable; starting it afresh", prompt.session)
+            return Session()
+
+    def _put(self, partition: int, key: bytes, value: bytes | None, now: float) -> Output:
+        with self.lock:
+            if value is None:
+                self.last_seen.pop((partition, key), None)
+            else:
+                self.last_seen[(partition, key)] = now
+            self.expire_sent.pop((partition, key), None)
+        return self.table.put(partition, key, value)
+
+    def _expire(self, partition: int, key: bytes) -> list[Output]:
+        with self.lock:
+            busy = key in self.tails and not self.tails[key].done()
+        value = self.table.get(partition, key)
+        if busy or value is None:
+            return []
+        try:
+            session = Session.decode(value)
+        except DecodeError:
+            session = Session()
+        if not session.expired(now_ms(), self.settings.session_ttl_ms):
+            return []
+        log.info("session %s expired after %.0f s idle", key.decode("utf-8", "replace"),
+                 (now_ms() - session.last_ms) / 1000)  # fmt: skip
+        return [self._put(partition, key, None, now_ms())]
+
+    # -- hooks (the loop's thread) ------------------------------------------------------------
+
+    def start(self, send: Send, state: StateTable | None) -> None:
+        self.send = send
+        if state is not None:
+            self.table = state
+
+    def assigned(self, partitions: list[int]) -> None:
+        held = 0
+        for partition in partitions:
+            for key, value in list(self.table.partitions.get(partition, {}).items()):
+                try:
+                    last = Session.decode(value).last_ms
+                except DecodeError:
+                    last = 0.0
+                with self.lock:
+                    self.last_seen[(partition, key)] = last
+                held += 1
+        log.info("generate holds %d sessions of partitions %s", held, partitions)
+
+    def revoked(self, partitions: list[int]) -> None:
+        gone = set(partitions)
+        with self.lock:
+            for place in [p for p in self.last_seen if p[0] in gone]:
+                self.last_seen.pop(place, None)
+                self.expire_sent.pop(place, None)
+
+    def tick(self, now: float) -> None:
+        if now < self.next_scan_ms or self.send is None:
+            return
+        self.next_scan_ms = now + EXPIRE_SCAN_MS
+        ttl = self.settings.session_ttl_ms
+        with self.lock:
+            due = [
+                place for place, last in self.last_seen.items()
+                if now - last >= ttl and now - self.expire_sent.get(place, -EXPIRE_RESEND_MS) >= EXPIRE_RESEND_MS
+            ]  # fmt: skip
+            for place in due:
+                self.expire_sent[place] = now
+        for partition, key in due:
+            self.send(Output("prompts", key, b"{}", [Control.EXPIRE.header()], partition=partition))
+
+
+def build(settings: Settings) -> StageLogic:
+    """Load the reply model into an engine (its thread starts here) and the stage around it."""
+    from pipeline.models.generator import load_generator
+
+    if not settings.chat_model:
+        raise ConfigError("generate needs a reply model: set PIPELINE_CHAT_MODEL")
+    began = time.monotonic()
+    engine, tokenizer = load_generator(settings)
+    log.info("generate: %s loaded in %.1f s", settings.chat_model, time.monotonic() - began)
+    stage = Generate(settings, engine, tokenizer, versions(settings))
+    return StageLogic(stage, stage)

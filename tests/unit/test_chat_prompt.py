@@ -1,0 +1,93 @@
+"""Sessions (trimming, expiry, encoding), the grounded prompt, streaming text, and the chat task's hand-off."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipeline.errors import DecodeError
+from pipeline.messages import Prompt, Result
+from pipeline.models.generator import TextStream
+from pipeline.stages.prompting import INSTRUCTIONS, NO_FACTS, chat_messages, facts, prompt_ids
+from pipeline.stages.sessions import Session, Turn
+from pipeline.tasks.chat import ChatTask
+from tests.chat_engines import CharTokenizer
+
+MATCHED = {"question": "Where?", "entry": "track", "match": "Where is my order?", "answer": "Use the link.",
+           "score": 0.9, "matched": True}  # fmt: skip
+UNMATCHED = {**MATCHED, "entry": "other", "matched": False, "answer": "Irrelevant."}
+
+
+def test_adding_a_turn_drops_the_oldest_past_the_token_budget() -> None:
+    session = Session()
+    for i in range(5):
+        session.add(Turn(f"r{i}", f"q{i}", f"a{i}", tokens=40), budget_tokens=100, now=float(i))
+    assert [t.request for t in session.turns] == ["r3", "r4"]
+    assert session.last_ms == 4.0
+    session.add(Turn("big", "q", "a", tokens=500), budget_tokens=100, now=5.0)
+    assert session.turns == []  # a turn larger than the budget is not kept either
+
+
+def test_recent_turns_are_the_newest_that_fit_oldest_first() -> None:
+    session = Session([Turn("a", "1", "1", 30), Turn("b", "2", "2", 30), Turn("c", "3", "3", 50)], 0.0)
+    assert [t.request for t in session.recent(79)] == ["c"]
+    assert [t.request for t in session.recent(80)] == ["b", "c"]
+    assert [t.request for t in session.recent(110)] == ["a", "b", "c"]
+    assert session.recent(10) == []
+
+
+def test_sessions_expire_after_the_idle_time_and_round_trip() -> None:
+    session = Session([Turn("a", "hello", "hi — “there”", 3)], last_ms=1000.0)
+    assert not session.expired(1500.0, ttl_ms=1000)
+    assert session.expired(2000.0, ttl_ms=1000)
+    assert Session.decode(session.encode()) == session
+    assert Session.decode(None) == Session()
+    with pytest.raises(DecodeError):
+        Session.decode(b'{"turns": [[1, 2]], "last_ms": 0}')
+
+
+def test_the_prompt_has_instructions_facts_history_and_the_message_in_order() -> None:
+    prompt = Prompt("r", "And how long does that take?", "s", None, [MATCHED, UNMATCHED, MATCHED])
+    messages = chat_messages(prompt, [Turn("r0", "Can I return shoes?", "Yes, within 30 days.", 12)])
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    system = messages[0]["content"]
+    assert system.startswith(INSTRUCTIONS)
+    # Matched entries only, each once.
+    assert system.count("Use the link.") == 1 and "Irrelevant." not in system
+    assert messages[1]["content"] == "Can I return shoes?" and messages[2]["content"] == "Yes, within 30 days."
+    assert messages[3]["content"] == "And how long does that take?"
+    assert facts([UNMATCHED]) == NO_FACTS
+
+
+def test_prompt_ids_render_the_chat_template_ending_at_the_reply() -> None:
+    tokenizer = CharTokenizer()
+    ids = prompt_ids(tokenizer, [{"role": "user", "content": "hi"}])
+    assert tokenizer.decode(ids) == "<user>hi\n<assistant>"
+
+
+class ByteTokenizer:
+    """Token = one UTF-8 byte: a character may span tokens."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def test_text_stream_never_sends_half_a_character() -> None:
+    stream = TextStream(ByteTokenizer())
+    deltas = [stream.push(b) for b in "é!".encode()]
+    assert deltas == ["", "é", "!"]
+    assert stream.finish() == "" and stream.text == "é!"
+
+
+def test_the_chat_task_merges_into_a_prompt_keyed_by_session() -> None:
+    carry = {"text": "Where is it? Can I pay by card?", "session": "s9", "max_tokens": 50}
+    results = [
+        Result("r", "chat", i, 2, {**MATCHED, "question": q, "request": carry})
+        for i, q in enumerate(("Where is it?", "Can I pay by card?"))
+    ]
+    value = ChatTask().merge(results, 2)
+    assert value.pop("key") == "s9"
+    prompt = Prompt.decode(orjson.dumps(value))
+    assert prompt == Prompt("r", carry["text"], "s9", 50, [{**MATCHED, "question": "Where is it?"},
+                                                           {**MATCHED, "question": "Can I pay by card?"}])  # fmt: skip
+    assert Prompt("r", "x").key == b"r"
