@@ -34,14 +34,22 @@ class TaskSpec:
 
 CATALOG: dict[str, TaskSpec] = {
     spec.name: spec
-    for spec in (  # fmt: skip
+    for spec in (
         TaskSpec("qa", "qa", ("question", "context"), "qa_model", implementation="qa:QaTask"),
         TaskSpec("classify", "classify", ("text",), "classify_model", implementation="classify:ClassifyTask"),
         TaskSpec("embed", "embed", ("text",), "embed_model", implementation="embed:EmbedTask"),
         TaskSpec("faq", "embed", ("text",), "faq_model", "embed_model", implementation="faq:FaqTask"),
         # Retrieval as faq, then a reply in the model's own words (the generate stage).
-        TaskSpec("chat", "embed", ("text",), "faq_model", "embed_model", implementation="chat:ChatTask",
-                 delivers="prompts", generator="chat_model"),
+        TaskSpec(
+            "chat",
+            "embed",
+            ("text",),
+            "faq_model",
+            "embed_model",
+            implementation="chat:ChatTask",
+            delivers="prompts",
+            generator="chat_model",
+        ),
     )
 }
 TASK_NAMES: tuple[str, ...] = tuple(CATALOG)

@@ -63,7 +63,8 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("filter", "requests", ("filtered", "answers", "dead-letters"), "validate, normalise, reject, answer from cache",
+    Stage("filter", "requests", ("filtered", "answers", "dead-letters"),
+          "validate, normalise, reject; answer repeats from the answer cache",
           "pipeline.stages.filter:build", follows="answer-cache"),
     Stage("split", "filtered", ("parts", "results", "answers", "dead-letters"), "tokenize and scatter into parts",
           "pipeline.stages.split:build"),

@@ -142,10 +142,7 @@ class TorchEngine(SteppedEngine):
     def advance(self, sequence: _Sequence) -> int:
         torch = self.torch
         with torch.inference_mode():
-            if sequence.state is None:
-                ids = torch.tensor([sequence.prompt])
-            else:
-                ids = torch.tensor([[sequence.tokens[-1]]])
+            ids = torch.tensor([sequence.prompt]) if sequence.state is None else torch.tensor([[sequence.tokens[-1]]])
             out = self.model(input_ids=ids, past_key_values=sequence.state, use_cache=True)
             sequence.state = out.past_key_values
             return int(out.logits[0, -1].argmax())

@@ -5,7 +5,9 @@ JSON to ``requests`` and read ``answers`` (see the README's message formats).
 
 Answers are read with plain partition assignment (no consumer group), starting
 at the end of ``answers`` as it was when the client started, and matched to
-pending requests by id. Every client instance reads every answer, which suits
+pending requests by id. :meth:`Client.stream` also reads ``answer-chunks``
+the same way and yields a chat reply as it is written (repeated chunks
+dropped by ``(id, seq)``), then the final answer. Every client instance reads every answer, which suits
 tools, tests and a handful of front ends; a large fleet of front ends would
 give each its own answers topic or filter by a routing header instead.
 """
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
@@ -26,7 +30,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.errors import BrokerError, DecodeError, PipelineError
 from pipeline.kafka.config import consumer_config, producer_config
-from pipeline.messages import Answer, Headers, Request, kafka_headers, new_traceparent, now_ms
+from pipeline.messages import Answer, Chunk, Headers, Reassembly, Request, kafka_headers, new_traceparent, now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.client")
@@ -46,6 +50,7 @@ class Client:
         config = consumer_config(self.settings, f"{client_id}-unused", client_id)
         self.consumer = Consumer(config)
         self.pending: dict[str, Future[Answer]] = {}
+        self.streams: dict[str, tuple[Reassembly, queue.Queue[str | Answer]]] = {}
         self.lock = threading.Lock()
         self.closed = threading.Event()
         self._assign_from_end()
@@ -53,17 +58,22 @@ class Client:
         self.thread.start()
 
     def _assign_from_end(self) -> None:
-        topic = self.settings.topic("answers")
-        metadata = self.consumer.list_topics(topic, timeout=10)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise BrokerError(
-                f"topic {topic} not found at {self.settings.bootstrap_servers}: run `pipeline topics apply`"
-            )
         assignment = []
-        for partition in metadata.topics[topic].partitions:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-            assignment.append(TopicPartition(topic, partition, high))
+        for name in ("answers", "answer-chunks"):
+            topic = self.settings.topic(name)
+            metadata = self.consumer.list_topics(topic, timeout=10)
+            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                if name != "answers":
+                    continue  # a pipeline without chat: no streaming, answers still work
+                raise BrokerError(
+                    f"topic {topic} not found at {self.settings.bootstrap_servers}: run `pipeline topics apply`"
+                )
+            for partition in metadata.topics[topic].partitions:
+                tp = TopicPartition(topic, partition)
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                assignment.append(TopicPartition(topic, partition, high))
         self.consumer.assign(assignment)
+        self.chunks_topic = self.settings.topic("answer-chunks")
 
     # -- sending ---------------------------------------------------------------------
 
@@ -111,6 +121,85 @@ class Client:
         await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, timeout_s)
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s + 5)
 
+    def stream(self, request: Request | Mapping[str, Any], *, timeout_s: float = 60.0) -> Iterator[str | Answer]:
+        """Send one request; yield its reply's text as it is written, then its :class:`Answer`.
+
+        Repeated chunks (after a crash of the generate member) are dropped; if
+        the answer comes before its last chunks, the rest of its reply is
+        yielded first, so the yielded text always ends as the answer's reply.
+        A request that is not streamed (another task, a cached answer) yields
+        its reply (if any) in one piece.
+        """
+        items, future = self._open_stream(request, timeout_s)
+        deadline = time.monotonic() + timeout_s + 5
+        try:
+            while True:
+                try:
+                    item = items.get(timeout=max(deadline - time.monotonic(), 0.001))
+                except queue.Empty as exc:
+                    raise AnswerTimeoutError(f"no answer within {timeout_s + 5:.0f} s") from exc
+                yield item
+                if isinstance(item, Answer):
+                    return
+        finally:
+            self._close_stream(future)
+
+    async def stream_async(
+        self, request: Request | Mapping[str, Any], *, timeout_s: float = 60.0
+    ) -> AsyncIterator[str | Answer]:
+        """The asyncio form of :meth:`stream`."""
+        loop = asyncio.get_running_loop()
+        items, future = await loop.run_in_executor(None, self._open_stream, request, timeout_s)
+        deadline = time.monotonic() + timeout_s + 5
+        try:
+            while True:
+                remaining = max(deadline - time.monotonic(), 0.001)
+                try:
+                    item = await loop.run_in_executor(None, items.get, True, remaining)
+                except queue.Empty as exc:
+                    raise AnswerTimeoutError(f"no answer within {timeout_s + 5:.0f} s") from exc
+                yield item
+                if isinstance(item, Answer):
+                    return
+        finally:
+            self._close_stream(future)
+
+    def _open_stream(
+        self, request: Request | Mapping[str, Any], timeout_s: float
+    ) -> tuple[queue.Queue[str | Answer], Future[Answer]]:
+        fields = dict(request) if not isinstance(request, Request) else None
+        if fields is not None:
+            fields.setdefault("id", uuid.uuid4().hex)
+            request = Request(**fields)
+        assert isinstance(request, Request)
+        items: queue.Queue[str | Answer] = queue.Queue()
+        reassembly = Reassembly()
+        with self.lock:
+            self.streams[request.id] = (reassembly, items)
+        future = self.send(request, timeout_ms=int(timeout_s * 1000))
+        future.add_done_callback(lambda done: self._end_stream(request.id, done))
+        self.producer.flush(timeout_s)
+        return items, future
+
+    def _end_stream(self, request_id: str, future: Future[Answer]) -> None:
+        """The answer came: the rest of its reply (as one delta), then the answer."""
+        with self.lock:
+            reassembly, items = self.streams.pop(request_id, (Reassembly(), queue.Queue()))
+            self.pending.pop(request_id, None)
+        if future.cancelled():
+            return  # the caller stopped reading
+        answer = future.result()
+        reply = (answer.result or {}).get("reply")
+        if isinstance(reply, str):
+            rest = reassembly.rest(reply)
+            if rest:
+                items.put(rest)
+        items.put(answer)
+
+    def _close_stream(self, future: Future[Answer]) -> None:
+        if not future.done():
+            future.cancel()
+
     def wait(self, future: Future[Answer], timeout_s: float) -> Answer:
         try:
             # A little past the deadline: the pipeline answers *at* the deadline.
@@ -128,6 +217,9 @@ class Client:
             message = self.consumer.poll(0.1)
             if message is None or message.error() is not None:
                 continue
+            if message.topic() == self.chunks_topic:
+                self._on_chunk(message.value())
+                continue
             try:
                 answer = Answer.decode(message.value())
             except DecodeError:
@@ -142,6 +234,19 @@ class Client:
                 future = self.pending.pop(answer.id, None)
             if future is not None and not future.done():
                 future.set_result(answer)
+
+    def _on_chunk(self, value: bytes | None) -> None:
+        try:
+            chunk = Chunk.decode(value)
+        except DecodeError:
+            log.warning("undecodable chunk: %r", (value or b"")[:100])
+            return
+        with self.lock:
+            stream = self.streams.get(chunk.id)
+            if stream is None:
+                return
+            for delta in stream[0].push(chunk):
+                stream[1].put(delta)
 
     def close(self) -> None:
         self.closed.set()

@@ -22,7 +22,7 @@ Modules: ``headers`` (headers), ``values`` (the messages), ``control`` (control
 records and dead-letter reasons), ``codec`` (the shared decoding rules).
 """
 
-from pipeline.messages.chat import Chunk, Prompt
+from pipeline.messages.chat import Chunk, Prompt, Reassembly
 from pipeline.messages.codec import recover_request_id
 from pipeline.messages.control import CONTROL_HEADER, DEAD_LETTER_PREFIX, Control, DeadLetterReason, Expect
 from pipeline.messages.headers import (
@@ -60,6 +60,7 @@ __all__ = [
     "Part",
     "Prompt",
     "RawHeaders",
+    "Reassembly",
     "Request",
     "Result",
     "header_list",

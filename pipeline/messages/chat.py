@@ -87,3 +87,33 @@ class Chunk:
             seq=read_field(obj, "seq", int, "chunk"),
             delta=read_field(obj, "delta", str, "chunk"),
         )
+
+
+class Reassembly:
+    """A reply's chunks back in order, each once: what a streaming reader keeps per request.
+
+    Chunks of one request share a key, so they arrive in order; a crash of the
+    generate member repeats some (same ``seq``), which are dropped. A chunk
+    that comes early (a gap) waits for the ones before it.
+    """
+
+    def __init__(self) -> None:
+        self.next_seq = 0
+        self.early: dict[int, str] = {}
+        self.text = ""
+
+    def push(self, chunk: Chunk) -> list[str]:
+        """The deltas that can be shown now, in order (none for a repeat)."""
+        if chunk.seq < self.next_seq or chunk.seq in self.early:
+            return []
+        self.early[chunk.seq] = chunk.delta
+        ready: list[str] = []
+        while self.next_seq in self.early:
+            ready.append(self.early.pop(self.next_seq))
+            self.next_seq += 1
+        self.text += "".join(ready)
+        return ready
+
+    def rest(self, reply: str) -> str:
+        """What the final reply adds to the text shown so far ("" if the shown text is not its start)."""
+        return reply[len(self.text) :] if reply.startswith(self.text) else ""

@@ -127,7 +127,9 @@ class Generate(Hooks):
             if self.tails.get(key) is done:
                 del self.tails[key]
 
-    def _begin(self, prompt: Prompt, record: Record, headers: Headers, done: Future[list[Output]]) -> list[Output] | None:
+    def _begin(
+        self, prompt: Prompt, record: Record, headers: Headers, done: Future[list[Output]]
+    ) -> list[Output] | None:
         session = self._session(record.partition, prompt) if prompt.session else Session()
         if session.answered(prompt.id):
             log.info("request %s was answered already in session %s; skipping", prompt.id, prompt.session)
@@ -201,7 +203,7 @@ class Generate(Hooks):
         requested = reply.headers.hops.get("requested", reply.started_ms)
         decode_s = (end - first) / 1000 if first is not None else 0.0
         return {
-            "reply": reply.stream.text.strip(),
+            "reply": reply.stream.text,  # exactly the chunks joined
             "entries": reply.prompt.entries,
             "session": reply.prompt.session,
             "turns_in_prompt": len(reply.history),

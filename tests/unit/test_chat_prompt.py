@@ -91,3 +91,16 @@ def test_the_chat_task_merges_into_a_prompt_keyed_by_session() -> None:
     assert prompt == Prompt("r", carry["text"], "s9", 50, [{**MATCHED, "question": "Where is it?"},
                                                            {**MATCHED, "question": "Can I pay by card?"}])  # fmt: skip
     assert Prompt("r", "x").key == b"r"
+
+
+def test_reassembly_drops_repeated_chunks_and_waits_for_gaps() -> None:
+    from pipeline.messages import Chunk, Reassembly
+
+    r = Reassembly()
+    assert r.push(Chunk("r", 0, "Hel")) == ["Hel"]
+    assert r.push(Chunk("r", 0, "Hel")) == []  # a repeat after a crash
+    assert r.push(Chunk("r", 2, "!")) == []  # early: waits for 1
+    assert r.push(Chunk("r", 1, "lo")) == ["lo", "!"]
+    assert r.push(Chunk("r", 1, "lo")) == []
+    assert r.text == "Hello!"
+    assert r.rest("Hello! Bye.") == " Bye." and r.rest("Something else") == ""

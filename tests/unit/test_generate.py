@@ -37,7 +37,9 @@ class Sent:
             self.outputs.append(output)
 
     def chunks(self, request_id: str) -> list[Chunk]:
-        return [Chunk.decode(o.value) for o in self.outputs if o.topic == "answer-chunks" and o.key == request_id.encode()]
+        return [
+            Chunk.decode(o.value) for o in self.outputs if o.topic == "answer-chunks" and o.key == request_id.encode()
+        ]
 
 
 def make_stage(engine: ScriptedEngine, **settings: object) -> tuple[Generate, Sent, StateTable]:
@@ -75,12 +77,14 @@ def test_reply_streams_in_chunks_and_the_final_answer_has_the_whole_text(engine:
 
 
 def test_a_follow_up_has_the_earlier_turn_in_its_prompt(engine: ScriptedEngine) -> None:
-    stage, sent, table = make_stage(engine)
+    stage, _sent, table = make_stage(engine)
     first = stage([prompt_record("r1", "How do I return shoes?", session="s1")])
     # The first turn had no history: its reply may serve a later sessionless request.
     assert [o.topic for o in first] == ["answers", "sessions", "answer-cache"]
     session = Session.decode(table.get(0, b"s1"))
-    assert [(t.user, t.assistant) for t in session.turns] == [("How do I return shoes?", "You said: How do I return shoes?.")]
+    assert [(t.user, t.assistant) for t in session.turns] == [
+        ("How do I return shoes?", "You said: How do I return shoes?.")
+    ]
     seen: list[list[dict[str, str]]] = []
     original = stage.tokenizer.apply_chat_template
 
@@ -114,13 +118,15 @@ def test_a_replayed_prompt_of_an_answered_turn_is_skipped(engine: ScriptedEngine
 def test_the_deadline_stops_generation_with_a_partial_answer(engine: ScriptedEngine) -> None:
     slow = ScriptedEngine(step_s=0.05)
     try:
-        stage, sent, _ = make_stage(slow)  # type: ignore[arg-type]
+        stage, _sent, _ = make_stage(slow)  # type: ignore[arg-type]
         outputs = stage([prompt_record("r", "a long message to repeat back", deadline=now_ms() + 300)])
     finally:
         slow.close()
     answer = answers(outputs)["r"]
     assert answer.error is not None and answer.error.code == "partial"
-    assert answer.result is not None and 0 < len(answer.result["reply"]) < len("You said: a long message to repeat back.")
+    assert answer.result is not None and 0 < len(answer.result["reply"]) < len(
+        "You said: a long message to repeat back."
+    )
     assert answer.result["stopped"] == "stopped"
     assert "answer-cache" not in [o.topic for o in outputs]  # partial answers are never cached
 
