@@ -135,7 +135,8 @@ class TorchEngine(SteppedEngine):
 
         torch.set_num_threads(1)
         self.torch = torch
-        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        folder, extra = _from(path)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, **extra).eval()
         self.eos = int(self.model.config.eos_token_id)
         super().__init__()
 
@@ -148,10 +149,19 @@ class TorchEngine(SteppedEngine):
             return int(out.logits[0, -1].argmax())
 
 
+def _from(path: str) -> tuple[str, dict[str, str]]:
+    """from_pretrained's arguments for a model folder or a GGUF file."""
+    if path.endswith(".gguf"):
+        folder, _, name = path.rpartition("/")
+        return folder, {"gguf_file": name}
+    return path, {}
+
+
 def load_torch_engine(settings: Settings) -> tuple[TorchEngine, Any]:
     from transformers import AutoTokenizer
 
-    return TorchEngine(settings.chat_model), AutoTokenizer.from_pretrained(settings.chat_model)
+    folder, extra = _from(settings.chat_model)
+    return TorchEngine(settings.chat_model), AutoTokenizer.from_pretrained(folder, **extra)
 
 
 def smollm_tokenizer() -> Any:

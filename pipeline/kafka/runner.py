@@ -117,6 +117,10 @@ class StageRunner:
 
     def join(self) -> None:
         """Hand the stage its senders and state, fence older instances of this member, subscribe."""
+        # Made now, not at the first send: its connection is up before the first
+        # streamed chunk, which must not arrive after the answer it belongs to.
+        with self.side_lock:
+            self.side = self.side or self._make_side()
         self.hooks.start(self.send, self.state)
         if self.transactional:
             self.producer.init_transactions(self.settings.stall_timeout_s)
