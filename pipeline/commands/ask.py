@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import textwrap
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
 from pipeline.catalog import TASK_NAMES
 from pipeline.commands.common import add_cluster_args, settings_from
+from pipeline.errors import PipelineError
 from pipeline.messages import Answer
 
 
 def register(sub: Any) -> None:
     ask = sub.add_parser("ask", help="send one request to the running pipeline and print its answer")
     ask.add_argument("--task", choices=TASK_NAMES, default="faq")
-    ask.add_argument("--text", help="the text (classify, embed, faq)")
+    ask.add_argument("--text", help="the text (classify, embed, faq, chat)")
+    ask.add_argument("--session", help="chat: the conversation this message belongs to")
+    ask.add_argument("--max-tokens", type=int, help="chat: at most this many new tokens")
     ask.add_argument("--question", help="the question (qa)")
     ask.add_argument("--context", help="the context to find the answer in (qa)")
     ask.add_argument("--timeout", type=float, default=30.0, help="seconds: the request's deadline")
@@ -35,15 +39,47 @@ def register(sub: Any) -> None:
 def cmd_ask(args: argparse.Namespace) -> int:
     from pipeline.client import Client
 
-    request = {k: getattr(args, k) for k in ("text", "question", "context") if getattr(args, k) is not None}
+    fields = ("text", "question", "context", "session", "max_tokens")
+    request: dict[str, Any] = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     request["task"] = args.task
     with Client(settings_from(args)) as client:
+        if args.task == "chat" and not args.json:
+            answer = print_streamed(client.stream(request, timeout_s=args.timeout))
+            print(reply_stats(answer))
+            return 0 if answer.ok else 2
         answer = client.ask(request, timeout_s=args.timeout)
     if args.json:
         print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
     else:
         print(render(answer))
     return 0 if answer.ok else 2
+
+
+def print_streamed(items: Iterator[str | Answer]) -> Answer:
+    """Print a chat reply as it comes; the final answer."""
+    for item in items:
+        if isinstance(item, Answer):
+            print()
+            if item.error is not None:
+                print(f"  ✗ {item.error.code}: {item.error.message}")
+            return item
+        print(item, end="", flush=True)
+    raise PipelineError("the stream ended without an answer")
+
+
+def reply_stats(answer: Answer) -> str:
+    """One line on how a chat reply was made: time to first token, speed, tokens, cache."""
+    result = answer.result or {}
+    tokens = result.get("tokens") or {}
+    first, speed = result.get("first_token_ms"), result.get("tokens_per_s")
+    parts = [
+        "from the answer cache" if answer.cached else f"first token {first:.0f} ms" if first is not None else "",
+        f"{speed:.1f} tokens/s" if speed and not answer.cached else "",
+        f"{tokens.get('completion', 0)} tokens (prompt {tokens.get('prompt', 0)})",
+        f"{result.get('turns_in_prompt', 0)} earlier turns" if result.get("session") else "",
+        "entries " + ", ".join(e["entry"] for e in result.get("entries", []) if e.get("matched")),
+    ]
+    return "  ⏱ " + " · ".join(p for p in parts if p)
 
 
 def render(answer: Answer, asked: str | None = None) -> str:
@@ -70,6 +106,8 @@ def _result_text(task: str | None, result: dict[str, Any]) -> str:
             said = a.get("answer") if a.get("matched") else f"(no entry is close enough; best was {a.get('entry')})"
             lines.append(f"[{a.get('entry')} · {a.get('score', 0):.2f}] {a.get('question')}\n    {said}")
         return "\n".join(lines)
+    if task == "chat":
+        return str(result.get("reply", ""))
     if task == "qa":
         span = f"chars {result.get('start')}–{result.get('end')}"
         return f"answer: {result.get('answer')!r} ({span}, score {result.get('score') or 0:.3f})"

@@ -3,7 +3,8 @@
 Starts the broker (if local), applies the topics, exports the model, runs
 every stage as its own process, sends a few customer-service messages (one
 asking several things at once) and one broken request, prints each answer
-with where its time went, and shuts everything down.
+with where its time went, holds a two-turn conversation with the chat task
+(the replies streaming), and shuts everything down.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import signal
 import threading
 import time
+import uuid
 from typing import Any
 
 from pipeline.commands.common import add_cluster_args, settings_from
@@ -25,6 +27,8 @@ MESSAGES: tuple[str, ...] = (
     "Do you ship to Canada?",
 )
 BAD_REQUEST = b'{"id": "demo-bad", "task": "faq", "text": '  # cut off: not valid JSON
+# A conversation with the chat task: the follow-up only makes sense with the first turn.
+CHAT: tuple[str, ...] = ("Can I return shoes that don't fit?", "And how long does the refund take?")
 
 
 def register(sub: Any) -> None:
@@ -66,6 +70,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(render(answer, asked=f"(a broken request: {BAD_REQUEST.decode()!r})"))
             failures += answer.ok  # this one must be rejected
             print()
+            if settings.chat_model:
+                failures += chat(client)
         time.sleep(0.1)
     finally:
         print("stopping the pipeline ...")
@@ -76,3 +82,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print("stopping the Kafka broker the demo started ...")
             broker.stop(settings)
     return 1 if failures else 0
+
+
+def chat(client: Any) -> int:
+    """A two-turn conversation, each reply printed as it streams; the number of failed turns."""
+    from pipeline.commands.ask import print_streamed, reply_stats
+
+    session = f"demo-{uuid.uuid4().hex[:6]}"
+    print(f"a conversation with the chat task (session {session}); the replies stream:")
+    failed = 0
+    for text in CHAT:
+        print(f"» {text}\n  ", end="", flush=True)
+        answer = print_streamed(client.stream({"task": "chat", "text": text, "session": session}, timeout_s=120))
+        print(reply_stats(answer))
+        print()
+        failed += not answer.ok
+    return failed

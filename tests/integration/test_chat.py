@@ -58,7 +58,11 @@ def chat_pipeline(broker: str, tiny_llama: Path) -> Iterator[tuple[Settings, Sup
 def test_a_chat_reply_streams_then_the_answer_carries_it_all(chat_pipeline: tuple[Settings, Supervisor]) -> None:
     settings, _ = chat_pipeline
     with Client(settings) as client:
-        items = list(client.stream({"task": "chat", "text": "Where is my order? Which payment methods do you accept?"}, timeout_s=60))
+        items = list(
+            client.stream(
+                {"task": "chat", "text": "Where is my order? Which payment methods do you accept?"}, timeout_s=60
+            )
+        )
     *deltas, answer = items
     assert isinstance(answer, Answer) and answer.ok, answer
     assert all(isinstance(d, str) for d in deltas) and len(deltas) > 1, "the reply came in pieces"
@@ -97,6 +101,7 @@ def test_a_repeated_request_is_answered_from_the_cache(chat_pipeline: tuple[Sett
             took = time.monotonic() - began
             if second.cached:
                 break
+
         # async streaming of a cached answer: the whole reply at once, then the answer
         async def stream() -> list[str | Answer]:
             return [item async for item in client.stream_async({"task": "chat", "text": text})]
@@ -109,9 +114,7 @@ def test_a_repeated_request_is_answered_from_the_cache(chat_pipeline: tuple[Sett
     assert streamed[0] == first.result["reply"] and isinstance(streamed[1], Answer) and streamed[1].cached
 
 
-def test_generate_killed_mid_conversation_loses_no_turn_and_answers_once(
-    broker: str, tiny_llama: Path
-) -> None:
+def test_generate_killed_mid_conversation_loses_no_turn_and_answers_once(broker: str, tiny_llama: Path) -> None:
     settings = chat_settings(broker, tiny_llama, chat_history_tokens=100_000, chat_default_tokens=24)
     sessions, turns = 6, 4
     answers: dict[str, Answer] = {}
