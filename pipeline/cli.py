@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.run",  # pipeline run <stage>, pipeline up
     "pipeline.commands.ask",  # pipeline ask, pipeline eval
     "pipeline.commands.chat",  # pipeline chat
+    "pipeline.commands.chat_bench",  # pipeline chat-bench
     "pipeline.commands.demo",  # pipeline demo
 )
 

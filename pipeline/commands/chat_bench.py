@@ -1,0 +1,188 @@
+"""``pipeline chat-bench``: chat replies through Kafka next to the same engine in-process.
+
+Starts the pipeline (like ``pipeline demo``, under its own topic prefix, with
+the answer cache off), then for each concurrency level runs that many
+conversations at once, each sending ``--rounds`` messages one after the other,
+and measures on the client: time to first token (send → first streamed
+piece), tokens/s per conversation (after the first token) and in total. Then it
+stops the pipeline and runs the same prompts (the same retrieved entries,
+the same chat template) through the same engine in this process. Ratios are
+printed side by side; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.commands.common import add_cluster_args, settings_from
+from pipeline.settings import PROJECT_ROOT, Settings
+
+QUESTIONS: tuple[str, ...] = (
+    "How do I reset my password?",
+    "Where is my parcel? It should have arrived yesterday.",
+    "Can I return shoes that don't fit?",
+    "Do you ship to Canada, and how much does it cost?",
+    "Which payment methods do you accept?",
+    "How do I cancel my order?",
+    "Can I change my delivery address after ordering?",
+    "How long does a refund take?",
+)
+
+
+@dataclass
+class Run:
+    """The measurements of one reply."""
+
+    first_token_ms: float
+    tokens: int
+    decode_s: float  # first token → last token
+    retrieval_ms: float = 0.0
+
+
+@dataclass
+class Level:
+    concurrency: int
+    runs: list[Run] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def ttft(self, q: float) -> float:
+        values = sorted(r.first_token_ms for r in self.runs)
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    def per_conversation(self) -> float:
+        return statistics.median((r.tokens - 1) / r.decode_s for r in self.runs if r.decode_s > 0 and r.tokens > 1)
+
+    def total(self) -> float:
+        return sum(r.tokens for r in self.runs) / self.wall_s
+
+
+def register(sub: Any) -> None:
+    bench = sub.add_parser("chat-bench", help="chat: time to first token and tokens/s through Kafka vs in-process")
+    bench.add_argument("--concurrency", default="1,8", help="conversations at once, comma-separated (default 1,8)")
+    bench.add_argument("--rounds", type=int, default=3, help="messages per conversation (default 3)")
+    bench.add_argument("--tokens", type=int, default=64, help="new tokens per reply (default 64)")
+    add_cluster_args(bench)
+    bench.set_defaults(func=cmd_chat_bench)
+
+
+def cmd_chat_bench(args: argparse.Namespace) -> int:
+    levels = [int(c) for c in args.concurrency.split(",")]
+    settings = settings_from(args, prefix=f"bench{uuid.uuid4().hex[:6]}-", answer_cache_max_bytes=0,
+                             chat_default_tokens=args.tokens, chat_max_tokens=max(args.tokens, 1))  # fmt: skip
+    print(f"chat bench: model {settings.chat_model}, {args.tokens} tokens per reply, {args.rounds} rounds")
+    kafka, entries = through_kafka(settings, levels, args.rounds)
+    local = in_process(settings, levels, args.rounds, entries)
+    print()
+    print(f"{'conversations':>13} | {'':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'tok/s/conv':>10} {'tok/s total':>11}"
+          f" | {'retrieval p50':>13}")  # fmt: skip
+    for n in levels:
+        for name, level in (("kafka", kafka[n]), ("in-process", local[n])):
+            retrieval = statistics.median(r.retrieval_ms for r in level.runs) if name == "kafka" else 0.0
+            print(f"{n:>13} | {name:>9} {level.ttft(0.5):>7.0f}ms {level.ttft(0.99):>7.0f}ms "
+                  f"{level.per_conversation():>10.1f} {level.total():>11.1f} | "
+                  f"{f'{retrieval:.0f} ms' if name == 'kafka' else '':>13}")  # fmt: skip
+        ratio = kafka[n].total() / local[n].total()
+        extra = kafka[n].ttft(0.5) - local[n].ttft(0.5)
+        print(f"{'':>13} | kafka/in-process tokens/s {ratio:.2f}; TTFT p50 +{extra:.0f} ms through Kafka")
+    return 0
+
+
+def through_kafka(settings: Settings, levels: list[int], rounds: int) -> tuple[dict[int, Level], dict[str, Any]]:
+    from pipeline.client import Client
+    from pipeline.flow import STAGE_NAMES
+    from pipeline.local.cluster import prepare, wait_ready
+    from pipeline.local.supervisor import Supervisor
+    from pipeline.messages import Answer
+
+    counts = dict.fromkeys(STAGE_NAMES, 1)
+    prepare(settings)
+    supervisor = Supervisor(counts, settings, PROJECT_ROOT / ".cache" / "logs" / "chat-bench")
+    supervisor.start()
+    results: dict[int, Level] = {}
+    entries: dict[str, Any] = {}
+    try:
+        if not wait_ready(settings, counts, threading.Event(), timeout_s=600, on_wait=supervisor.check):
+            raise SystemExit(f"the pipeline did not come up; see {supervisor.log_dir}")
+        with Client(settings) as client:
+            list(client.stream({"task": "chat", "text": "Hello!"}, timeout_s=120))  # warm up every stage
+
+            def one(text: str, level: Level, lock: threading.Lock) -> None:
+                sent = time.perf_counter()
+                first = last = 0.0
+                answer: Answer | None = None
+                for item in client.stream({"task": "chat", "text": text}, timeout_s=300):
+                    if isinstance(item, Answer):
+                        answer = item
+                    else:
+                        last = time.perf_counter()
+                        first = first or last
+                if answer is None or answer.result is None or not first:
+                    raise SystemExit(f"no streamed reply: {answer}")
+                hops = answer.latency_ms
+                retrieval = sum(ms for hop, ms in hops.items() if hop in ("filter", "split", "infer", "merge"))
+                with lock:
+                    entries[text] = answer.result["entries"]
+                    level.runs.append(Run((first - sent) * 1000, answer.result["tokens"]["completion"], last - first,
+                                          retrieval))  # fmt: skip
+
+            for n in levels:
+                results[n] = _level(n, rounds, one)
+                print(f"  kafka, {n} conversations: {len(results[n].runs)} replies in {results[n].wall_s:.1f} s")
+    finally:
+        supervisor.stop()
+    return results, entries
+
+
+def in_process(settings: Settings, levels: list[int], rounds: int, entries: dict[str, Any]) -> dict[int, Level]:
+    from pipeline.messages import Prompt
+    from pipeline.models.generator import load_generator
+    from pipeline.stages.prompting import chat_messages, prompt_ids
+
+    engine, tokenizer = load_generator(settings)
+    try:
+        engine.submit(prompt_ids(tokenizer, chat_messages(Prompt("w", "Hello!"), [])), 4, lambda _: True).result()
+
+        def one(text: str, level: Level, lock: threading.Lock) -> None:
+            ids = prompt_ids(tokenizer, chat_messages(Prompt("b", text, entries=entries.get(text, [])), []))
+            times: list[float] = []
+            sent = time.perf_counter()
+
+            def on_token(_: int) -> bool:
+                times.append(time.perf_counter())
+                return True
+
+            done = engine.submit(ids, settings.chat_default_tokens, on_token).result()
+            with lock:
+                level.runs.append(Run((times[0] - sent) * 1000, len(done.tokens), times[-1] - times[0]))
+
+        results = {}
+        for n in levels:
+            results[n] = _level(n, rounds, one)
+            print(f"  in-process, {n} conversations: {len(results[n].runs)} replies in {results[n].wall_s:.1f} s")
+        return results
+    finally:
+        engine.close()
+
+
+def _level(n: int, rounds: int, one: Any) -> Level:
+    """``n`` conversations at once, each ``rounds`` messages one after the other."""
+    level, lock = Level(n), threading.Lock()
+
+    def conversation(c: int) -> None:
+        for r in range(rounds):
+            one(QUESTIONS[(c + r * n) % len(QUESTIONS)] + ("" if r == 0 else f" ({c}.{r})"), level, lock)
+
+    threads = [threading.Thread(target=conversation, args=(c,)) for c in range(n)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    level.wall_s = time.perf_counter() - began
+    return level
