@@ -142,3 +142,36 @@ def test_state_is_restored_by_the_loop_before_any_record_of_the_partition_runs()
     consumer.rebalance("revoke", [0])
     runner.turn()
     assert runner.state is not None and runner.state.partitions == {}, "a revoked partition's state is dropped"
+
+
+def test_several_running_batches_commit_per_partition_in_order() -> None:
+    """With max_running, a later batch commits first only if no older running batch holds its partition."""
+    clients, consumer, producer = fake_clients("in")
+    consumer.add(0, b"slow", b"v")
+    consumer.rebalance("assign", [0, 1])
+    gates = {b"slow": threading.Event(), b"p0-late": threading.Event(), b"p1": threading.Event()}
+    started: list[bytes] = []
+
+    def gated(records: Sequence[Record]) -> list[Output]:
+        started.extend(r.key or b"" for r in records)
+        for record in records:
+            gates[record.key or b""].wait(10)
+        return [Output("out", r.key, r.value) for r in records]
+
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(gated), Batching(max_batch=1, max_running=3),
+                         clients=clients)  # fmt: skip
+    turn_until(runner, lambda: b"slow" in started)
+    consumer.add(0, b"p0-late", b"v")
+    consumer.add(1, b"p1", b"v")
+    turn_until(runner, lambda: len(started) == 3)  # three batches run at once
+    gates[b"p1"].set()
+    gates[b"p0-late"].set()
+    turn_until(runner, lambda: consumer.committed.get(1) == 1)
+    for _ in range(20):
+        runner.turn()
+    # partition 1 committed past the still-running slow batch; partition 0's later record waits for it
+    assert [key for _, key, _, _ in producer.committed] == [b"p1"]
+    assert consumer.committed.get(0) is None
+    gates[b"slow"].set()
+    turn_until(runner, lambda: consumer.committed.get(0) == 2)
+    assert [key for _, key, _, _ in producer.committed] == [b"p1", b"slow", b"p0-late"]
