@@ -104,3 +104,34 @@ def test_reassembly_drops_repeated_chunks_and_waits_for_gaps() -> None:
     assert r.push(Chunk("r", 1, "lo")) == []
     assert r.text == "Hello!"
     assert r.rest("Hello! Bye.") == " Bye." and r.rest("Something else") == ""
+
+
+def test_merge_hands_a_complete_chat_request_to_prompts_not_answers() -> None:
+    from pipeline.messages import Headers, now_ms
+    from pipeline.records import Record
+    from pipeline.settings import Settings
+    from pipeline.stages.merge import step
+
+    carry = {"text": "Where is it?", "session": "s1", "max_tokens": None}
+    now = now_ms()
+    headers = Headers(deadline_ms=int(now + 5000)).stamped("infer").to_list()
+    result = Result("r1", "chat", 0, 1, {**MATCHED, "request": carry})
+    outcome = step(None, Record("results", 3, 0, b"r1", result.encode(), headers), Settings(), now)
+    [output] = outcome.outputs
+    assert output.topic == "prompts" and output.key == b"s1"
+    assert Prompt.decode(output.value) == Prompt("r1", "Where is it?", "s1", None, [MATCHED])
+    assert outcome.state is not None and outcome.state.done_ms == now  # handed off once: duplicates change nothing
+    again = step(outcome.state, Record("results", 3, 1, b"r1", result.encode(), headers), Settings(), now)
+    assert again.outputs == []
+
+
+def test_chat_is_disabled_without_a_reply_model() -> None:
+    from pipeline.errors import InvalidRequestError
+    from pipeline.messages import Request
+    from pipeline.settings import Settings
+    from pipeline.stages.filter import check_request
+
+    settings = Settings(chat_model="")
+    assert settings.model_for("chat") == "" and settings.model_for("faq")
+    with pytest.raises(InvalidRequestError, match="PIPELINE_CHAT_MODEL"):
+        check_request(Request("r", "chat", text="hi"), settings, 0.0)

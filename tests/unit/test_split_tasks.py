@@ -22,11 +22,12 @@ def text_of(words: int, seed: int = 0) -> str:
     return "  ".join(rng.choice(WORDS) for _ in range(words)) + "."
 
 
-def test_get_task_knows_the_four_tasks_and_rejects_others() -> None:
-    assert set(CATALOG) == {"qa", "classify", "embed", "faq"}
+def test_get_task_knows_the_five_tasks_and_rejects_others() -> None:
+    assert set(CATALOG) == {"qa", "classify", "embed", "faq", "chat"}
     assert CATALOG["faq"].kind == "embed" and CATALOG["qa"].fields == ("question", "context")
+    assert CATALOG["chat"].delivers == "prompts" and CATALOG["chat"].generator == "chat_model"
     assert all(get_task(name).name == name for name in CATALOG)
-    with pytest.raises(InvalidRequestError, match="unknown task 'translate'; known: qa, classify, embed, faq"):
+    with pytest.raises(InvalidRequestError, match="unknown task 'translate'; known: qa, classify, embed, faq, chat"):
         get_task("translate")
 
 
