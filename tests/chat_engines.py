@@ -109,7 +109,7 @@ class CharTokenizer:
 
 
 class ScriptedEngine(SteppedEngine):
-    """Replies "You said: <the last user message>." one character per step, ``step_s`` apart."""
+    """Replies "You said: <the customer's message>." one character per step, ``step_s`` apart."""
 
     eos = CharTokenizer.eos
 
@@ -121,6 +121,7 @@ class ScriptedEngine(SteppedEngine):
         if sequence.state is None:
             text = CharTokenizer().decode(sequence.prompt)
             last = text.rsplit("<user>", 1)[-1].removesuffix("<assistant>").strip()
+            last = last.rsplit("message: ", 1)[-1]  # the message, after the facts
             sequence.state = [ord(ch) for ch in f"You said: {last}."] + [self.eos]
         time.sleep(self.step_s / max(len(self.active), 1))
         return int(sequence.state[len(sequence.tokens)])

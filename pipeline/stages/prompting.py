@@ -1,4 +1,4 @@
-"""The grounded prompt of a chat reply: instructions, the retrieved entries, recent turns, the message.
+"""The grounded prompt of a chat reply: instructions, recent turns, the retrieved entries with the message.
 
 :func:`chat_messages` is pure (testable without a model); :func:`prompt_ids`
 renders the messages with the model's own chat template into token ids.
@@ -16,12 +16,15 @@ from pipeline.messages import Prompt
 from pipeline.stages.sessions import Turn
 
 INSTRUCTIONS = (
-    "You are the customer-service assistant of an online shop. Answer the customer's message briefly and "
-    "politely, in the customer's language, using only the facts below. If the facts do not answer it, say "
-    "that a colleague will get back to them; never invent policies, prices or dates."
+    "You are the customer-service assistant of an online shop. Answer briefly and politely, in the customer's "
+    "language. Never invent policies, prices or dates."
 )
-NO_FACTS = "(none of the shop's answers matches this message)"
-PROMPT_VERSION = hashlib.sha256(f"{INSTRUCTIONS}\n{NO_FACTS}".encode()).hexdigest()[:12]
+# The facts go into the last user message, next to the question: a small model
+# follows them there far better than in the system message (SmolLM2-135M: the
+# reply to "How do I reset my password?" used the shop's steps only this way).
+ASK = "Facts from the shop's help pages:\n{facts}\n\nUsing only these facts, answer the customer's message: {text}"
+NO_FACTS = "(none of the help pages matches this message: say that a colleague will get back to them)"
+PROMPT_VERSION = hashlib.sha256(f"{INSTRUCTIONS}\n{ASK}\n{NO_FACTS}".encode()).hexdigest()[:12]
 
 
 def facts(entries: Sequence[dict[str, Any]]) -> str:
@@ -32,17 +35,17 @@ def facts(entries: Sequence[dict[str, Any]]) -> str:
         if not entry.get("matched") or str(entry.get("entry")) in seen:
             continue
         seen.add(str(entry.get("entry")))
-        lines.append(f"- Q: {entry.get('match')}\n  A: {entry.get('answer')}")
+        lines.append(f"- {entry.get('answer')}")
     return "\n".join(lines) or NO_FACTS
 
 
 def chat_messages(prompt: Prompt, history: Sequence[Turn]) -> list[dict[str, str]]:
-    """The conversation to render: system (instructions and facts), earlier turns, the new message."""
-    messages = [{"role": "system", "content": f"{INSTRUCTIONS}\n\nFacts:\n{facts(prompt.entries)}"}]
+    """The conversation to render: instructions, earlier turns, then the facts with the new message."""
+    messages = [{"role": "system", "content": INSTRUCTIONS}]
     for turn in history:
         messages.append({"role": "user", "content": turn.user})
         messages.append({"role": "assistant", "content": turn.assistant})
-    messages.append({"role": "user", "content": prompt.text})
+    messages.append({"role": "user", "content": ASK.format(facts=facts(prompt.entries), text=prompt.text)})
     return messages
 
 

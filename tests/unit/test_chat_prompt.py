@@ -50,12 +50,12 @@ def test_the_prompt_has_instructions_facts_history_and_the_message_in_order() ->
     prompt = Prompt("r", "And how long does that take?", "s", None, [MATCHED, UNMATCHED, MATCHED])
     messages = chat_messages(prompt, [Turn("r0", "Can I return shoes?", "Yes, within 30 days.", 12)])
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    system = messages[0]["content"]
-    assert system.startswith(INSTRUCTIONS)
-    # Matched entries only, each once.
-    assert system.count("Use the link.") == 1 and "Irrelevant." not in system
+    assert messages[0]["content"] == INSTRUCTIONS
     assert messages[1]["content"] == "Can I return shoes?" and messages[2]["content"] == "Yes, within 30 days."
-    assert messages[3]["content"] == "And how long does that take?"
+    last = messages[3]["content"]
+    # Matched entries only, each once, then the message.
+    assert last.count("Use the link.") == 1 and "Irrelevant." not in last
+    assert last.endswith("answer the customer's message: And how long does that take?")
     assert facts([UNMATCHED]) == NO_FACTS
 
 
