@@ -20,7 +20,7 @@ KAFKA_POM := ops/kafka/pom.xml
 VENV_STAMP := $(VENV)/.installed
 LIBS_STAMP := $(KAFKA_LIBS)/.fetched
 
-.PHONY: help setup demo up test test-unit test-integration broker broker-stop topics lint clean
+.PHONY: help setup demo chat-bench up test test-unit test-integration broker broker-stop topics lint clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -49,8 +49,11 @@ $(LIBS_STAMP): $(KAFKA_POM)
 	@touch $@
 	@echo "setup: $$(ls $(KAFKA_LIBS)/*.jar | wc -l) jars in $(KAFKA_LIBS)"
 
-demo: setup ## the main job: start everything, answer a few customer-service messages, stop
+demo: setup ## the main job: start everything, answer a few customer-service messages, a two-turn chat, stop
 	$(PIPELINE) demo
+
+chat-bench: setup ## chat: time to first token and tokens/s at 1 and 8 conversations, through Kafka vs in-process
+	$(PIPELINE) chat-bench
 
 up: setup ## run the whole pipeline locally (broker, topics, model, every stage) until Ctrl-C
 	$(PIPELINE) up

@@ -69,6 +69,9 @@ class TextStream:
         return delta
 
 
+DEFAULT_ENGINE = "pipeline.models.generation:load_engine"
+
+
 def load_generator(settings: Any) -> tuple[Generator, Any]:
     """The engine and tokenizer for ``settings.chat_model``, started.
 
@@ -77,7 +80,13 @@ def load_generator(settings: Any) -> tuple[Generator, Any]:
     """
     import importlib
 
-    target = settings.chat_engine or "pipeline.models.generation:load_engine"
+    from pipeline.errors import ConfigError
+
+    target = settings.chat_engine or DEFAULT_ENGINE
     module, _, function = target.partition(":")
-    loaded: tuple[Generator, Any] = getattr(importlib.import_module(module), function)(settings)
+    try:
+        loader = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load the generation engine {target!r} (PIPELINE_CHAT_ENGINE): {exc}") from exc
+    loaded: tuple[Generator, Any] = loader(settings)
     return loaded
