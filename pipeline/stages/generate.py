@@ -86,6 +86,8 @@ class Generate(Hooks):
         self.last_seen: dict[tuple[int, bytes], float] = {}
         self.expire_sent: dict[tuple[int, bytes], float] = {}
         self.next_scan_ms = 0.0
+        # Sequences in the engine at once (its continuous batch): the member's bound.
+        self.slots = threading.BoundedSemaphore(settings.generate_max_sequences)
 
     # -- the handler (worker threads; several batches at once) ---------------------------------
 
@@ -134,15 +136,20 @@ class Generate(Hooks):
         if session.answered(prompt.id):
             log.info("request %s was answered already in session %s; skipping", prompt.id, prompt.session)
             return []
-        if headers.deadline_ms is not None and now_ms() >= headers.deadline_ms:
+        history = session.recent(self.settings.chat_history_tokens)
+        ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
+        wait_s = None if headers.deadline_ms is None else (headers.deadline_ms - now_ms()) / 1000
+        if (wait_s is not None and wait_s <= 0) or not self.slots.acquire(timeout=wait_s):
             error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
             answer = Answer.failure(prompt.id, error.code, error.message, task=TASK)
             return [answer_output(answer, headers)]
-        history = session.recent(self.settings.chat_history_tokens)
-        ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
         reply = Reply(prompt, record, headers, history, TextStream(self.tokenizer), now_ms(), done=done)
         budget = reply_budget(self.settings, prompt.max_tokens)
-        future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token))
+        try:
+            future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token))
+        except BaseException:
+            self.slots.release()
+            raise
         future.add_done_callback(lambda f: self._finished(reply, session, f))
         return None
 
@@ -165,6 +172,7 @@ class Generate(Hooks):
 
     def _finished(self, reply: Reply, session: Session, future: Future[Generated]) -> None:
         """Engine thread: the sequence ended; build its committed outputs."""
+        self.slots.release()
         try:
             reply.done.set_result(self._outputs(reply, session, future.result()))
         except BaseException as exc:  # surfaces in the handler, which ends the member

@@ -162,6 +162,20 @@ def test_batches_run_at_once_join_one_engine_batch(engine: ScriptedEngine) -> No
         slow.close()
 
 
+def test_sequences_in_the_engine_are_bounded_by_the_setting() -> None:
+    slow = ScriptedEngine(step_s=0.01)
+    try:
+        stage, _, _ = make_stage(slow, generate_max_sequences=2)  # type: ignore[arg-type]
+        threads = [threading.Thread(target=stage, args=([prompt_record(f"r{i}", "x" * 10)],)) for i in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert slow.max_active == 2
+    finally:
+        slow.close()
+
+
 def test_idle_sessions_expire_through_a_control_record(engine: ScriptedEngine) -> None:
     stage, sent, table = make_stage(engine, session_ttl_ms=50)
     stage([prompt_record("r", "hi", session="s")])
