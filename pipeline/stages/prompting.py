@@ -15,10 +15,9 @@ from typing import Any
 from pipeline.messages import Prompt
 from pipeline.stages.sessions import Turn
 
-INSTRUCTIONS = (
-    "You are the customer-service assistant of an online shop. Answer briefly and politely, in the customer's "
-    "language. Never invent policies, prices or dates."
-)
+# Short on purpose: SmolLM2-135M answers "as a customer-service assistant, I'm
+# designed to ..." instead of answering when told more about its role.
+INSTRUCTIONS = "You are a helpful shop assistant. Reply in two or three sentences."
 # The facts go into the last user message, next to the question: a small model
 # follows them there far better than in the system message (SmolLM2-135M: the
 # reply to "How do I reset my password?" used the shop's steps only this way).
