@@ -27,7 +27,7 @@ PROMPT_VERSION = hashlib.sha256(f"{INSTRUCTIONS}\n{ASK}\n{NO_FACTS}".encode()).h
 
 
 def facts(entries: Sequence[dict[str, Any]]) -> str:
-    """The retrieved entries as the prompt shows them: each matched answer once, with the question it answers."""
+    """The retrieved entries as the prompt shows them: each matched answer once, as a bullet."""
     lines: list[str] = []
     seen: set[str] = set()
     for entry in entries:
