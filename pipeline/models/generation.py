@@ -24,6 +24,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from pipeline.errors import ExportError
 from pipeline.models.generator import Generated, OnToken
 from pipeline.settings import Settings
 
@@ -71,8 +75,16 @@ def ensure_decoder(model: str, cache_dir: Path) -> Path:
     began = time.monotonic()
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    _export(model, tmp)
-    tmp.rename(out)
+    # In a child process: tracing leaves torch's global state behind, and a
+    # serving process should only run ONNX Runtime (as pipeline.models.export).
+    done = subprocess.run([sys.executable, "-m", "pipeline.models.generation", model, str(tmp)], check=False)
+    if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportError(f"exporting the chat model {model} failed (exit {done.returncode}); see the log above")
+    try:
+        tmp.rename(out)
+    except OSError:  # another process exported it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s to %s in %.1f s", model, out, time.monotonic() - began)
     return out
 
@@ -259,3 +271,7 @@ def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
 
     folder = ensure_decoder(settings.chat_model, Path(settings.model_cache_dir))
     return OrtEngine(folder), AutoTokenizer.from_pretrained(str(folder))
+
+
+if __name__ == "__main__":  # the export child: python -m pipeline.models.generation MODEL OUT_DIR
+    _export(sys.argv[1], Path(sys.argv[2]))
