@@ -1,4 +1,4 @@
-"""The grounded prompt of a chat reply: instructions, recent turns, the retrieved entries with the message.
+"""The grounded prompt of a chat reply: instructions, then recent turns, the retrieved entries and the message.
 
 :func:`chat_messages` is pure (testable without a model); :func:`prompt_ids`
 renders the messages with the model's own chat template into token ids.
@@ -18,12 +18,18 @@ from pipeline.stages.sessions import Turn
 # Short on purpose: SmolLM2-135M answers "as a customer-service assistant, I'm
 # designed to ..." instead of answering when told more about its role.
 INSTRUCTIONS = "You are a helpful shop assistant. Reply in two or three sentences."
-# The facts go into the last user message, next to the question: a small model
-# follows them there far better than in the system message (SmolLM2-135M: the
-# reply to "How do I reset my password?" used the shop's steps only this way).
-ASK = "Facts from the shop's help pages:\n{facts}\n\nUsing only these facts, answer the customer's message: {text}"
+# Everything goes into one user message after the instructions: the earlier
+# turns, the facts, then the message. Measured on SmolLM2-135M-Instruct: with
+# the facts in the system message it ignored them ("How do I reset my
+# password?"), and with earlier turns as chat turns it repeated its last reply
+# instead of answering the follow-up ("And how long does the refund take?").
+HISTORY = "Earlier in this conversation:\n{turns}\n\n"
+ASK = (
+    "{history}Facts from the shop's help pages:\n{facts}\n\n"
+    "Using only these facts, answer the customer's message: {text}"
+)
 NO_FACTS = "(none of the help pages matches this message: say that a colleague will get back to them)"
-PROMPT_VERSION = hashlib.sha256(f"{INSTRUCTIONS}\n{ASK}\n{NO_FACTS}".encode()).hexdigest()[:12]
+PROMPT_VERSION = hashlib.sha256(f"{INSTRUCTIONS}\n{HISTORY}\n{ASK}\n{NO_FACTS}".encode()).hexdigest()[:12]
 
 
 def facts(entries: Sequence[dict[str, Any]]) -> str:
@@ -39,13 +45,11 @@ def facts(entries: Sequence[dict[str, Any]]) -> str:
 
 
 def chat_messages(prompt: Prompt, history: Sequence[Turn]) -> list[dict[str, str]]:
-    """The conversation to render: instructions, earlier turns, then the facts with the new message."""
-    messages = [{"role": "system", "content": INSTRUCTIONS}]
-    for turn in history:
-        messages.append({"role": "user", "content": turn.user})
-        messages.append({"role": "assistant", "content": turn.assistant})
-    messages.append({"role": "user", "content": ASK.format(facts=facts(prompt.entries), text=prompt.text)})
-    return messages
+    """The conversation to render: the instructions, then one message with earlier turns, facts and the message."""
+    turns = "\n".join(f"Customer: {turn.user}\nYou: {turn.assistant}" for turn in history)
+    text = ASK.format(history=HISTORY.format(turns=turns) if history else "", facts=facts(prompt.entries),
+                      text=prompt.text)  # fmt: skip
+    return [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": text}]
 
 
 def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:

@@ -49,13 +49,14 @@ def test_sessions_expire_after_the_idle_time_and_round_trip() -> None:
 def test_the_prompt_has_instructions_facts_history_and_the_message_in_order() -> None:
     prompt = Prompt("r", "And how long does that take?", "s", None, [MATCHED, UNMATCHED, MATCHED])
     messages = chat_messages(prompt, [Turn("r0", "Can I return shoes?", "Yes, within 30 days.", 12)])
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[0]["content"] == INSTRUCTIONS
-    assert messages[1]["content"] == "Can I return shoes?" and messages[2]["content"] == "Yes, within 30 days."
-    last = messages[3]["content"]
+    text = messages[1]["content"]
+    assert text.startswith("Earlier in this conversation:\nCustomer: Can I return shoes?\nYou: Yes, within 30 days.")
     # Matched entries only, each once, then the message.
-    assert last.count("Use the link.") == 1 and "Irrelevant." not in last
-    assert last.endswith("answer the customer's message: And how long does that take?")
+    assert text.count("Use the link.") == 1 and "Irrelevant." not in text
+    assert text.endswith("answer the customer's message: And how long does that take?")
+    assert "Earlier" not in chat_messages(prompt, [])[1]["content"]
     assert facts([UNMATCHED]) == NO_FACTS
 
 

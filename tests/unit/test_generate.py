@@ -94,8 +94,7 @@ def test_a_follow_up_has_the_earlier_turn_in_its_prompt(engine: ScriptedEngine) 
 
     stage.tokenizer.apply_chat_template = spy  # type: ignore[method-assign]
     second = stage([prompt_record("r2", "And how long does that take?", session="s1", offset=1)])
-    assert [m["role"] for m in seen[0]] == ["system", "user", "assistant", "user"]
-    assert seen[0][1]["content"] == "How do I return shoes?"
+    assert "Customer: How do I return shoes?\nYou: You said: How do I return shoes?." in seen[0][1]["content"]
     assert answers(second)["r2"].result["turns_in_prompt"] == 1  # type: ignore[index]
     # With history the reply is not cached.
     assert "answer-cache" not in [o.topic for o in second]
