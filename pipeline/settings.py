@@ -154,6 +154,11 @@ class Settings:
             )
         if self.qa_stride >= self.qa_max_length:
             raise ConfigError("PIPELINE_QA_STRIDE must be smaller than PIPELINE_QA_MAX_LENGTH")
+        if self.stall_timeout_s * 1000 >= self.max_poll_interval_ms:
+            raise ConfigError(
+                "PIPELINE_STALL_TIMEOUT_S must be below PIPELINE_MAX_POLL_INTERVAL_MS: a stalled member should "
+                "restart before the group throws it out"
+            )
         for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PIPELINE_{name.upper()} must be positive")

@@ -142,3 +142,25 @@ def test_state_is_restored_by_the_loop_before_any_record_of_the_partition_runs()
     consumer.rebalance("revoke", [0])
     runner.turn()
     assert runner.state is not None and runner.state.partitions == {}, "a revoked partition's state is dropped"
+
+
+def test_after_the_session_is_lost_the_next_transaction_uses_a_new_producer() -> None:
+    clients, consumer, producer = fake_clients("in")
+    made = []
+
+    def make() -> object:
+        made.append(producer)
+        return producer
+
+    clients.producer = make
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+    seen: list[bytes] = []
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler(seen)), Batching(), clients=clients)
+    turn_until(runner, lambda: consumer.committed.get(0) == 1)
+    assert len(made) == 1
+    consumer.rebalance("lost", [0])
+    consumer.rebalance("assign", [0])
+    consumer.add(0, b"k1", b"v")
+    turn_until(runner, lambda: consumer.committed.get(0) == 2)
+    assert len(made) == 2 and len(runner.retired) == 1, "a lost session renews the transactional producer"
