@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.topics",  # pipeline topics apply|list
     "pipeline.commands.model",  # pipeline model export
     "pipeline.commands.run",  # pipeline run <stage>, pipeline up
+    "pipeline.commands.health",  # pipeline health (liveness probes)
     "pipeline.commands.ask",  # pipeline ask, pipeline eval
     "pipeline.commands.demo",  # pipeline demo
 )
