@@ -202,6 +202,8 @@ class Request:
     question: str | None = None
     context: str | None = None
     deadline_ms: int | None = None
+    # faq: the language of ``text`` ("zh", "en", ...); detected when absent.
+    lang: str | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps({k: v for k, v in _asdict(self).items() if v is not None})
@@ -220,6 +222,7 @@ class Request:
             question=_field(obj, "question", str, what, required=False),
             context=_field(obj, "context", str, what, required=False),
             deadline_ms=_field(obj, "deadline_ms", int, what, required=False),
+            lang=_field(obj, "lang", str, what, required=False),
         )
 
 

