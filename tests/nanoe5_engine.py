@@ -11,6 +11,7 @@ code is copied into this repository.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -37,6 +38,9 @@ class Engine:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"compiling {source} failed:\n{done.stderr[-2000:]}")
+        # OpenMP threads that spin while waiting starve ONNX Runtime's threads in
+        # the same process on a small machine; read when libgomp first loads.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         lib = ctypes.CDLL(str(library))
         lib.e5_load.restype = ctypes.c_void_p
         lib.e5_load.argtypes = [ctypes.c_char_p]
