@@ -20,6 +20,7 @@ def register(sub: Any) -> None:
     ask.add_argument("--text", help="the text (classify, embed, faq)")
     ask.add_argument("--question", help="the question (qa)")
     ask.add_argument("--context", help="the context to find the answer in (qa)")
+    ask.add_argument("--lang", help="faq: the text's language (zh, en, ...); detected from the text when absent")
     ask.add_argument("--timeout", type=float, default=30.0, help="seconds: the request's deadline")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     add_cluster_args(ask)
@@ -35,7 +36,7 @@ def register(sub: Any) -> None:
 def cmd_ask(args: argparse.Namespace) -> int:
     from pipeline.client import Client
 
-    request = {k: getattr(args, k) for k in ("text", "question", "context") if getattr(args, k) is not None}
+    request = {k: getattr(args, k) for k in ("text", "question", "context", "lang") if getattr(args, k) is not None}
     request["task"] = args.task
     with Client(settings_from(args)) as client:
         answer = client.ask(request, timeout_s=args.timeout)

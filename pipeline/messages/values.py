@@ -28,6 +28,8 @@ class Request:
     question: str | None = None
     context: str | None = None
     deadline_ms: int | None = None
+    # faq: the language of ``text`` ("zh", "en", ...); detected when absent.
+    lang: str | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None})
@@ -46,6 +48,7 @@ class Request:
             question=read_field(obj, "question", str, what, required=False),
             context=read_field(obj, "context", str, what, required=False),
             deadline_ms=read_field(obj, "deadline_ms", int, what, required=False),
+            lang=read_field(obj, "lang", str, what, required=False),
         )
 
 

@@ -45,6 +45,7 @@ from pipeline.settings import Settings
 from pipeline.stages.base import dead_letter
 from pipeline.tasks import Runtime, Task, get_task
 from pipeline.tasks.base import PartOutput, error_output
+from pipeline.tasks.language import part_route, task_routes
 
 STAGE = "infer"
 log = logging.getLogger("pipeline.stages.infer")
@@ -81,7 +82,7 @@ class Infer:
             else:
                 outputs[index] = problem
         candidates = [parts[i] for i in runnable]
-        for batch in plan_batches(candidates, self.settings.batch_max_parts, self.settings.batch_max_tokens):
+        for batch in plan_batches(candidates, self.settings.batch_max_parts, self.settings.batch_max_tokens, self._key):
             indices = [runnable[b] for b in batch]
             for index, output in zip(indices, self._run_batch([parts[i] for i in indices]), strict=True):
                 outputs[index] = output
@@ -90,9 +91,13 @@ class Infer:
             for p, o in zip(parts, outputs, strict=True)
         ]
 
+    def _key(self, part: Part) -> str:
+        """The served entry of ``part``: its task, or its language's route (``faq:zh``)."""
+        return part_route(part, self.served)
+
     def _check(self, part: Part) -> PartOutput | None:
         """An error output for a part that cannot run here, else None."""
-        served = self.served.get(part.task)
+        served = self.served.get(self._key(part))
         if served is None:
             served_here = ", ".join(self.served) or "none"
             return error_output(
@@ -113,7 +118,7 @@ class Infer:
         return None
 
     def _run_batch(self, batch: list[Part]) -> list[PartOutput]:
-        served = self.served[batch[0].task]
+        served = self.served[self._key(batch[0])]
         began = time.perf_counter()
         try:
             outputs = _run(served, batch)
@@ -154,16 +159,20 @@ def build_infer(settings: Settings, tasks: Iterable[str] | None = None) -> Infer
     served: dict[str, Served] = {}
     for name in names:
         task = get_task(name)
-        model_name = settings.model_for(name)
-        if not model_name:
-            raise ConfigError(f"task {name!r} has no model: set PIPELINE_{CATALOG[name].model.upper()}")
-        key = (model_name, CATALOG[name].kind)
-        if key not in loaded:
-            exported = ensure_exported(model_name, name, settings)
-            loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
-        model, tokenizer = loaded[key]
-        served[name] = Served(task, model, task.prepare(model, tokenizer, settings))
-        log.info("infer serves %s with %s on %s", name, model_name, model.provider)
+        prepared: dict[int, Served] = {}  # routes sharing one Settings share one runtime
+        for route, routed in task_routes(name, settings).items():
+            model_name = routed.model_for(name)
+            if not model_name:
+                raise ConfigError(f"task {name!r} has no model: set PIPELINE_{CATALOG[name].model.upper()}")
+            key = (model_name, CATALOG[name].kind)
+            if key not in loaded:
+                exported = ensure_exported(model_name, name, settings)
+                loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
+            model, tokenizer = loaded[key]
+            if id(routed) not in prepared:
+                prepared[id(routed)] = Served(task, model, task.prepare(model, tokenizer, routed))
+            served[route] = prepared[id(routed)]
+            log.info("infer serves %s with %s on %s", route, model_name, model.provider)
     if not served:
         raise ConfigError("infer has no task to serve: set at least one PIPELINE_*_MODEL")
     return Infer(served, settings)
