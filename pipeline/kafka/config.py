@@ -12,6 +12,9 @@ from pipeline.settings import Settings
 
 ClientConfig = dict[str, Any]
 
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024 + 64 * 1024
+"""topics/dead-letters.toml's max.message.bytes, plus room for the record overhead."""
+
 
 def common_config(settings: Settings, client_id: str) -> ClientConfig:
     return {
@@ -42,6 +45,10 @@ def producer_config(settings: Settings, client_id: str, *, transactional_id: str
             # Requests and answers are text; parts and results carry token ids
             # and float lists, which compress well.
             "compression.type": "lz4",
+            # A dead letter holds a whole rejected record (up to the 2 MiB of
+            # requests) plus the reason: librdkafka's 1 MB default would refuse it
+            # and the stage would crash on the same record again and again.
+            "message.max.bytes": DEAD_LETTER_MAX_BYTES,
         }
     )
     if transactional_id is not None:
@@ -88,6 +95,29 @@ def consumer_config(settings: Settings, group: str, client_id: str) -> ClientCon
             # commits can wait out the whole interval (librdkafka: 500 ms).
             # Each hop's latency depends on it; idle members fetch more often.
             "fetch.wait.max.ms": 10,
+        }
+    )
+    return config
+
+
+LOAD_MESSAGE_MAX_BYTES = 16 * 1024 * 1024
+"""The load generator's own record size limit: far above every topic's, so the broker decides."""
+
+
+def load_producer_config(settings: Settings, client_id: str) -> ClientConfig:
+    """The chaos suite's load generator: a plain client producing raw records (pipeline.kafka.loadgen)."""
+    config = producer_config(settings, client_id)
+    config.update(
+        {
+            # Oversized fuzz records must reach the broker and be refused there,
+            # as they would be from any client, not stop in this producer.
+            "message.max.bytes": LOAD_MESSAGE_MAX_BYTES,
+            # Keep requests produced while the broker is down for a whole
+            # 60 s outage instead of failing them after 30 s.
+            "message.timeout.ms": 180_000,
+            # Records are counted as sent when acknowledged; compression would
+            # hide the sizes the fuzz corpus means to send.
+            "compression.type": "none",
         }
     )
     return config
