@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.run",  # pipeline run <stage>, pipeline up
     "pipeline.commands.ask",  # pipeline ask, pipeline eval
     "pipeline.commands.demo",  # pipeline demo
+    "pipeline.commands.chaos",  # pipeline chaos SCENARIO
+    "pipeline.commands.redrive",  # pipeline redrive
 )
 
 

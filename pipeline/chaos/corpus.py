@@ -71,10 +71,10 @@ class _Builder:
         value: bytes | None,
         *,
         topic: str = "requests",
-        key: bytes | None | str = "id",
+        key: bytes | str | None = "id",
         headers: HeaderList | None = None,
         expect: str = "error",
-        answer_id: str | None | bool = True,
+        answer_id: str | bool | None = True,
     ) -> None:
         """``key="id"`` keys the record by its own id; ``answer_id=True`` expects it answered under that id."""
         rid = self.rid()
@@ -122,17 +122,23 @@ def _requests_bytes(b: _Builder) -> None:
 
 
 def _requests_json(b: _Builder) -> None:
-    for n in range(100):  # truncated JSON at every length
+    for _ in range(100):  # truncated JSON at random lengths
         full = b.request(text="How do I return a parcel? " * 4)
         b.add("truncated-json", full[: b.rng.randint(1, len(full) - 1)])
     for depth in (100, 1000, 1025, 5000, 100_000):
         b.add("nested-arrays", b"[" * depth + b"]" * depth)
         b.add("nested-objects", b'{"a":' * depth + b"1" + b"}" * depth)
-        b.add("nested-text", b'{"id":"' + b.rid().encode() + b'","task":"faq","text":' + b"[" * depth + b"]" * depth + b"}")
+        b.add(
+            "nested-text",
+            b'{"id":"' + b.rid().encode() + b'","task":"faq","text":' + b"[" * depth + b"]" * depth + b"}",
+        )
     for literal in (b"null", b"true", b"42", b'"a string"', b"[]", b"[1,2,3]", b"1e400", b"-0", b"NaN", b"Infinity"):
         b.add("not-an-object", literal)
     for number in (b"1e400", b"-1e400", b"123456789012345678901234567890", b"18446744073709551616", b"1" * 5000):
-        b.add("huge-number-deadline", b'{"id":"' + b.rid().encode() + b'","task":"faq","text":"hi?","deadline_ms":' + number + b"}")
+        b.add(
+            "huge-number-deadline",
+            b'{"id":"' + b.rid().encode() + b'","task":"faq","text":"hi?","deadline_ms":' + number + b"}",
+        )
         b.add("huge-number-text", b'{"id":"' + b.rid().encode() + b'","task":"faq","text":' + number + b"}")
     b.add("huge-deadline-u64", b.request(deadline_ms=2**64 - 1), expect="once")
     b.add("negative-deadline", b.request(deadline_ms=-(2**63)))
@@ -204,10 +210,31 @@ def _requests_keys_headers(b: _Builder, megabyte: bool) -> None:
     b.add("huge-key", b.request(), key=b"k" * 200_000, expect="once")
     b.add("binary-key-bad-value", b"\x00garbage", key=b"\xff\xfe\x00", expect="dead")
     b.add("empty-key-bad-value", b"garbage", key=b"", expect="dead")
-    garbage_deadlines = [b"", b"soon", b"nan", b"NaN", b"inf", b"-inf", b"1e400", b"1e30", b"-1", b"0x10", b"\xff", b"9" * 400, b" 5 "]
+    garbage_deadlines = [
+        b"",
+        b"soon",
+        b"nan",
+        b"NaN",
+        b"inf",
+        b"-inf",
+        b"1e400",
+        b"1e30",
+        b"-1",
+        b"0x10",
+        b"\xff",
+        b"9" * 400,
+        b" 5 ",
+    ]
     for raw in garbage_deadlines:
         b.add("deadline-header", b.request(), headers=[(DEADLINE_HEADER, raw)], expect="once")
-    bad_traces = [b"", b"garbage", b"00-xyz-abc-01", b"\xff\xfe", b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-00", b"t" * 10_000]
+    bad_traces = [
+        b"",
+        b"garbage",
+        b"00-xyz-abc-01",
+        b"\xff\xfe",
+        b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-00",
+        b"t" * 10_000,
+    ]
     for raw in bad_traces:
         b.add("traceparent-header", b.request(), headers=[(TRACE_HEADER, raw)], expect="once")
     for raw in (b"nan", b"inf", b"-1e400", b"x"):
@@ -225,7 +252,8 @@ def _later_topics(b: _Builder) -> None:
     for _ in range(40):
         b.add("filtered-bytes", b.rng.randbytes(b.rng.randint(1, 200)), topic="filtered")
     for name in ("text", "task", "id"):
-        for wrong in (None, 1, [], {}):
+        wrongs: tuple[object, ...] = (None, 1, [], {})
+        for wrong in wrongs:
             b.add(f"filtered-wrong-{name}", b.request(**{name: wrong}), topic="filtered")
     b.add("filtered-missing-text", b.request(text=_DROP), topic="filtered")
     b.add("filtered-empty-text", b.request(text=""), topic="filtered")
@@ -255,13 +283,16 @@ def _later_topics(b: _Builder) -> None:
     )
 
 
+SHAPE_WRONG: tuple[object, ...] = (None, "x", 1.5, [], {}, True)
+
+
 def _bad_shapes(b: _Builder, topic: str) -> Iterator[bytes]:
     """A part (for ``parts``) or result (for ``results``) with one field of a wrong type or out of range."""
     last = "input_ids" if topic == "parts" else "output"
     base: dict[str, object] = {"id": b.rid(), "task": "faq", "part": 0, "of": 1}
     base[last] = [101, 102] if topic == "parts" else {"answer": "x"}
     for name in ("id", "task", "part", "of", last):
-        for wrong in (None, "x", 1.5, [], {}, True):
+        for wrong in SHAPE_WRONG:
             if (name == "input_ids" and isinstance(wrong, list)) or (name == "output" and isinstance(wrong, dict)):
                 continue
             if name in ("id", "task") and isinstance(wrong, str):

@@ -62,8 +62,12 @@ class Sender:
         headers: HeaderList | None = None,
         topic: str = "requests",
         partition: int | None = None,
+        key_is_ident: bool = True,
     ) -> None:
-        """Produce one record; ``ident`` is how it is counted (usually the request id)."""
+        """Produce one record; ``ident`` is how it is counted (usually the request id).
+
+        The key is ``ident`` unless ``key_is_ident`` is false, then ``key`` as given (None too).
+        """
         produced = time.time()
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -77,7 +81,7 @@ class Sender:
             try:
                 self.producer.produce(
                     self.settings.topic(topic),
-                    key=ident.encode() if key is None else key,
+                    key=ident.encode() if key_is_ident else key,
                     value=value,
                     headers=kafka_headers(headers or []),
                     partition=-1 if partition is None else partition,
@@ -86,7 +90,7 @@ class Sender:
                 break
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full (broker down): wait
-            except Exception as exc:  # noqa: BLE001 - e.g. MSG_SIZE_TOO_LARGE before sending
+            except Exception as exc:
                 with self.lock:
                     self.refused[ident] = str(exc)
                 return

@@ -49,7 +49,11 @@ class Splitter:
             raise InvalidRequestError(
                 f"task {request.task!r} is not enabled on this split member", request_id=request.id
             )
-        parts = get_task(request.task).split(request, tokenizer, self.settings)
+        task = get_task(request.task)
+        for name in task.fields:  # filter checked them; a record written past it may not be
+            if not getattr(request, name):
+                raise InvalidRequestError(f"task {request.task!r} needs a non-empty {name!r}", request_id=request.id)
+        parts = task.split(request, tokenizer, self.settings)
         if not parts:
             raise InvalidRequestError("the request has nothing to process after tokenizing", request_id=request.id)
         headers = Headers.parse(record.headers).stamped(STAGE)
