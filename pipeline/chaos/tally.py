@@ -15,6 +15,7 @@ Definitions (docs/reliability.md repeats them):
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ def percentile(sorted_values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile of already sorted values."""
     if not sorted_values:
         return None
-    rank = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    rank = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
     return sorted_values[rank]
 
 
