@@ -89,10 +89,11 @@ class ChaosBroker:
 class Pipeline:
     """The stages of one scenario as supervised processes, restarted when they die."""
 
-    def __init__(self, settings: Settings, supervisor: Supervisor, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, supervisor: Supervisor, log_dir: Path, startup_restarts: int = 0) -> None:
         self.settings = settings
         self.supervisor = supervisor
         self.log_dir = log_dir
+        self.startup_restarts = startup_restarts
 
     def member(self, name: str) -> Member:
         return next(m for m in self.supervisor.members if m.name == name)
@@ -121,7 +122,8 @@ class Pipeline:
         return None
 
     def restarts(self) -> int:
-        return sum(m.restarts for m in self.supervisor.members)
+        """Restarts since the scenario began (not those while the pipeline was starting)."""
+        return sum(m.restarts for m in self.supervisor.members) - self.startup_restarts
 
 
 @contextmanager
@@ -141,7 +143,18 @@ def running(settings: Settings, counts: dict[str, int], name: str, **member_over
         if not wait_ready(scoped, counts, stop, timeout_s=240, on_wait=supervisor.check):
             raise PipelineError(f"the pipeline {prefix} did not come up within 240 s; logs in {log_dir}")
         watcher.start()
-        yield Pipeline(scoped, supervisor, log_dir)
+        # A member that dies right after joining (seen: merge's restore hitting
+        # NOT_LEADER_FOR_PARTITION on topics just created) is restarted before
+        # the scenario begins, and counted apart from the scenario's restarts.
+        time.sleep(3.0)
+        startup = sum(m.restarts for m in supervisor.members) + sum(
+            m.process is not None and m.process.poll() is not None for m in supervisor.members
+        )
+        if startup and not wait_ready(scoped, counts, stop, timeout_s=120):
+            raise PipelineError(f"the pipeline {prefix} did not come back after a crash at start; logs in {log_dir}")
+        if startup:
+            time.sleep(3.0)
+        yield Pipeline(scoped, supervisor, log_dir, startup_restarts=sum(m.restarts for m in supervisor.members))
     finally:
         stop.set()
         if watcher.is_alive():

@@ -55,7 +55,7 @@ def run_fuzz(pipeline: Pipeline, pids: Callable[[], dict[str, int]], seed: int, 
     arrivals = load.reader.snapshot()
     dead = read_all(settings, "dead-letters")
     restarts = pipeline.restarts()
-    row = load.row([], restarts)
+    row = load.row([], restarts, pipeline.startup_restarts)
     good_not_ok = {code: n for code, n in row.answers.items() if code != "ok"}
     if good_not_ok or row.lost:
         row.problems.append(f"good requests not answered ok: {good_not_ok}, lost {row.lost}")

@@ -99,10 +99,12 @@ class Load:
             say(f"{self.name}: not every request answered {wait:.0f} s after the last was sent")
         time.sleep(3.0)  # anything later than this is a duplicate we want to see
 
-    def row(self, fault_ends: list[float], restarts: int) -> Row:
+    def row(self, fault_ends: list[float], restarts: int, startup_restarts: int = 0) -> Row:
         self.sampler.__exit__()
         self.reader.close()
         row = count(self.name, self.sender.acked, self.sender.refused, self.reader.snapshot(), fault_ends)
         row.peak_rss_mb = dict(self.sampler.peaks)
         row.restarts = restarts
+        if startup_restarts:
+            row.notes.append(f"{startup_restarts} member restart(s) while the pipeline started, before any load")
         return row

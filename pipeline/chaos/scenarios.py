@@ -68,7 +68,7 @@ def broker_restart(broker: ChaosBroker, opts: Options, say: Say, *, down_s: floa
         say(f"{name}: broker stopped in {stopped_in:.1f} s, answering again {started_in:.1f} s after start")
         time.sleep(after)
         load.drain(say)
-        row = load.row([back], pipeline.restarts())
+        row = load.row([back], pipeline.restarts(), pipeline.startup_restarts)
     return row
 
 
@@ -96,7 +96,7 @@ def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
                 time.sleep(max(0.0, gap - (time.time() - killed_at)))
         time.sleep(5.0)
         load.drain(say)
-        row = load.row(kills, pipeline.restarts())
+        row = load.row(kills, pipeline.restarts(), pipeline.startup_restarts)
     row.notes.extend(notes)
     return row
 
@@ -116,7 +116,7 @@ def stop_infer(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         resumed = time.time()
         time.sleep(15.0)
         load.drain(say)
-        row = load.row([resumed], pipeline.restarts())
+        row = load.row([resumed], pipeline.restarts(), pipeline.startup_restarts)
     row.notes.append(f"infer-0 stopped for {stopped_s:.0f} s; infer-0 restarts: {pipeline.member('infer-0').restarts}")
     return row
 
@@ -156,7 +156,7 @@ def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         load.start(normal)
         time.sleep(20.0 if opts.short else 40.0)
         load.drain(say)
-        row = load.row([ended], pipeline.restarts())
+        row = load.row([ended], pipeline.restarts(), pipeline.startup_restarts)
     row.notes.append(f"capacity {capacity:.1f}/s; burst {3 * capacity:.1f}/s for {burst_s:.0f} s, then {normal:.1f}/s")
     return row
 
@@ -171,7 +171,7 @@ def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         time.sleep(duration)
         load.drain(say)
         acked = dict(load.sender.acked)
-        row = load.row([], pipeline.restarts())
+        row = load.row([], pipeline.restarts(), pipeline.startup_restarts)
     firsts: dict[str, float] = {}
     for arrival in load.reader.snapshot():
         firsts.setdefault(arrival.id, arrival.at)

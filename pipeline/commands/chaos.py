@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PipelineError
 from pipeline.settings import Settings
 
 ORDER = ("kill-each", "broker-restart", "broker-outage", "stop-infer", "overload", "soak", "fuzz")
@@ -54,7 +55,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         for name in names:
             say(f"{name}: starting{' (short)' if opts.short else ''}")
             began = time.monotonic()
-            row = SCENARIOS[name](broker, opts, say)
+            try:
+                row = SCENARIOS[name](broker, opts, say)
+            except PipelineError as exc:  # one scenario that cannot run does not end the others
+                row = Row(name, problems=[f"could not run: {exc}"])
             rows.append(row)
             say(f"{name}: done in {time.monotonic() - began:.0f} s")
             print(render([row]), file=sys.stderr, flush=True)
