@@ -24,7 +24,9 @@ def register(sub: Any) -> None:
     chaos.add_argument("scenario", choices=(*ORDER, "all"), help="what to break ('all': each in turn)")
     chaos.add_argument("--short", action="store_true", help="a few hundred requests, under a minute of load each")
     chaos.add_argument("--rate", type=float, default=10.0, help="steady requests per second (10)")
-    chaos.add_argument("--capacity", type=float, help="requests/s the pipeline answers (measured when not given)")
+    chaos.add_argument(
+        "--capacity", type=float, help="requests/s the pipeline answers (measured with a 100/s stream when not given)"
+    )
     chaos.add_argument("--timeout-ms", type=int, default=30_000, help="each request's deadline (30000)")
     chaos.add_argument("--seed", type=int, default=7, help="the fuzz corpus seed (7)")
     chaos.add_argument("--kafka-port", type=int, default=9492, help="the suite's own broker port (9492)")
