@@ -31,6 +31,8 @@ class MemorySampler:
         self.pids = pids
         self.interval_s = interval_s
         self.peaks: dict[str, float] = {}
+        self.first: dict[str, float] = {}  # each name's first sample, to tell growth from a peak
+        self.last: dict[str, float] = {}
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="chaos-memory", daemon=True)
 
@@ -45,7 +47,11 @@ class MemorySampler:
     def sample(self) -> None:
         for name, pid in self.pids().items():
             mb = rss_mb(pid)
-            if mb is not None and mb > self.peaks.get(name, 0.0):
+            if mb is None:
+                continue
+            self.first.setdefault(name, mb)
+            self.last[name] = mb
+            if mb > self.peaks.get(name, 0.0):
                 self.peaks[name] = mb
 
     def _run(self) -> None:

@@ -188,6 +188,10 @@ def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         assert first is not None and last is not None
         row.notes.append(f"p99 first third {first:.0f} ms, last third {last:.0f} ms ({last / first:.2f}x)")
     row.notes.append(f"{0.7 * capacity:.1f} requests/s (70 % of {capacity:.1f}) for {duration:.0f} s")
+    growth = ", ".join(
+        f"{name} {load.sampler.first[name]:.0f}->{mb:.0f}M" for name, mb in sorted(load.sampler.last.items())
+    )
+    row.notes.append(f"RSS first -> last sample: {growth}")
     return row
 
 

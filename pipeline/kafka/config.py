@@ -118,6 +118,18 @@ def load_producer_config(settings: Settings, client_id: str) -> ClientConfig:
             # Records are counted as sent when acknowledged; compression would
             # hide the sizes the fuzz corpus means to send.
             "compression.type": "none",
+            # The suite stops the broker on purpose: librdkafka's "connection
+            # refused" every 50 ms would bury the report (errors still arrive
+            # as delivery reports).
+            "log_level": 2,
         }
     )
+    return config
+
+
+def load_consumer_config(settings: Settings, group: str, client_id: str) -> ClientConfig:
+    """The chaos suite's answer reader: a plain read_committed client (pipeline.kafka.loadgen)."""
+    config = consumer_config(settings, group, client_id)
+    # As the load producer: the broker going away is the point, not news.
+    config["log_level"] = 2
     return config

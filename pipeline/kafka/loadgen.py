@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline.errors import BrokerError, DecodeError
-from pipeline.kafka.config import consumer_config, load_producer_config
+from pipeline.kafka.config import load_consumer_config, load_producer_config
 from pipeline.messages import Answer, HeaderList, header_list, kafka_headers
 from pipeline.settings import Settings
 
@@ -114,7 +114,7 @@ class AnswerReader:
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         client_id = f"{settings.prefix}chaos-reader-{uuid.uuid4().hex[:6]}"
-        self.consumer = Consumer(consumer_config(settings, f"{client_id}-unused", client_id))
+        self.consumer = Consumer(load_consumer_config(settings, f"{client_id}-unused", client_id))
         topic = settings.topic("answers")
         metadata = self.consumer.list_topics(topic, timeout=10)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
@@ -177,7 +177,7 @@ def read_all(settings: Settings, topic: str, *, idle_s: float = 2.0, timeout_s: 
     """Every committed record of declared ``topic`` up to its end when called."""
     name = settings.topic(topic)
     client_id = f"{settings.prefix}chaos-dump-{uuid.uuid4().hex[:6]}"
-    consumer = Consumer(consumer_config(settings, f"{client_id}-unused", client_id))
+    consumer = Consumer(load_consumer_config(settings, f"{client_id}-unused", client_id))
     records: list[RawRecord] = []
     try:
         metadata = consumer.list_topics(name, timeout=10)
