@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.health",  # pipeline health (liveness probes)
     "pipeline.commands.ask",  # pipeline ask, pipeline eval
     "pipeline.commands.demo",  # pipeline demo
+    "pipeline.commands.chaos",  # pipeline chaos SCENARIO
+    "pipeline.commands.redrive",  # pipeline redrive
 )
 
 

@@ -57,6 +57,10 @@ TXN_CALL_TIMEOUT_S = 10.0
 # gives up and restarts. librdkafka can block past its own timeout when the
 # coordinator went away (librdkafka issues #5456, #5511).
 TXN_BUDGET_S = 2 * TXN_CALL_TIMEOUT_S
+# A member whose group session ended must be back in its group within this
+# long; librdkafka does not always rejoin by itself after a broker restart with
+# static membership (librdkafka #3437), so past it the member exits and restarts.
+REJOIN_TIMEOUT_S = 20.0
 # Consume errors that mean the brokers were out of reach: the producer's view of
 # its coordinators may be stale after that, so it is made anew.
 OUTAGE_ERRORS = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
@@ -95,6 +99,7 @@ class StageRunner:
         # destroy can block on the same stale coordinator that made us replace it.
         self.retired: list[Any] = []
         self.renew_producer = False
+        self.lost_at: float | None = None  # when the group session ended, until the next assignment
         self._make_side = clients.side
         self._restore_rows = clients.restore
         self.side: Any = None
@@ -142,6 +147,11 @@ class StageRunner:
 
     def turn(self) -> None:
         """One turn of the loop (tests step it without the watchdog)."""
+        if self.lost_at is not None and time.monotonic() - self.lost_at > REJOIN_TIMEOUT_S:
+            raise BrokerError(
+                f"{self.stage}: lost its partitions {REJOIN_TIMEOUT_S:.0f} s ago and has not rejoined its group; "
+                "exiting so a new process joins"
+            )
         self.hooks.tick(now_ms())
         self._poll()
         self._restore_pending()
@@ -365,6 +375,7 @@ class StageRunner:
         # State is restored by the loop right after this poll returns (not here:
         # a long restore must not run inside librdkafka's callback).
         log.info("%s: assigned %s", self.stage, _names(partitions))
+        self.lost_at = None
         self.pending_assign.extend(p.partition for p in partitions)
         if self.paused:
             consumer.pause(partitions)
@@ -379,6 +390,7 @@ class StageRunner:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, _names(partitions))
         self.renew_producer = self.transactional  # the session ended: the brokers were away, or we were
+        self.lost_at = time.monotonic()
         if self.running is not None:
             self.running[1].result()
             self.running = None

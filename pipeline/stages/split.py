@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.catalog import TASK_NAMES
+from pipeline.catalog import CATALOG, TASK_NAMES
 from pipeline.errors import InvalidRequestError, RequestError
 from pipeline.messages import Control, Expect, Headers, Request
 from pipeline.records import Output, Record, StageLogic
@@ -48,7 +48,11 @@ class Splitter:
             raise InvalidRequestError(
                 f"task {request.task!r} is not enabled on this split member", request_id=request.id
             )
-        parts = get_task(request.task).split(request, tokenizer, self.settings)
+        task = get_task(request.task)
+        for name in CATALOG[request.task].fields:  # filter checked them; a record written past it may not be
+            if not getattr(request, name):
+                raise InvalidRequestError(f"task {request.task!r} needs a non-empty {name!r}", request_id=request.id)
+        parts = task.split(request, tokenizer, self.settings)
         if not parts:
             raise InvalidRequestError("the request has nothing to process after tokenizing", request_id=request.id)
         headers = Headers.parse(record.headers).stamped(STAGE)

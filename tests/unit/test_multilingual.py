@@ -24,8 +24,8 @@ import pytest
 
 from pipeline.errors import InvalidRequestError
 from pipeline.messages import Part, Request, Result
+from pipeline.records import Record
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.stages.base import Record
 from pipeline.stages.infer import Infer, build_infer
 from pipeline.stages.split import Splitter, build_split
 from pipeline.tasks import get_task
