@@ -20,7 +20,7 @@ KAFKA_POM := ops/kafka/pom.xml
 VENV_STAMP := $(VENV)/.installed
 LIBS_STAMP := $(KAFKA_LIBS)/.fetched
 
-.PHONY: help setup demo chat-bench up test test-unit test-integration broker broker-stop topics lint clean
+.PHONY: help setup demo chat-bench up test test-unit test-integration chaos broker broker-stop topics lint clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -75,6 +75,10 @@ test-unit: setup ## run the unit tests (no network, no broker)
 
 test-integration: setup broker ## run the integration tests against the local broker
 	$(PY) -m pytest tests/integration
+
+SCENARIO ?= all
+chaos: setup ## break a local pipeline on a broker of its own (9492): make chaos SCENARIO=kill-each ARGS=--short
+	$(PIPELINE) chaos $(SCENARIO) $(ARGS)
 
 lint: $(VENV_STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check pipeline tests

@@ -21,10 +21,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.topics",  # pipeline topics apply|list
     "pipeline.commands.model",  # pipeline model export
     "pipeline.commands.run",  # pipeline run <stage>, pipeline up
+    "pipeline.commands.health",  # pipeline health (liveness probes)
     "pipeline.commands.ask",  # pipeline ask, pipeline eval
     "pipeline.commands.chat",  # pipeline chat
     "pipeline.commands.chat_bench",  # pipeline chat-bench
     "pipeline.commands.demo",  # pipeline demo
+    "pipeline.commands.chaos",  # pipeline chaos SCENARIO
+    "pipeline.commands.redrive",  # pipeline redrive
 )
 
 

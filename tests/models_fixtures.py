@@ -41,6 +41,7 @@ def model_settings(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPa
         embed_model=str(MINILM),
         faq_model="",
         faq_kb=SHOP_KB,
+        faq_multilingual_model="",  # English only here; tests/unit/test_multilingual.py serves Chinese
         model_cache_dir=tmp_path_factory.mktemp("model-cache"),
         qa_max_length=64,
         qa_stride=16,

@@ -24,6 +24,7 @@ def register(sub: Any) -> None:
     ask.add_argument("--max-tokens", type=int, help="chat: at most this many new tokens")
     ask.add_argument("--question", help="the question (qa)")
     ask.add_argument("--context", help="the context to find the answer in (qa)")
+    ask.add_argument("--lang", help="faq: the text's language (zh, en, ...); detected from the text when absent")
     ask.add_argument("--timeout", type=float, default=30.0, help="seconds: the request's deadline")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     add_cluster_args(ask)
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
 def cmd_ask(args: argparse.Namespace) -> int:
     from pipeline.client import Client
 
-    fields = ("text", "question", "context", "session", "max_tokens")
+    fields = ("text", "question", "context", "session", "max_tokens", "lang")
     request: dict[str, Any] = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     request["task"] = args.task
     with Client(settings_from(args)) as client:

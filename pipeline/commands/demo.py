@@ -10,6 +10,7 @@ with where its time went, holds a two-turn conversation with the chat task
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 import time
@@ -46,6 +47,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.local.supervisor import Supervisor
 
     settings = settings_from(args)
+    # The demo prints what a user asked and got; the supervisor's bookkeeping stays in the logs.
+    logging.getLogger("pipeline").setLevel(logging.WARNING)
     started_broker = prepare(settings)
     counts = {stage: (args.infer if stage == "infer" else 1) for stage in STAGE_NAMES}
     supervisor = Supervisor(counts, settings, PROJECT_ROOT / ".cache" / "logs")

@@ -29,7 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.errors import BrokerError, DecodeError, PipelineError
-from pipeline.kafka.config import consumer_config, producer_config
+from pipeline.kafka.config import client_producer_config, consumer_config
 from pipeline.messages import Answer, Chunk, Headers, Reassembly, Request, kafka_headers, new_traceparent, now_ms
 from pipeline.settings import Settings
 
@@ -46,7 +46,7 @@ class Client:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         client_id = f"{self.settings.prefix}client-{uuid.uuid4().hex[:8]}"
-        self.producer = Producer(producer_config(self.settings, client_id))
+        self.producer = Producer(client_producer_config(self.settings, client_id))
         config = consumer_config(self.settings, f"{client_id}-unused", client_id)
         self.consumer = Consumer(config)
         self.pending: dict[str, Future[Answer]] = {}

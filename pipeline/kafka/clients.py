@@ -21,7 +21,7 @@ class Clients:
     """The Kafka clients a member uses: real ones from :meth:`connect`, fakes in tests."""
 
     consumer: Any
-    producer: Any
+    producer: Callable[[], Any]  # makes the (transactional) producer; again after a broker outage
     side: Callable[[], Any]  # makes the producer for sends outside transactions, on first use
     restore: Restore
 
@@ -35,7 +35,9 @@ def connect(settings: Settings, stage: str, client_id: str, changelog: str | Non
     instance = client_id if settings.member else None
     return Clients(
         consumer=Consumer(consumer_config(settings, group, client_id, instance_id=instance)),
-        producer=Producer(producer_config(settings, client_id, transactional_id=client_id if transactional else None)),
+        producer=lambda: Producer(
+            producer_config(settings, client_id, transactional_id=client_id if transactional else None)
+        ),
         side=lambda: Producer(producer_config(settings, f"{client_id}-side")),
         restore=lambda partitions: table.restore(settings, changelog or "", group, partitions),
     )

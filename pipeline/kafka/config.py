@@ -13,6 +13,9 @@ from pipeline.settings import Settings
 
 ClientConfig = dict[str, Any]
 
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024 + 64 * 1024
+"""topics/dead-letters.toml's max.message.bytes, plus room for the record overhead."""
+
 
 def common_config(settings: Settings, client_id: str) -> ClientConfig:
     return {
@@ -46,6 +49,10 @@ def producer_config(settings: Settings, client_id: str, *, transactional_id: str
             # Requests and answers are text; parts and results carry token ids
             # and float lists, which compress well.
             "compression.type": "lz4",
+            # A dead letter holds a whole rejected record (up to the 2 MiB of
+            # requests) plus the reason: librdkafka's 1 MB default would refuse it
+            # and the stage would crash on the same record again and again.
+            "message.max.bytes": DEAD_LETTER_MAX_BYTES,
         }
     )
     if transactional_id is not None:
@@ -60,6 +67,16 @@ def producer_config(settings: Settings, client_id: str, *, transactional_id: str
                 "message.timeout.ms": 10_000,
             }
         )
+    return config
+
+
+def client_producer_config(settings: Settings, client_id: str) -> ClientConfig:
+    """A client's producer of requests: like the stages', but it rides out a broker restart."""
+    config = producer_config(settings, client_id)
+    # A request waits in the client's queue through a broker outage of up to
+    # two minutes instead of failing after 30 s; its own deadline still says
+    # whether the answer is deadline_exceeded.
+    config["message.timeout.ms"] = 120_000
     return config
 
 
@@ -99,4 +116,39 @@ def consumer_config(settings: Settings, group: str, client_id: str, *, instance_
         # its partitions back at once, without a rebalance of the whole group.
         # Its partitions wait for it up to session.timeout.ms, not longer.
         config["group.instance.id"] = instance_id
+    return config
+
+
+LOAD_MESSAGE_MAX_BYTES = 16 * 1024 * 1024
+"""The load generator's own record size limit: far above every topic's, so the broker decides."""
+
+
+def load_producer_config(settings: Settings, client_id: str) -> ClientConfig:
+    """The chaos suite's load generator: a plain client producing raw records (pipeline.kafka.loadgen)."""
+    config = producer_config(settings, client_id)
+    config.update(
+        {
+            # Oversized fuzz records must reach the broker and be refused there,
+            # as they would be from any client, not stop in this producer.
+            "message.max.bytes": LOAD_MESSAGE_MAX_BYTES,
+            # Keep requests produced while the broker is down for a whole
+            # 60 s outage instead of failing them after 30 s.
+            "message.timeout.ms": 180_000,
+            # Records are counted as sent when acknowledged; compression would
+            # hide the sizes the fuzz corpus means to send.
+            "compression.type": "none",
+            # The suite stops the broker on purpose: librdkafka's "connection
+            # refused" every 50 ms would bury the report (errors still arrive
+            # as delivery reports).
+            "log_level": 2,
+        }
+    )
+    return config
+
+
+def load_consumer_config(settings: Settings, group: str, client_id: str) -> ClientConfig:
+    """The chaos suite's answer reader: a plain read_committed client (pipeline.kafka.loadgen)."""
+    config = consumer_config(settings, group, client_id)
+    # As the load producer: the broker going away is the point, not news.
+    config["log_level"] = 2
     return config

@@ -53,6 +53,17 @@ log = logging.getLogger("pipeline.runner")
 
 # librdkafka's own timeout for each transactional call; the watchdog bounds retries of them.
 TXN_CALL_TIMEOUT_S = 10.0
+# How long committing one batch may take, retries included, before the member
+# gives up and restarts. librdkafka can block past its own timeout when the
+# coordinator went away (librdkafka issues #5456, #5511).
+TXN_BUDGET_S = 2 * TXN_CALL_TIMEOUT_S
+# A member whose group session ended must be back in its group within this
+# long; librdkafka does not always rejoin by itself after a broker restart with
+# static membership (librdkafka #3437), so past it the member exits and restarts.
+REJOIN_TIMEOUT_S = 20.0
+# Consume errors that mean the brokers were out of reach: the producer's view of
+# its coordinators may be stale after that, so it is made anew.
+OUTAGE_ERRORS = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 # A repeated consume error is logged once per this long, not on every poll.
 ERROR_LOG_EVERY_S = 10.0
 
@@ -82,7 +93,13 @@ class StageRunner:
         self.transactional = settings.processing_guarantee == "exactly_once"
         clients = clients or connect(settings, stage, self.client_id, changelog)
         self.consumer = clients.consumer
-        self.producer = clients.producer
+        self._make_producer = clients.producer
+        self.producer = clients.producer()
+        # Producers replaced after an outage. Never destroyed: librdkafka's
+        # destroy can block on the same stale coordinator that made us replace it.
+        self.retired: list[Any] = []
+        self.renew_producer = False
+        self.lost_at: float | None = None  # when the group session ended, until the next assignment
         self._make_side = clients.side
         self._restore_rows = clients.restore
         self.side: Any = None
@@ -123,7 +140,7 @@ class StageRunner:
             self.side = self.side or self._make_side()
         self.hooks.start(self.send, self.state)
         if self.transactional:
-            self.producer.init_transactions(self.settings.stall_timeout_s)
+            self._retrying("init transactions", self.producer.init_transactions, TXN_CALL_TIMEOUT_S)
         self.consumer.subscribe(
             [self.settings.topic(self.source)],
             on_assign=self._on_assign,
@@ -135,6 +152,11 @@ class StageRunner:
 
     def turn(self) -> None:
         """One turn of the loop (tests step it without the watchdog)."""
+        if self.lost_at is not None and time.monotonic() - self.lost_at > REJOIN_TIMEOUT_S:
+            raise BrokerError(
+                f"{self.stage}: lost its partitions {REJOIN_TIMEOUT_S:.0f} s ago and has not rejoined its group; "
+                "exiting so a new process joins"
+            )
         self.hooks.tick(now_ms())
         self._poll()
         self._restore_pending()
@@ -190,6 +212,9 @@ class StageRunner:
                 self.buffer.append(message)
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
+            elif error.code() in OUTAGE_ERRORS:
+                self.renew_producer = self.transactional
+                self._warn_once("outage", "%s: brokers out of reach (retrying): %s", self.stage, error)
             elif error.fatal() or not error.retriable():
                 raise BrokerError(f"{self.stage}: consume failed: {error}")
             else:
@@ -268,6 +293,9 @@ class StageRunner:
         """Commit a batch's outputs with its offsets; False if it was aborted (and will be redone)."""
         offsets = _next_offsets(batch)
         if self.transactional:
+            self.watchdog.beat("transaction", TXN_BUDGET_S)
+            if self.renew_producer:
+                self._renew()
             try:
                 self.producer.begin_transaction()
                 self._produce(outputs)
@@ -297,6 +325,14 @@ class StageRunner:
             )
         self.consumer.commit(offsets=offsets, asynchronous=False)
         return True
+
+    def _renew(self) -> None:
+        """A new transactional producer with the same id: it fences the old one and finds the coordinators afresh."""
+        log.info("%s: renewing the transactional producer after the brokers were out of reach", self.stage)
+        self.retired.append(self.producer)
+        self.producer = self._make_producer()
+        self._retrying("init transactions", self.producer.init_transactions, TXN_CALL_TIMEOUT_S)
+        self.renew_producer = False
 
     def _retrying(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
         """A transactional call, again while it fails with a retriable error (librdkafka's advice).
@@ -371,6 +407,7 @@ class StageRunner:
         # State is restored by the loop right after this poll returns (not here:
         # a long restore must not run inside librdkafka's callback).
         log.info("%s: assigned %s", self.stage, _names(partitions))
+        self.lost_at = None
         self.pending_assign.extend(p.partition for p in partitions)
         if self.paused:
             consumer.pause(partitions)
@@ -384,6 +421,8 @@ class StageRunner:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, _names(partitions))
+        self.renew_producer = self.transactional  # the session ended: the brokers were away, or we were
+        self.lost_at = time.monotonic()
         self._discard_running()
         self._drop(partitions)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from pipeline.errors import BrokerError
 from pipeline.kafka.config import consumer_config
@@ -39,13 +39,13 @@ def restore(settings: Settings, changelog: str, group: str, partitions: list[int
     restorer = f"{group}-restore"
     consumer = Consumer(consumer_config(settings, restorer, restorer))
     try:
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
         ends: dict[int, int] = {}
         for partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
             if high > low:
                 ends[partition] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + RESTORE_TIMEOUT_S
         while ends:
             if time.monotonic() > deadline:
                 raise BrokerError(f"restoring {topic} partitions {sorted(ends)} took over {RESTORE_TIMEOUT_S:.0f} s")
@@ -69,3 +69,21 @@ def restore(settings: Settings, changelog: str, group: str, partitions: list[int
     rows = sum(len(t) for t in tables.values())
     log.info("restored %d rows of %s%s in %.2f s", rows, changelog, partitions, time.monotonic() - began)
     return tables
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """A changelog partition's low and high offsets, asked again while the broker says "not yet".
+
+    Just after topics are created, or while a broker restarts, the partition
+    may have no leader for a moment (NOT_LEADER_FOR_PARTITION, timeouts).
+    """
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not error.retriable() or time.monotonic() > deadline:
+                raise BrokerError(f"cannot read the offsets of {tp.topic}[{tp.partition}]: {error}") from exc
+            log.warning("offsets of %s[%d] not available yet (%s); asking again", tp.topic, tp.partition, error)
+            time.sleep(0.5)

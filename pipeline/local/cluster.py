@@ -18,6 +18,7 @@ def prepare(settings: Settings, say: Any = print) -> bool:
     from pipeline.kafka.admin import apply_topics
     from pipeline.local import broker
     from pipeline.models.export import ensure_exported
+    from pipeline.tasks.language import task_routes
 
     started = False
     if settings.bootstrap_servers == broker.address(settings):
@@ -30,8 +31,9 @@ def prepare(settings: Settings, say: Any = print) -> bool:
     report = apply_topics(settings)
     say(f"topics: {report.summary()}")
     for task in TASK_NAMES:
-        model = settings.model_for(task)
-        if model:
+        # faq may have a second (multilingual) model, routed by language.
+        models = {routed.model_for(task) for routed in task_routes(task, settings).values()} - {""}
+        for model in sorted(models):
             exported = ensure_exported(model, task, settings)
             say(f"model for {task}: {exported.path}")
     if settings.chat_model and not settings.chat_engine:

@@ -18,6 +18,9 @@ HOP_PREFIX = "pipeline-hop-"
 REQUESTED_HOP = "requested"
 """The hop recorded for the client's produce time (the request record's timestamp)."""
 
+MAX_SAFE_MS = 2.0**53
+"""Epoch milliseconds beyond this are not a time (and do not survive JSON or a float)."""
+
 HeaderList = list[tuple[str, bytes]]
 RawHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
 """Headers as Kafka clients hand them over: a list of pairs, or a mapping."""
@@ -65,7 +68,8 @@ class Headers:
         for key, value in header_list(raw):
             if key == DEADLINE_HEADER:
                 deadline = _number(value)
-                headers.deadline_ms = None if deadline is None else int(deadline)
+                # Garbage, NaN, infinities and times past 2**53 ms are no deadline.
+                headers.deadline_ms = int(deadline) if deadline is not None and abs(deadline) < MAX_SAFE_MS else None
             elif key.startswith(HOP_PREFIX):
                 at = _number(value)
                 if at is not None:  # a malformed hop is dropped, not fatal

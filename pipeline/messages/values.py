@@ -33,6 +33,8 @@ class Request:
     deadline_ms: int | None = None
     session: str | None = None
     max_tokens: int | None = None
+    # faq: the language of ``text`` ("zh", "en", ...); detected when absent.
+    lang: str | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None})
@@ -53,6 +55,7 @@ class Request:
             deadline_ms=read_field(obj, "deadline_ms", int, what, required=False),
             session=read_field(obj, "session", str, what, required=False),
             max_tokens=read_field(obj, "max_tokens", int, what, required=False),
+            lang=read_field(obj, "lang", str, what, required=False),
         )
 
 

@@ -9,25 +9,29 @@ models and never share a batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from pipeline.messages import Part
 
 
-def plan_batches(parts: Sequence[Part], max_parts: int, max_tokens: int) -> list[list[int]]:
-    """Indices into ``parts``, grouped into batches of one task each.
+def plan_batches(
+    parts: Sequence[Part], max_parts: int, max_tokens: int, key: Callable[[Part], str] | None = None
+) -> list[list[int]]:
+    """Indices into ``parts``, grouped into batches of one task each (or of one ``key(part)``).
 
     Within a batch ``rows <= max_parts`` and ``rows * longest <= max_tokens``;
     a single part longer than ``max_tokens`` gets a batch of its own. Tasks come
     in order of first appearance, and batches of a task from short to long.
+    ``key`` groups finer than the task: faq parts in different languages run
+    on different models (:func:`pipeline.tasks.language.part_route`).
     """
     if max_parts < 1 or max_tokens < 1:
         raise ValueError(f"batch limits must be positive, got max_parts={max_parts} max_tokens={max_tokens}")
     by_task: dict[str, list[int]] = {}
     for index, part in enumerate(parts):
-        by_task.setdefault(part.task, []).append(index)
+        by_task.setdefault(part.task if key is None else key(part), []).append(index)
     batches: list[list[int]] = []
     for indices in by_task.values():
         current: list[int] = []

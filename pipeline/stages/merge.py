@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from pipeline.catalog import CATALOG
-from pipeline.errors import DecodeError, PipelineError
+from pipeline.errors import ERROR_CODES, DecodeError, PipelineError
 from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
 from pipeline.records import Hooks, Output, Record, Send, StageLogic, StateTable
 from pipeline.settings import Settings
@@ -141,7 +141,8 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
         error = result.output.get("error")
         if isinstance(error, dict):
             message = f"part {result.part} of {result.of} failed: {error.get('message', 'model error')}"
-            return _answer(gather, Answer.failure(request_id, "model_error", message, task=result.task), now)
+            code = error.get("code") if error.get("code") in ERROR_CODES else "model_error"
+            return _answer(gather, Answer.failure(request_id, str(code), message, task=result.task), now)
         gather.parts.setdefault(result.part, result.output)
 
     if gather.of is not None and len(gather.parts) >= gather.of:

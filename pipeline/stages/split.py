@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.catalog import TASK_NAMES
+from pipeline.catalog import CATALOG, TASK_NAMES
 from pipeline.errors import InvalidRequestError, RequestError
 from pipeline.messages import Control, Expect, Headers, Request
 from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
 from pipeline.stages.base import reject
 from pipeline.tasks import get_task
+from pipeline.tasks.language import request_route, task_routes
 
 STAGE = "split"
 
@@ -42,12 +43,16 @@ class Splitter:
 
     def split_one(self, record: Record) -> list[Output]:
         request = Request.decode(record.value)
-        tokenizer = self.tokenizers.get(request.task)
+        tokenizer = self.tokenizers.get(request_route(request, self.settings))
         if tokenizer is None:
             raise InvalidRequestError(
                 f"task {request.task!r} is not enabled on this split member", request_id=request.id
             )
-        parts = get_task(request.task).split(request, tokenizer, self.settings)
+        task = get_task(request.task)
+        for name in CATALOG[request.task].fields:  # filter checked them; a record written past it may not be
+            if not getattr(request, name):
+                raise InvalidRequestError(f"task {request.task!r} needs a non-empty {name!r}", request_id=request.id)
+        parts = task.split(request, tokenizer, self.settings)
         if not parts:
             raise InvalidRequestError("the request has nothing to process after tokenizing", request_id=request.id)
         headers = Headers.parse(record.headers).stamped(STAGE)
@@ -64,14 +69,16 @@ def build(settings: Settings) -> StageLogic:
 
 def build_split(settings: Settings) -> Splitter:
     """Load a tokenizer for every task that has a model configured."""
+    from pipeline.models.packaged import local_model
     from pipeline.models.tokenizer import load_tokenizer
 
     tokenizers: dict[str, Any] = {}
     by_path: dict[str, Any] = {}
     for task in TASK_NAMES:
-        path = settings.model_for(task)
-        if path:
-            if path not in by_path:
-                by_path[path] = load_tokenizer(path)
-            tokenizers[task] = by_path[path]
+        for route, routed in task_routes(task, settings).items():  # faq: one per language pair
+            path = local_model(routed.model_for(task), settings.model_cache_dir)
+            if path:
+                if path not in by_path:
+                    by_path[path] = load_tokenizer(path)
+                tokenizers[route] = by_path[path]
     return Splitter(settings, tokenizers)

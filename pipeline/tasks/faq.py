@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.messages import Part, Request, Result
 from pipeline.models.batching import pad, plan_batches
+from pipeline.models.packaged import prefixes_for
 from pipeline.models.tokenizer import Tokenizer, model_max_length
 from pipeline.settings import Settings
 from pipeline.tasks.base import (
@@ -33,6 +34,7 @@ from pipeline.tasks.base import (
     rows,
     usable,
 )
+from pipeline.tasks.language import request_language, route_settings
 from pipeline.tasks.sentences import split_sentences
 
 if TYPE_CHECKING:
@@ -75,15 +77,22 @@ class FaqTask(BaseTask):
     name: str = "faq"
 
     def split(self, request: Request, tokenizer: Tokenizer, settings: Settings) -> list[Part]:
+        # ``tokenizer`` is the one of the request's route (pipeline.tasks.language);
+        # each part carries the language, so infer runs it on that route's model.
         text = require_text(request, "text")
+        lang = request_language(request)
+        prefix, _ = prefixes_for(route_settings(request, settings).model_for(self.name))
         questions = split_sentences(text) or [text.strip()]
-        encoding = _encode(tokenizer, questions, settings)
-        return make_parts(request, self.name, encoding, [{"question": q} for q in questions])
+        encoding = _encode(tokenizer, [prefix + q for q in questions], settings)
+        return make_parts(request, self.name, encoding, [{"question": q, "lang": lang} for q in questions])
 
     def prepare(self, model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> Runtime:
+        # ``settings`` are the route's: its faq_kb, its model's KB-question prefix.
         from pipeline.tasks.kb import load_kb
 
-        return Runtime(settings=settings, kb=build_kb_index(load_kb(settings.faq_kb), model, tokenizer, settings))
+        _, prefix = prefixes_for(settings.model_for(self.name))
+        kb = build_kb_index(load_kb(settings.faq_kb), model, tokenizer, settings, prefix=prefix)
+        return Runtime(settings=settings, kb=kb)
 
     def postprocess(self, parts: Sequence[Part], outputs: ModelOutputs, runtime: Runtime) -> list[PartOutput]:
         kb = runtime.kb
@@ -118,14 +127,17 @@ class FaqTask(BaseTask):
 
 
 def build_kb_index(
-    entries: Sequence[KbEntryLike], model: OrtModel, tokenizer: Tokenizer, settings: Settings
+    entries: Sequence[KbEntryLike], model: OrtModel, tokenizer: Tokenizer, settings: Settings, *, prefix: str = ""
 ) -> KbIndex:
-    """Embed every question of every entry with ``model``, batched like live traffic."""
+    """Embed every question of every entry with ``model``, batched like live traffic.
+
+    ``prefix`` goes before each question (e5's ``passage: ``), not into ``questions``.
+    """
     entry_ids = tuple(entry.id for entry in entries for _ in entry.questions)
     questions = tuple(q for entry in entries for q in entry.questions)
     if not questions:
         raise ValueError("the knowledge base has no questions")
-    encoding = _encode(tokenizer, list(questions), settings)
+    encoding = _encode(tokenizer, [prefix + q for q in questions], settings)
     parts = make_parts(Request(id="kb", task="faq"), "faq", encoding, [{} for _ in questions])
     matrix = np.zeros((len(parts), 0))
     for batch in plan_batches(parts, settings.batch_max_parts, settings.batch_max_tokens):

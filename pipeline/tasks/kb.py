@@ -36,7 +36,7 @@ import orjson
 
 from pipeline.errors import ConfigError
 
-__all__ = ["KbEntry", "load_eval", "load_kb", "slugify"]
+__all__ = ["KbEntry", "kb_languages", "load_eval", "load_kb", "slugify"]
 
 _SLUG_MAX = 64
 
@@ -91,6 +91,25 @@ def load_kb(path: Path) -> list[KbEntry]:
     if not entries:
         raise ConfigError("knowledge base has no entries", where=path.name)
     return entries
+
+
+def kb_languages(path: Path) -> tuple[str, ...]:
+    """The languages a knowledge base names (its JSON ``"language"``: a code or a list), lowercased.
+
+    Empty for a CSV file or a JSON file that names none. faq routes a request
+    to the KB that names the request's language (:mod:`pipeline.tasks.language`).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return ()
+    data = _read_json(path)
+    named = data.get("language") if isinstance(data, dict) else None
+    if named is None:
+        return ()
+    codes = [named] if isinstance(named, str) else named
+    if not isinstance(codes, list) or not all(isinstance(c, str) and c.strip() for c in codes):
+        raise ConfigError('"language" must be a language code or a list of them, like "zh"', where=path.name)
+    return tuple(dict.fromkeys(c.strip().lower() for c in codes))
 
 
 def load_eval(path: Path) -> list[tuple[str, str]]:

@@ -8,6 +8,14 @@ Closing quotes and brackets stay with the sentence they close, and runs of
 punctuation (``?!``, ``...``) end one sentence, not several. Pieces without a
 letter or digit (a stray ``?``, an emoji) are dropped.
 
+Chinese messages often join two questions with a comma and a joining word
+(``我的快递到哪了，还有退款多久能到账``): a joining word (还有、另外、顺便问一下,
+... in simplified or traditional characters) right after a comma starts a new
+sentence, and the comma before it is dropped. Only after a comma: inside a
+clause the same characters are ordinary words (``这款还有货吗`` asks whether it
+is in stock). ``还有，…`` after a full stop or question mark needs no rule: the
+stop already split there.
+
 This is deliberately a few rules, not a language model: it only has to find
 where one question ends and the next begins in a chat message.
 """
@@ -17,6 +25,20 @@ from __future__ import annotations
 _ALWAYS = frozenset("?!;\n？！；。")
 _CLOSERS = frozenset("\"')]}”’」』】》")
 _OPENERS = "\"'([{“‘「『【《"
+# Joining words that start a new question after a comma, longest first so
+# 还有就是 wins over 还有.
+CONNECTORS: tuple[str, ...] = tuple(
+    sorted(
+        {
+            "还有", "还有就是", "另外", "另外问一下", "顺便问一下", "顺便问下", "顺便问问", "顺便说一下",
+            "此外", "再问一下", "还想问一下", "还想问", "对了", "以及",
+            "還有", "還有就是", "另外問一下", "順便問一下", "順便問下", "順便問問", "再問一下", "還想問", "對了",
+        },
+        key=len,
+        reverse=True,
+    )
+)  # fmt: skip
+_CLAUSE_COMMAS = "，,、"
 ABBREVIATIONS = frozenset(
     {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "approx", "incl", "excl", "no", "nr"}
     | {"tel", "dept", "est", "inc", "ltd", "co", "corp", "fig", "ca", "cf"}
@@ -37,7 +59,25 @@ def split_sentences(text: str) -> list[str]:
         else:
             i += 1
     pieces.append(text[start:])
-    return [piece.strip() for piece in pieces if any(ch.isalnum() for ch in piece)]
+    clauses = [clause for piece in pieces for clause in _split_at_connectors(piece)]
+    return [clause.strip() for clause in clauses if any(ch.isalnum() for ch in clause)]
+
+
+def _split_at_connectors(piece: str) -> list[str]:
+    """Cut before a joining word that follows a comma; the comma itself is dropped."""
+    out: list[str] = []
+    start = 0
+    for i, ch in enumerate(piece):
+        if ch not in _CLAUSE_COMMAS:
+            continue
+        after = i + 1
+        while after < len(piece) and piece[after].isspace():
+            after += 1
+        if piece.startswith(CONNECTORS, after):
+            out.append(piece[start:i])
+            start = after
+    out.append(piece[start:])
+    return out
 
 
 def _dot_ends_sentence(text: str, i: int) -> bool:

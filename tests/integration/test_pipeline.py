@@ -143,7 +143,8 @@ def test_embeddings_equal_the_in_process_model(client: Client, settings: Setting
 
 def test_faq_answers_each_sub_question_in_order(client: Client, settings: Settings) -> None:
     message = "How do I reset my password? And can I change my delivery address? 我怎么退货？"
-    answer = client.ask({"task": "faq", "text": message}, timeout_s=60)
+    # Han characters would route the message to the Chinese pair; "lang" keeps it on MiniLM.
+    answer = client.ask({"task": "faq", "text": message, "lang": "en"}, timeout_s=60)
     assert answer.ok and answer.result is not None, answer.error
     entries = [a["entry"] for a in answer.result["answers"]]
     assert entries == reference_faq(Path(settings.embed_model), settings.faq_kb, message, settings)
@@ -154,6 +155,14 @@ def test_faq_answers_each_sub_question_in_order(client: Client, settings: Settin
     ]
     assert answer.result["reply"]
     assert set(answer.latency_ms) >= {"filter", "split", "infer", "merge", "client"}
+
+
+def test_a_chinese_message_is_answered_from_the_chinese_kb(client: Client, settings: Settings) -> None:
+    answers = {entry.id: entry.answer for entry in load_kb(settings.faq_multilingual_kb)}
+    answer = client.ask({"task": "faq", "text": "我的快递到哪了？还有，退款多久能到账？"}, timeout_s=60)
+    assert answer.ok and answer.result is not None, answer.error
+    got = [(a["entry"], a["answer"]) for a in answer.result["answers"]]
+    assert got == [("track-order", answers["track-order"]), ("refund-status", answers["refund-status"])]
 
 
 BAD_INPUTS: list[tuple[str, bytes, str]] = [

@@ -184,6 +184,6 @@ def fake_clients(
         restored.append(list(partitions))
         return {p: dict((rows or {}).get(p, {})) for p in partitions}
 
-    clients = Clients(consumer=consumer, producer=producer, side=lambda: side, restore=restore)
+    clients = Clients(consumer=consumer, producer=lambda: producer, side=lambda: side, restore=restore)
     clients.restored = restored  # type: ignore[attr-defined]
     return clients, consumer, producer

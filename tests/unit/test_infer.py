@@ -84,3 +84,27 @@ def test_the_kb_is_embedded_once_with_every_question(infer: Infer) -> None:
 def test_build_infer_refuses_a_task_without_model(model_settings: Settings) -> None:
     with pytest.raises(ConfigError, match="PIPELINE_QA_MODEL"):
         build_infer(dataclasses.replace(model_settings, qa_model=""), tasks=["qa"])
+
+
+def test_parts_that_cannot_make_their_deadline_are_shed_with_a_deadline_exceeded_result(infer: Infer) -> None:
+    from pipeline.messages import Headers, Part, Result, now_ms
+    from pipeline.records import Record
+    from pipeline.stages.infer import InferRecords
+
+    adapter = InferRecords(infer)
+    part = Part("r1", "embed", 0, 1, [101, 7592, 102])
+    late = Headers(deadline_ms=int(now_ms() - 5)).to_list()
+    fine = Headers(deadline_ms=int(now_ms() + 60_000)).to_list()
+    outputs = adapter(
+        [
+            Record("parts", 0, 0, b"r1#0", part.encode(), late),
+            Record("parts", 0, 1, b"r2#0", Part("r2", "embed", 0, 1, [101, 102]).encode(), fine),
+        ]
+    )
+    shed, ran = (Result.decode(o.value) for o in outputs)
+    assert shed.id == "r1" and shed.output["error"]["code"] == "deadline_exceeded"
+    assert ran.id == "r2" and "error" not in ran.output
+    adapter.batch_ms = 10_000.0  # batches now take 10 s: a part with 5 s left cannot make it
+    soon = Headers(deadline_ms=int(now_ms() + 5_000)).to_list()
+    [again] = adapter([Record("parts", 0, 2, b"r3#0", Part("r3", "embed", 0, 1, [101, 102]).encode(), soon)])
+    assert Result.decode(again.value).output["error"]["code"] == "deadline_exceeded"

@@ -100,3 +100,12 @@ def test_tombstone_expires_only_after_retention() -> None:
 )
 def test_gather_round_trips(gather: Gather) -> None:
     assert Gather.decode(gather.encode()) == gather
+
+
+def test_a_part_shed_by_infer_answers_deadline_exceeded_at_once_and_unknown_codes_are_model_errors() -> None:
+    shed = Result("r1", "faq", 0, 2, {"error": {"code": "deadline_exceeded", "message": "shed"}}).encode()
+    _, [answer] = run([Record("results", 4, 0, b"r1", shed, [])])
+    assert answer.error is not None and answer.error.code == "deadline_exceeded"
+    odd = Result("r1", "faq", 0, 2, {"error": {"code": "no-such-code", "message": "?"}}).encode()
+    _, [answer] = run([Record("results", 4, 0, b"r1", odd, [])])
+    assert answer.error is not None and answer.error.code == "model_error"

@@ -10,6 +10,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import pytest
+
 from pipeline.kafka.runner import StageRunner
 from pipeline.records import Batching, Hooks, Output, Record, StageLogic
 from pipeline.settings import Settings
@@ -175,3 +177,41 @@ def test_several_running_batches_commit_per_partition_in_order() -> None:
     gates[b"slow"].set()
     turn_until(runner, lambda: consumer.committed.get(0) == 2)
     assert [key for _, key, _, _ in producer.committed] == [b"p1", b"slow", b"p0-late"]
+
+
+def test_after_the_session_is_lost_the_next_transaction_uses_a_new_producer() -> None:
+    clients, consumer, producer = fake_clients("in")
+    made = []
+
+    def make() -> object:
+        made.append(producer)
+        return producer
+
+    clients.producer = make
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+    seen: list[bytes] = []
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler(seen)), Batching(), clients=clients)
+    turn_until(runner, lambda: consumer.committed.get(0) == 1)
+    assert len(made) == 1
+    consumer.rebalance("lost", [0])
+    consumer.rebalance("assign", [0])
+    consumer.add(0, b"k1", b"v")
+    turn_until(runner, lambda: consumer.committed.get(0) == 2)
+    assert len(made) == 2 and len(runner.retired) == 1, "a lost session renews the transactional producer"
+
+
+def test_a_member_that_lost_its_session_and_does_not_rejoin_exits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import BrokerError
+    from pipeline.kafka import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "REJOIN_TIMEOUT_S", 0.05)
+    clients, consumer, _ = fake_clients("in")
+    consumer.rebalance("assign", [0])
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    turn_until(runner, lambda: bool(consumer.assigned))
+    consumer.rebalance("lost", [0])
+    runner.turn()
+    time.sleep(0.1)
+    with pytest.raises(BrokerError, match="has not rejoined"):
+        runner.turn()

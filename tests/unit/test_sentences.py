@@ -28,6 +28,21 @@ from pipeline.tasks.sentences import split_sentences
         ("first line\nsecond line;third", ["first line", "second line;", "third"]),
         ('He said "where is it?" Then left.', ['He said "where is it?"', "Then left."]),
         ("Hello 你好？ where is my order? 谢谢", ["Hello 你好？", "where is my order?", "谢谢"]),
+        ("我的快递到哪了？还有，退款多久能到账？", ["我的快递到哪了？", "还有，退款多久能到账？"]),
+        ("我的快递到哪了，还有退款多久能到账", ["我的快递到哪了", "还有退款多久能到账"]),
+        ("怎么开发票，另外能用 PayPal 付款吗？", ["怎么开发票", "另外能用 PayPal 付款吗？"]),
+        (
+            "订单能取消吗, 顺便问一下运费多少；礼品卡会过期吗",
+            ["订单能取消吗", "顺便问一下运费多少；", "礼品卡会过期吗"],
+        ),
+        ("可以退货嗎，還有退款要多久", ["可以退货嗎", "還有退款要多久"]),
+        ("地址写错了、对了发票怎么开！", ["地址写错了", "对了发票怎么开！"]),
+        ("还有就是优惠码用不了", ["还有就是优惠码用不了"]),
+        # the rule is lexical: a statement that goes on after a comma is cut too
+        ("我买了鞋子，还有一件外套没到", ["我买了鞋子", "还有一件外套没到"]),
+        # inside a clause a joining word is an ordinary word: no cut
+        ("这款 iPhone 15 还有货吗？另外的颜色呢", ["这款 iPhone 15 还有货吗？", "另外的颜色呢"]),
+        ("红色的还有吗，黑色的也行", ["红色的还有吗，黑色的也行"]),
         ("??? !!", []),
         ("", []),
     ],

@@ -1,0 +1,211 @@
+"""The scenarios: each starts a fresh pipeline, breaks it from outside and returns one Row.
+
+=============  ==============================================================
+broker-restart the broker stopped (SIGTERM) for 5 s during a steady stream
+broker-outage  the same for 60 s (15 s with ``--short``)
+kill-each      SIGKILL each stage's member in turn, three rounds (one short)
+stop-infer     SIGSTOP an infer member past max.poll.interval.ms, then SIGCONT
+overload       3x measured capacity for 60 s (10 s short), then normal rate
+soak           70 % of capacity for 15 min (60 s short)
+fuzz           the bad-record corpus (pipeline.chaos.corpus) with good requests
+=============  ==============================================================
+
+``--short`` versions send a few hundred requests and take under a minute of
+load each; ``make test`` runs kill-each, broker-restart and fuzz that way.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.chaos.cluster import ChaosBroker, Pipeline, running
+from pipeline.chaos.fuzz import run_fuzz
+from pipeline.chaos.load import Load, Say
+from pipeline.chaos.tally import Row, percentile
+from pipeline.flow import STAGE_NAMES
+
+
+@dataclass(frozen=True)
+class Options:
+    short: bool = False
+    rate: float = 10.0  # steady requests per second
+    capacity: float | None = None  # requests per second; measured when None
+    timeout_ms: int = 30_000  # each request's deadline
+    seed: int = 7
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGE_NAMES, 1))
+
+
+Scenario = Callable[[ChaosBroker, Options, Say], Row]
+
+
+def _pids(broker: ChaosBroker, pipeline: Pipeline) -> Callable[[], dict[str, int]]:
+    def pids() -> dict[str, int]:
+        found = pipeline.supervisor.pids()
+        pid = broker.pid()
+        if pid is not None:
+            found["broker"] = pid
+        return found
+
+    return pids
+
+
+def broker_restart(broker: ChaosBroker, opts: Options, say: Say, *, down_s: float | None = None) -> Row:
+    name = "broker-restart" if down_s is None else "broker-outage"
+    down = down_s if down_s is not None else 5.0
+    before, after = (10.0, 15.0) if opts.short else (20.0, 30.0)
+    with running(broker.settings, opts.counts, name) as pipeline:
+        load = Load(pipeline.settings, name, opts.timeout_ms, _pids(broker, pipeline))
+        load.start(opts.rate)
+        time.sleep(before)
+        say(f"{name}: stopping the broker for {down:.0f} s")
+        stopped_in = broker.stop()
+        time.sleep(down)
+        started_in = broker.start()
+        back = time.time()
+        say(f"{name}: broker stopped in {stopped_in:.1f} s, answering again {started_in:.1f} s after start")
+        time.sleep(after)
+        load.drain(say)
+        row = load.row([back], pipeline.restarts(), pipeline.startup_restarts)
+    return row
+
+
+def broker_outage(broker: ChaosBroker, opts: Options, say: Say) -> Row:
+    return broker_restart(broker, opts, say, down_s=15.0 if opts.short else 60.0)
+
+
+def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
+    rounds, gap = (1, 6.0) if opts.short else (3, 8.0)
+    with running(broker.settings, opts.counts, "kill-each") as pipeline:
+        load = Load(pipeline.settings, "kill-each", opts.timeout_ms, _pids(broker, pipeline))
+        load.start(opts.rate)
+        time.sleep(5.0)
+        kills: list[float] = []
+        notes: list[str] = []
+        for round_ in range(rounds):
+            for stage in STAGE_NAMES:
+                member = f"{stage}-0"
+                killed_at = time.time()
+                old = pipeline.signal(member, signal.SIGKILL)
+                kills.append(killed_at)
+                respawned = pipeline.wait_restarted(member, old)
+                took = "never" if respawned is None else f"{respawned - killed_at:.1f} s"
+                notes.append(f"{member} round {round_ + 1}: restarted after {took}")
+                time.sleep(max(0.0, gap - (time.time() - killed_at)))
+        time.sleep(5.0)
+        load.drain(say)
+        row = load.row(kills, pipeline.restarts(), pipeline.startup_restarts)
+    row.notes.extend(notes)
+    return row
+
+
+def stop_infer(broker: ChaosBroker, opts: Options, say: Say) -> Row:
+    # Short: members get a 10 s max.poll.interval.ms so a 15 s stop is past it.
+    stopped_s = 15.0 if opts.short else 70.0
+    overrides = {"max_poll_interval_ms": 10_000} if opts.short else {}
+    counts = dict(opts.counts, infer=max(2, opts.counts.get("infer", 1)))
+    with running(broker.settings, counts, "stop-infer", **overrides) as pipeline:
+        load = Load(pipeline.settings, "stop-infer", opts.timeout_ms, _pids(broker, pipeline))
+        load.start(opts.rate)
+        time.sleep(8.0)
+        pipeline.signal("infer-0", signal.SIGSTOP)
+        time.sleep(stopped_s)
+        pipeline.signal("infer-0", signal.SIGCONT)
+        resumed = time.time()
+        time.sleep(15.0)
+        load.drain(say)
+        row = load.row([resumed], pipeline.restarts(), pipeline.startup_restarts)
+    row.notes.append(f"infer-0 stopped for {stopped_s:.0f} s; infer-0 restarts: {pipeline.member('infer-0').restarts}")
+    return row
+
+
+def measure_capacity(pipeline: Pipeline, opts: Options, say: Say, probe_rate: float = 100.0) -> float:
+    """Requests per second the pipeline answers while a client keeps producing more than that.
+
+    A one-off burst overstates it (full batches, nothing else running on the
+    machine), so this is a steady stream at ``probe_rate`` for 15 s (10 s
+    short) with the load generator running, and the answer rate counted over
+    the later two thirds. A result near ``probe_rate`` means "at least".
+    """
+    seconds = 10.0 if opts.short else 15.0
+    load = Load(pipeline.settings, "capacity", 300_000, lambda: {})
+    began = time.time()
+    load.start(probe_rate)
+    time.sleep(seconds)
+    load.stop_sending()
+    window = [a.at for a in load.reader.snapshot() if began + seconds / 3 <= a.at < began + seconds]
+    rate = len(window) / (seconds * 2 / 3)
+    load.drain(say, extra_s=0)  # let the backlog clear before the scenario starts
+    load.row([], 0)
+    say(f"capacity: {rate:.1f} requests/s answered while {probe_rate:.0f}/s were sent for {seconds:.0f} s")
+    return max(rate, 1.0)
+
+
+def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
+    burst_s = 10.0 if opts.short else 60.0
+    with running(broker.settings, opts.counts, "overload") as pipeline:
+        capacity = opts.capacity or measure_capacity(pipeline, opts, say)
+        load = Load(pipeline.settings, "overload", opts.timeout_ms, _pids(broker, pipeline))
+        normal = capacity / 2
+        load.start(normal)
+        time.sleep(10.0)
+        load.stop_sending()
+        load.start(3 * capacity)
+        time.sleep(burst_s)
+        load.stop_sending()
+        ended = time.time()
+        load.start(normal)
+        time.sleep(20.0 if opts.short else 40.0)
+        load.drain(say)
+        row = load.row([ended], pipeline.restarts(), pipeline.startup_restarts)
+    row.notes.append(f"capacity {capacity:.1f}/s; burst {3 * capacity:.1f}/s for {burst_s:.0f} s, then {normal:.1f}/s")
+    return row
+
+
+def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:
+    duration = 60.0 if opts.short else 900.0
+    with running(broker.settings, opts.counts, "soak") as pipeline:
+        capacity = opts.capacity or measure_capacity(pipeline, opts, say)
+        load = Load(pipeline.settings, "soak", opts.timeout_ms, _pids(broker, pipeline))
+        began = time.time()
+        load.start(0.7 * capacity)
+        time.sleep(duration)
+        load.drain(say)
+        acked = dict(load.sender.acked)
+        row = load.row([], pipeline.restarts(), pipeline.startup_restarts)
+    firsts: dict[str, float] = {}
+    for arrival in load.reader.snapshot():
+        firsts.setdefault(arrival.id, arrival.at)
+    third = duration / 3
+    windows = []
+    for lo in (began, began + 2 * third):
+        lat = sorted((firsts[i] - t) * 1000 for i, t in acked.items() if lo <= t < lo + third and i in firsts)
+        windows.append(percentile(lat, 99))
+    if None not in windows:
+        first, last = windows
+        assert first is not None and last is not None
+        row.notes.append(f"p99 first third {first:.0f} ms, last third {last:.0f} ms ({last / first:.2f}x)")
+    row.notes.append(f"{0.7 * capacity:.1f} requests/s (70 % of {capacity:.1f}) for {duration:.0f} s")
+    growth = ", ".join(
+        f"{name} {load.sampler.first[name]:.0f}->{mb:.0f}M" for name, mb in sorted(load.sampler.last.items())
+    )
+    row.notes.append(f"RSS first -> last sample: {growth}")
+    return row
+
+
+def fuzz(broker: ChaosBroker, opts: Options, say: Say) -> Row:
+    with running(broker.settings, opts.counts, "fuzz") as pipeline:
+        return run_fuzz(pipeline, _pids(broker, pipeline), opts.seed, opts.timeout_ms, say)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "broker-restart": broker_restart,
+    "broker-outage": broker_outage,
+    "kill-each": kill_each,
+    "stop-infer": stop_infer,
+    "overload": overload,
+    "soak": soak,
+    "fuzz": fuzz,
+}

@@ -1,0 +1,69 @@
+"""``pipeline chaos SCENARIO``: break a local pipeline from outside and print one table.
+
+The suite runs its own broker (127.0.0.1:9492, controller 9493, data in
+.cache/kafka-chaos), never the one at PIPELINE_BOOTSTRAP_SERVERS, because it
+stops and restarts it. Member logs: .cache/chaos-logs/<prefix>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.settings import Settings
+
+ORDER = ("kill-each", "broker-restart", "broker-outage", "stop-infer", "overload", "soak", "fuzz")
+
+
+def register(sub: Any) -> None:
+    chaos = sub.add_parser("chaos", help="run chaos scenarios against a broker of its own; print one table")
+    chaos.add_argument("scenario", choices=(*ORDER, "all"), help="what to break ('all': each in turn)")
+    chaos.add_argument("--short", action="store_true", help="a few hundred requests, under a minute of load each")
+    chaos.add_argument("--rate", type=float, default=10.0, help="steady requests per second (10)")
+    chaos.add_argument(
+        "--capacity", type=float, help="requests/s the pipeline answers (measured with a 100/s stream when not given)"
+    )
+    chaos.add_argument("--timeout-ms", type=int, default=30_000, help="each request's deadline (30000)")
+    chaos.add_argument("--seed", type=int, default=7, help="the fuzz corpus seed (7)")
+    chaos.add_argument("--kafka-port", type=int, default=9492, help="the suite's own broker port (9492)")
+    chaos.add_argument("--controller-port", type=int, default=9493, help="its controller port (9493)")
+    chaos.add_argument("--kafka-dir", type=Path, help="its data folder (.cache/kafka-chaos)")
+    chaos.set_defaults(func=cmd_chaos)
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from pipeline.chaos.cluster import CHAOS_DIR, ChaosBroker, chaos_settings
+    from pipeline.chaos.scenarios import SCENARIOS, Options
+    from pipeline.chaos.tally import Row, render
+
+    settings = chaos_settings(
+        Settings.from_env(),
+        port=args.kafka_port,
+        controller_port=args.controller_port,
+        kafka_dir=args.kafka_dir or CHAOS_DIR,
+    )
+    names = ORDER if args.scenario == "all" else (args.scenario,)
+    opts = Options(short=args.short, rate=args.rate, capacity=args.capacity, timeout_ms=args.timeout_ms, seed=args.seed)
+    rows: list[Row] = []
+
+    def say(line: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+    with ChaosBroker(settings, say) as broker:
+        for name in names:
+            say(f"{name}: starting{' (short)' if opts.short else ''}")
+            began = time.monotonic()
+            try:
+                row = SCENARIOS[name](broker, opts, say)
+            except PipelineError as exc:  # one scenario that cannot run does not end the others
+                row = Row(name, problems=[f"could not run: {exc}"])
+            rows.append(row)
+            say(f"{name}: done in {time.monotonic() - began:.0f} s")
+            print(render([row]), file=sys.stderr, flush=True)
+    print(render(rows))
+    failed = [r for r in rows if r.lost or r.duplicated or r.problems]
+    return 1 if failed else 0
