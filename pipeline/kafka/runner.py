@@ -34,29 +34,24 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from pipeline.errors import BrokerError
 from pipeline.kafka import table
 from pipeline.kafka.clients import Clients, connect
+from pipeline.kafka.delivery import TXN_CALL_TIMEOUT_S, Delivery
 from pipeline.kafka.liveness import HealthFile, Watchdog
-from pipeline.messages import header_list, kafka_headers, now_ms
+from pipeline.messages import header_list, now_ms
 from pipeline.records import Batching, Output, Record, StageLogic, StateTable
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.runner")
 
-# librdkafka's own timeout for each transactional call; the watchdog bounds retries of them.
-TXN_CALL_TIMEOUT_S = 10.0
-# How long committing one batch may take, retries included, before the member
-# gives up and restarts. librdkafka can block past its own timeout when the
-# coordinator went away (librdkafka issues #5456, #5511).
-TXN_BUDGET_S = 2 * TXN_CALL_TIMEOUT_S
 # A member whose group session ended must be back in its group within this
 # long; librdkafka does not always rejoin by itself after a broker restart with
 # static membership (librdkafka #3437), so past it the member exits and restarts.
@@ -93,28 +88,19 @@ class StageRunner:
         self.transactional = settings.processing_guarantee == "exactly_once"
         clients = clients or connect(settings, stage, self.client_id, changelog)
         self.consumer = clients.consumer
-        self._make_producer = clients.producer
-        self.producer = clients.producer()
-        # Producers replaced after an outage. Never destroyed: librdkafka's
-        # destroy can block on the same stale coordinator that made us replace it.
-        self.retired: list[Any] = []
-        self.renew_producer = False
         self.lost_at: float | None = None  # when the group session ended, until the next assignment
-        self._make_side = clients.side
         self._restore_rows = clients.restore
-        self.side: Any = None
-        self.side_lock = threading.Lock()
         self.buffer: deque[Message] = deque()
         # Batches in the handler, oldest first; committed in this order.
         self.running: deque[tuple[list[Message], Future[list[Output]]]] = deque()
         self.executor = ThreadPoolExecutor(max_workers=batching.max_running, thread_name_prefix=f"{stage}-handler")
         self.paused = False
         self.pending_assign: list[int] = []
-        self.delivery_errors: list[KafkaError] = []
         self.processed = 0
         self.watchdog = Watchdog(f"{stage} member {self.client_id}")
         self.health = HealthFile(Path(settings.health_file) if settings.health_file else None)
         self.last_error_log: dict[str, float] = {}
+        self.delivery = Delivery(settings, stage, clients, self.watchdog, self._warn_once)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -134,13 +120,8 @@ class StageRunner:
 
     def join(self) -> None:
         """Hand the stage its senders and state, fence older instances of this member, subscribe."""
-        # Made now, not at the first send: its connection is up before the first
-        # streamed chunk, which must not arrive after the answer it belongs to.
-        with self.side_lock:
-            self.side = self.side or self._make_side()
+        self.delivery.start()
         self.hooks.start(self.send, self.state)
-        if self.transactional:
-            self._retrying("init transactions", self.producer.init_transactions, TXN_CALL_TIMEOUT_S)
         self.consumer.subscribe(
             [self.settings.topic(self.source)],
             on_assign=self._on_assign,
@@ -173,9 +154,7 @@ class StageRunner:
         finally:
             self.executor.shutdown(wait=True)
             self.consumer.close()
-            self.producer.flush(1)
-            if self.side is not None:
-                self.side.flush(1)
+            self.delivery.close()
             self.watchdog.stop()
             log.info("%s member %s stopped after %d records", self.stage, self.client_id, self.processed)
 
@@ -192,8 +171,7 @@ class StageRunner:
             self._pause(False)
         elif not self.paused and len(self.buffer) >= limit:
             self._pause(True)  # lag builds in Kafka, not in memory
-        if self.side is not None:
-            self.side.poll(0)
+        self.delivery.poll()
         # Busy: check back soon for the running batch; idle: wait for data.
         timeout = 0.005 if self.running or self.buffer else 0.1
         # consume(n, timeout) waits for all n messages or the timeout, so wait
@@ -213,7 +191,7 @@ class StageRunner:
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
             elif error.code() in OUTAGE_ERRORS:
-                self.renew_producer = self.transactional
+                self.delivery.renew = self.transactional
                 self._warn_once("outage", "%s: brokers out of reach (retrying): %s", self.stage, error)
             elif error.fatal() or not error.retriable():
                 raise BrokerError(f"{self.stage}: consume failed: {error}")
@@ -291,64 +269,16 @@ class StageRunner:
 
     def _deliver(self, batch: Sequence[Message], outputs: Sequence[Output]) -> bool:
         """Commit a batch's outputs with its offsets; False if it was aborted (and will be redone)."""
-        offsets = _next_offsets(batch)
-        if self.transactional:
-            self.watchdog.beat("transaction", TXN_BUDGET_S)
-            if self.renew_producer:
-                self._renew()
-            try:
-                self.producer.begin_transaction()
-                self._produce(outputs)
-                metadata = self.consumer.consumer_group_metadata()
-                self._retrying("send offsets", self.producer.send_offsets_to_transaction, offsets, metadata,
-                               TXN_CALL_TIMEOUT_S)  # fmt: skip
-                self._retrying("commit", self.producer.commit_transaction, TXN_CALL_TIMEOUT_S)
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.fatal() or not error.txn_requires_abort():
-                    raise BrokerError(f"{self.stage}: transaction failed, batch will be redone: {error}") from exc
-                # Typically the group moved on (a rebalance) before the offsets
-                # were committed: nothing of the batch becomes visible, and it
-                # is redone, here or by the partitions' new owner.
-                self._retrying("abort", self.producer.abort_transaction, TXN_CALL_TIMEOUT_S)
-                log.warning("%s: aborted a batch of %d records (%s); redoing it", self.stage, len(batch), error)
-                # Later batches read state this one changed: they are redone too.
-                self._rewind([*batch, *self._discard_running()])
-                return False
+        if self.delivery.commit(outputs, _next_offsets(batch), self.consumer):
             return True
-        self.delivery_errors.clear()
-        self._produce(outputs)
-        remaining = self.producer.flush(30)
-        if remaining or self.delivery_errors:
-            raise BrokerError(
-                f"{self.stage}: {remaining} outputs unsent, errors: {self.delivery_errors[:3]}; offsets not committed"
-            )
-        self.consumer.commit(offsets=offsets, asynchronous=False)
-        return True
+        log.warning("%s: aborted a batch of %d records; redoing it", self.stage, len(batch))
+        # Later batches read state this one changed: they are redone too.
+        self._rewind([*batch, *self._discard_running()])
+        return False
 
-    def _renew(self) -> None:
-        """A new transactional producer with the same id: it fences the old one and finds the coordinators afresh."""
-        log.info("%s: renewing the transactional producer after the brokers were out of reach", self.stage)
-        self.retired.append(self.producer)
-        self.producer = self._make_producer()
-        self._retrying("init transactions", self.producer.init_transactions, TXN_CALL_TIMEOUT_S)
-        self.renew_producer = False
-
-    def _retrying(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
-        """A transactional call, again while it fails with a retriable error (librdkafka's advice).
-
-        Not forever: the watchdog's budget for this turn still runs, so a
-        broker that stays away ends the member instead of hanging it.
-        """
-        while True:
-            try:
-                return call(*args)
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.fatal() or error.txn_requires_abort() or not error.retriable():
-                    raise
-                self._warn_once(f"txn:{what}", "%s: %s failed, retrying: %s", self.stage, what, error)
-                time.sleep(0.1)
+    def send(self, output: Output) -> None:
+        """Produce at once outside any transaction (ticks, streamed chunks); safe from the handler's thread."""
+        self.delivery.send(output)
 
     def _rewind(self, batch: Sequence[Message]) -> None:
         """Go back to the start of an aborted batch on the partitions still ours."""
@@ -363,37 +293,6 @@ class StageRunner:
             self.consumer.seek(tp)
         # A stateful stage changed its state for records that did not commit.
         self._restore([tp.partition for tp in mine])
-
-    def _produce(self, outputs: Sequence[Output], producer: Any = None) -> None:
-        producer = producer or self.producer
-        for output in outputs:
-            while True:
-                try:
-                    producer.produce(
-                        self.settings.topic(output.topic),
-                        key=output.key,
-                        value=output.value,
-                        headers=kafka_headers(output.headers),
-                        # -1: librdkafka's "unassigned", the partitioner picks by key.
-                        partition=-1 if output.partition is None else output.partition,
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)  # local queue full: let deliveries drain
-        producer.poll(0)
-
-    def send(self, output: Output) -> None:
-        """Produce at once outside any transaction (ticks, streamed chunks); safe from the handler's thread."""
-        with self.side_lock:
-            if self.side is None:
-                self.side = self._make_side()
-            self._produce([output], self.side)
-
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.delivery_errors.append(error)
-            log.error("%s: delivery to %s[%s] failed: %s", self.stage, message.topic(), message.partition(), error)
 
     def _warn_once(self, what: str, message: str, *args: Any) -> None:
         now = time.monotonic()
@@ -421,7 +320,7 @@ class StageRunner:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, _names(partitions))
-        self.renew_producer = self.transactional  # the session ended: the brokers were away, or we were
+        self.delivery.renew = self.transactional  # the session ended: the brokers were away, or we were
         self.lost_at = time.monotonic()
         self._discard_running()
         self._drop(partitions)

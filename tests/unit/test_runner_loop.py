@@ -198,7 +198,7 @@ def test_after_the_session_is_lost_the_next_transaction_uses_a_new_producer() ->
     consumer.rebalance("assign", [0])
     consumer.add(0, b"k1", b"v")
     turn_until(runner, lambda: consumer.committed.get(0) == 2)
-    assert len(made) == 2 and len(runner.retired) == 1, "a lost session renews the transactional producer"
+    assert len(made) == 2 and len(runner.delivery.retired) == 1, "a lost session renews the transactional producer"
 
 
 def test_a_member_that_lost_its_session_and_does_not_rejoin_exits(monkeypatch: pytest.MonkeyPatch) -> None:
