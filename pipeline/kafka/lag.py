@@ -1,0 +1,110 @@
+"""Read each stage's consumer group from the cluster: members, committed and end offsets, oldest waiting record.
+
+Read-only and bounded (every admin call has a timeout), so ``pipeline status``
+works against any cluster the settings reach. The age of the oldest waiting
+record is read directly: the record at the committed offset of each lagging
+partition (its timestamp), as kafka-lag-exporter's "lag in time" means.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from pipeline.errors import BrokerError
+from pipeline.kafka.config import admin_config, consumer_config
+from pipeline.settings import Settings
+from pipeline.status import GroupSnapshot, Member
+
+TIMEOUT_S = 10.0
+
+
+def snapshot(settings: Settings, stages: Iterable[tuple[str, str]], *, ages: bool = True) -> list[GroupSnapshot]:
+    """One snapshot per (stage, source topic), taken now."""
+    admin = AdminClient(admin_config(settings))
+    stages = list(stages)
+    topics = [settings.topic(source) for _, source in stages]
+    try:
+        metadata = admin.list_topics(timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach the cluster at {settings.bootstrap_servers}: {exc}") from exc
+    partitions = {t: sorted(metadata.topics[t].partitions) for t in topics if t in metadata.topics}
+    ends = _end_offsets(admin, partitions)
+    groups = [settings.group(stage) for stage, _ in stages]
+    members = _members(admin, groups)
+    snapshots = []
+    for (stage, source), group in zip(stages, groups, strict=True):
+        topic = settings.topic(source)
+        committed = _committed(admin, group, topic, partitions.get(topic, []))
+        topic_ends = {p: ends.get((topic, p), 0) for p in partitions.get(topic, [])}
+        snap = GroupSnapshot(stage, source, time.time(), committed, topic_ends, members.get(group, ()))
+        if ages and snap.lag:
+            snap = GroupSnapshot(snap.stage, snap.source, snap.at, snap.committed, snap.ends, snap.members,
+                                 _oldest_age(settings, topic, committed, topic_ends))  # fmt: skip
+        snapshots.append(snap)
+    return snapshots
+
+
+def _end_offsets(admin: AdminClient, partitions: dict[str, list[int]]) -> dict[tuple[str, int], int]:
+    request = {TopicPartition(t, p): OffsetSpec.latest() for t, ps in partitions.items() for p in ps}
+    if not request:
+        return {}
+    ends: dict[tuple[str, int], int] = {}
+    for tp, future in admin.list_offsets(request, request_timeout=TIMEOUT_S).items():
+        ends[(tp.topic, tp.partition)] = future.result(TIMEOUT_S).offset
+    return ends
+
+
+def _members(admin: AdminClient, groups: list[str]) -> dict[str, tuple[Member, ...]]:
+    found: dict[str, tuple[Member, ...]] = {}
+    for group, future in admin.describe_consumer_groups(groups, request_timeout=TIMEOUT_S).items():
+        try:
+            description = future.result(TIMEOUT_S)
+        except KafkaException:
+            continue  # a group that does not exist yet has no members
+        found[group] = tuple(
+            Member(m.client_id, m.host, tuple(sorted(tp.partition for tp in (m.assignment.topic_partitions or []))))
+            for m in description.members
+        )
+    return found
+
+
+def _committed(admin: AdminClient, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    if not partitions:
+        return {}  # the topic does not exist (yet)
+    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])]
+    try:
+        result = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[group].result(TIMEOUT_S)
+    except KafkaException:
+        return dict.fromkeys(partitions, -1)
+    return {tp.partition: tp.offset for tp in result.topic_partitions}
+
+
+def _oldest_age(settings: Settings, topic: str, committed: dict[int, int], ends: dict[int, int]) -> float | None:
+    """Seconds since the oldest record not yet consumed was written (None if none could be read in time)."""
+    lagging = [TopicPartition(topic, p, max(committed.get(p, -1), 0)) for p, end in ends.items()
+               if end > max(committed.get(p, -1), 0)]  # fmt: skip
+    if not lagging:
+        return 0.0
+    reader = f"{settings.prefix}pipeline-status"
+    consumer = Consumer({**consumer_config(settings, reader, reader), "enable.partition.eof": False})
+    oldest: float | None = None
+    try:
+        consumer.assign(lagging)
+        waiting = {tp.partition for tp in lagging}
+        deadline = time.monotonic() + 2.0
+        while waiting and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=len(waiting), timeout=0.2):
+                if message.error() is not None or message.partition() not in waiting:
+                    continue
+                waiting.discard(message.partition())
+                stamp = message.timestamp()[1] / 1000.0
+                oldest = stamp if oldest is None else min(oldest, stamp)
+    finally:
+        consumer.close()
+    return None if oldest is None else max(0.0, time.time() - oldest)
