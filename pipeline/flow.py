@@ -95,9 +95,11 @@ def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
     partitions while answering nothing.
     """
     from pipeline.kafka.runner import StageRunner
+    from pipeline.metrics import serve
 
     spec = stage(name)
     logic = spec.build(settings)
+    serve(settings.metrics_port)
     runner = StageRunner(settings, spec.name, spec.source, logic, spec.batching(settings), changelog=spec.changelog)
     follower = None
     if spec.follows:

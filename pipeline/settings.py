@@ -140,6 +140,9 @@ class Settings:
     # Where the member writes its health (JSON, about once a second); empty: nowhere.
     # `pipeline up` gives each member one; a Kubernetes probe reads it.
     health_file: str = ""
+    # Where the member serves Prometheus metrics (/metrics); 0: nowhere. `pipeline up`
+    # gives its members consecutive ports from this base.
+    metrics_port: int = 0
 
     # -- merge ------------------------------------------------------------------
     # How often merge looks for requests whose deadline passed.

@@ -47,6 +47,7 @@ from pipeline.kafka.clients import Clients, connect
 from pipeline.kafka.delivery import TXN_CALL_TIMEOUT_S, Delivery
 from pipeline.kafka.liveness import HealthFile, Watchdog
 from pipeline.messages import header_list, now_ms
+from pipeline.metrics import StageMetrics
 from pipeline.records import Batching, Output, Record, StageLogic, StateTable
 from pipeline.settings import Settings
 
@@ -100,6 +101,7 @@ class StageRunner:
         self.watchdog = Watchdog(f"{stage} member {self.client_id}")
         self.health = HealthFile(Path(settings.health_file) if settings.health_file else None)
         self.last_error_log: dict[str, float] = {}
+        self.metrics = StageMetrics(stage)
         self.delivery = Delivery(settings, stage, clients, self.watchdog, self._warn_once)
 
     # -- the loop ----------------------------------------------------------------
@@ -159,6 +161,7 @@ class StageRunner:
             log.info("%s member %s stopped after %d records", self.stage, self.client_id, self.processed)
 
     def _report(self, state: str, *, force: bool = False) -> None:
+        self.metrics.flow(len(self.buffer) + sum(len(batch) for batch, _ in self.running), self.paused)
         self.health.write(
             {"stage": self.stage, "member": self.client_id, "state": state, "processed": self.processed,
              "buffered": len(self.buffer), "paused": self.paused},
@@ -221,7 +224,16 @@ class StageRunner:
             return
         batch = [self.buffer.popleft() for _ in range(min(self.batching.max_batch, len(self.buffer)))]
         records = [self._record(m) for m in batch]
-        self.running.append((batch, self.executor.submit(self.handler, records)))
+        self.running.append((batch, self.executor.submit(self._handle, records)))
+
+    def _handle(self, records: list[Record]) -> list[Output]:
+        """The stage's handler on a batch (in the worker thread), timed."""
+        began = time.perf_counter()
+        outputs = self.handler(records)
+        now = time.time() * 1000
+        waits = [(now - r.timestamp_ms) / 1000 for r in records if r.timestamp_ms and r.timestamp_ms > 0]
+        self.metrics.batch(len(records), time.perf_counter() - began, waits)
+        return outputs
 
     def _finish_batch(self, wait: bool) -> None:
         """Commit finished batches (``wait``: all of them, waiting for each, oldest first).
@@ -269,7 +281,9 @@ class StageRunner:
 
     def _deliver(self, batch: Sequence[Message], outputs: Sequence[Output]) -> bool:
         """Commit a batch's outputs with its offsets; False if it was aborted (and will be redone)."""
+        began = time.perf_counter()
         if self.delivery.commit(outputs, _next_offsets(batch), self.consumer):
+            self.metrics.delivered(outputs, time.perf_counter() - began)
             return True
         log.warning("%s: aborted a batch of %d records; redoing it", self.stage, len(batch))
         # Later batches read state this one changed: they are redone too.

@@ -82,6 +82,9 @@ class Supervisor:
         env.update(
             PIPELINE_MEMBER=str(member.index), PIPELINE_HEALTH_FILE=str(member.health_path), PYTHONUNBUFFERED="1"
         )
+        if self.settings.metrics_port:
+            # Each member its own port: the base plus the member's place in the list.
+            env["PIPELINE_METRICS_PORT"] = str(self.settings.metrics_port + self.members.index(member))
         member.health_path.unlink(missing_ok=True)
         with member.log_path.open("ab") as out:
             member.process = subprocess.Popen(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
 
+from pipeline import metrics
 from pipeline.catalog import CATALOG, TASK_NAMES
 from pipeline.errors import (
     ConfigError,
@@ -142,6 +143,8 @@ class Infer:
 
 def _run(served: Served, batch: list[Part]) -> list[PartOutput]:
     feeds = pad(batch, served.model.meta.pad_token_id, served.model.input_names)
+    real = sum(len(p.input_ids) for p in batch)
+    metrics.tokens(STAGE, real, len(batch) * max(len(p.input_ids) for p in batch) - real)
     outputs = served.task.postprocess(batch, served.model.run(feeds), served.runtime)
     if len(outputs) != len(batch):
         raise RuntimeError(f"postprocess returned {len(outputs)} outputs for {len(batch)} parts")
