@@ -26,7 +26,7 @@ def services() -> dict[str, Any]:
 
 
 def test_services_are_the_broker_the_topics_job_and_one_per_stage(services: dict[str, Any]) -> None:
-    assert set(services) == {"kafka", "topics", *STAGES}
+    assert set(services) == {"kafka", "topics", "prometheus", "grafana", *STAGES}
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["topics"]["command"] == ["pipeline", "topics", "apply"]
 
