@@ -166,7 +166,7 @@ def _requests_fields(b: _Builder) -> None:
                 answer = True  # the key still carries the id
             b.add(f"wrong-type-{name}", value, answer_id=answer)
         b.add(f"missing-{name}", b.request(**{name: _DROP}), expect="once" if name in _OPTIONAL else "error")
-    for task in ("", "FAQ", "chat", "x" * 10_000, "faq\u0000", "qa"):
+    for task in ("", "FAQ", "translate", "x" * 10_000, "faq\u0000", "qa"):
         b.add("bad-task", b.request(task=task))
     b.add("extra-fields", b.request(extra={"nested": [1, 2, 3]}, text="Where is my order?"), expect="once")
 
