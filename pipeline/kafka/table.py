@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.errors import BrokerError
 from pipeline.kafka.config import consumer_config
@@ -27,6 +27,17 @@ log = logging.getLogger("pipeline.table")
 RESTORE_TIMEOUT_S = 120.0
 
 Rows = dict[bytes, bytes]
+# Errors that mean "the partition has no leader yet" (new topics, a restarting
+# broker); librdkafka does not flag all of them retriable.
+NOT_YET = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
 
 
 def restore(settings: Settings, changelog: str, group: str, partitions: list[int]) -> dict[int, Rows]:
@@ -83,7 +94,7 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tupl
             return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0]
-            if not error.retriable() or time.monotonic() > deadline:
+            if not (error.retriable() or error.code() in NOT_YET) or time.monotonic() > deadline:
                 raise BrokerError(f"cannot read the offsets of {tp.topic}[{tp.partition}]: {error}") from exc
             log.warning("offsets of %s[%d] not available yet (%s); asking again", tp.topic, tp.partition, error)
             time.sleep(0.5)
