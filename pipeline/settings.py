@@ -91,6 +91,13 @@ class Settings:
     faq_kb: Path = PROJECT_ROOT / "pipeline" / "data" / "faq_shop.json"
     # Below this cosine similarity an faq sub-question gets the fallback reply.
     faq_min_score: float = 0.35
+    # How an faq entry's score is made (pipeline/tasks/retrieval.py): the weight of
+    # the cosine with its answer text and of its normalised BM25 score; the rest
+    # goes to its best question's cosine. Calibrated on the tuning set (docs/models.md).
+    faq_answer_weight: float = 0.0
+    faq_lexical_weight: float = 0.0
+    # Best two entries closer than this: the answer says it is unsure and offers both.
+    faq_unsure_margin: float = 0.065
     model_cache_dir: Path = PROJECT_ROOT / ".cache" / "models"
     # faq in other languages: a second knowledge base, which names its
     # languages in its file ("language": "zh" or a list), served by a

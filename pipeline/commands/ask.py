@@ -33,6 +33,13 @@ def register(sub: Any) -> None:
     ev = sub.add_parser("eval", help="top-1 accuracy of the faq task through the running pipeline")
     ev.add_argument("--file", help="evaluation set (default: the shipped pipeline/data/faq_eval.json)")
     ev.add_argument("--timeout", type=float, default=60.0)
+    ev.add_argument(
+        "--heldout",
+        action="store_true",
+        help="instead: top-1 on the held-out test set (never used for tuning) and on two-question messages "
+        "built from it, with the misses and how often the answer said it was unsure",
+    )
+    ev.add_argument("--offline", action="store_true", help="with --heldout: answer in this process, no broker")
     add_cluster_args(ev)
     ev.set_defaults(func=cmd_eval)
 
@@ -121,7 +128,41 @@ def _result_text(task: str | None, result: dict[str, Any]) -> str:
     return orjson.dumps(result).decode()
 
 
+def cmd_heldout(args: argparse.Namespace) -> int:
+    from pipeline import evaluation as ev
+    from pipeline.client import Client
+
+    settings = settings_from(args)
+    _, test = ev.load_sets()
+    messages = ev.two_question_messages(test)
+    if args.offline:
+        answer = ev.offline_answerer(settings)
+        single, pairs = ev.evaluate(test, answer), ev.evaluate_pairs(messages, answer)
+    else:
+        with Client(settings) as client:
+
+            def answer(texts: Any) -> list[dict[str, Any]]:
+                futures = [client.send({"task": "faq", "text": t, "lang": "en"}, timeout_ms=int(args.timeout * 1000))
+                           for t in texts]  # fmt: skip
+                client.flush()
+                return [(client.wait(f, args.timeout).result or {}) for f in futures]
+
+            single, pairs = ev.evaluate(test, answer), ev.evaluate_pairs(messages, answer)
+    for miss in single.misses:
+        print(f"  miss    {miss}")
+    for miss in pairs.misses:
+        print(f"  miss    {miss}")
+    print(
+        f"faq top-1 on the held-out test set: {single.hits}/{single.total} = {single.top1:.3f}; "
+        f"unsure on {single.unsure} ({single.unsure_on_misses} of {len(single.misses)} misses offered the right entry)"
+    )
+    print(f"faq top-1 on two-question messages: {pairs.hits}/{pairs.total} = {pairs.top1:.3f}")  # fmt: skip
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.heldout:
+        return cmd_heldout(args)
     from pathlib import Path
 
     from pipeline.client import Client

@@ -12,7 +12,7 @@ merge: the answers in the order asked, and one reply text joining them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -35,6 +35,7 @@ from pipeline.tasks.base import (
     usable,
 )
 from pipeline.tasks.language import request_language, route_settings
+from pipeline.tasks.retrieval import Lexical, Weights, best_per_entry, fuse
 from pipeline.tasks.sentences import split_sentences
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 FALLBACK = "Sorry, I don't have an answer to “{question}”. A colleague will get back to you."
 FALLBACK_ZH = "抱歉，我没有找到“{question}”的答案，稍后会有同事联系您。"
 NOTHING_ASKED = "Sorry, I could not find a question in your message."
+UNSURE = "I'm not sure which you mean by “{question}”, so here are both:\n\n• {first}\n\n• {second}"
+UNSURE_ZH = "我不确定您问的“{question}”是指哪一个，两个答案都给您：\n\n• {first}\n\n• {second}"
 
 
 class KbEntryLike(Protocol):
@@ -58,19 +61,37 @@ class KbEntryLike(Protocol):
 
 @dataclass(frozen=True)
 class KbIndex:
-    """Every KB question embedded: row i of ``matrix`` is ``questions[i]`` of entry ``entry_ids[i]``."""
+    """The knowledge base ready to score: every question and answer embedded, and a BM25 index.
+
+    Row i of ``matrix`` is ``questions[i]``, which belongs to entry ``entry_ids[i]``
+    (``owner[i]`` is that entry's place in ``entries``); row j of
+    ``answer_matrix`` is the answer of ``entries[j]``.
+    """
 
     entry_ids: tuple[str, ...]
     questions: tuple[str, ...]
     answers: dict[str, str]
     matrix: np.ndarray  # (questions, dim), unit rows
     min_score: float
+    entries: tuple[str, ...] = ()
+    owner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    answer_matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    lexical: Lexical | None = None
+    weights: Weights = field(default_factory=Weights)
+    unsure_margin: float = 0.0
 
     def nearest(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For unit ``vectors`` (n, dim): the best question row of each and its cosine."""
         similarity = vectors @ self.matrix.T
         best = np.argmax(similarity, axis=1)
         return best, similarity[np.arange(len(best)), best]
+
+    def score(self, vectors: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(messages, entries) fused scores, and for each entry the question row that matched best."""
+        dense, rows = best_per_entry(vectors @ self.matrix.T, self.owner, len(self.entries))
+        if self.lexical is None or not self.answer_matrix.size:
+            return dense, rows
+        return fuse(dense, vectors @ self.answer_matrix.T, self.lexical.scores(texts), self.weights), rows
 
 
 class FaqTask(BaseTask):
@@ -99,31 +120,35 @@ class FaqTask(BaseTask):
         if kb is None:
             raise RuntimeError("faq runtime has no knowledge base; build it with FaqTask.prepare")
         vectors = l2_normalise(outputs["embedding"][: len(parts)].astype(np.float64))
-        best, scores = kb.nearest(vectors)
+        scores, matched_rows = kb.score(vectors, [str(p.meta.get("question", "")) for p in parts])
 
         def each(row: int, part: Part) -> PartOutput:
-            if not np.isfinite(scores[row]):
+            if not np.all(np.isfinite(scores[row])):
                 raise ValueError("the embedding is not finite")
-            question_row = int(best[row])
-            entry = kb.entry_ids[question_row]
-            score = float(scores[row])
-            return {
-                "question": part.meta.get("question", ""),
-                "entry": entry,
-                "match": kb.questions[question_row],
-                "answer": kb.answers[entry],
-                "score": score,
-                "matched": score >= kb.min_score,
-            }
+            first, second = (int(i) for i in np.argsort(-scores[row])[:2])
+            score = float(scores[row, first])
+            output: PartOutput = {"question": part.meta.get("question", ""), **_entry(kb, row, first, scores,
+                                  matched_rows), "matched": score >= kb.min_score}  # fmt: skip
+            runner_up = float(scores[row, second])
+            # Two entries this close: say so and offer both rather than guess.
+            output["unsure"] = bool(output["matched"] and score - runner_up < kb.unsure_margin)
+            if output["unsure"]:
+                output["alternatives"] = [_entry(kb, row, second, scores, matched_rows)]
+            return output
 
         return rows(parts, each)
 
     def merge(self, results: Sequence[Result], of: int) -> AnswerResult:
-        answers = [
-            {key: r.output[key] for key in ("question", "entry", "match", "answer", "score", "matched")}
-            for r in usable(results)
-        ]
+        keys = ("question", "entry", "match", "answer", "score", "matched", "unsure", "alternatives")
+        answers = [{key: r.output[key] for key in keys if key in r.output} for r in usable(results)]
         return {"answers": answers, "reply": reply_text(answers)}
+
+
+def _entry(kb: KbIndex, row: int, entry: int, scores: np.ndarray, matched_rows: np.ndarray) -> dict[str, Any]:
+    entry_id = kb.entries[entry]
+    question_row = int(matched_rows[row, entry])
+    return {"entry": entry_id, "match": kb.questions[question_row], "answer": kb.answers[entry_id],
+            "score": float(scores[row, entry])}  # fmt: skip
 
 
 def build_kb_index(
@@ -137,8 +162,29 @@ def build_kb_index(
     questions = tuple(q for entry in entries for q in entry.questions)
     if not questions:
         raise ValueError("the knowledge base has no questions")
-    encoding = _encode(tokenizer, [prefix + q for q in questions], settings)
-    parts = make_parts(Request(id="kb", task="faq"), "faq", encoding, [{} for _ in questions])
+    ids = tuple(entry.id for entry in entries)
+    matrix = _embed([prefix + q for q in questions], model, tokenizer, settings)
+    answer_matrix = _embed([prefix + entry.answer for entry in entries], model, tokenizer, settings)
+    documents = [" ".join([entry.id.replace("-", " "), *entry.questions, entry.answer]) for entry in entries]
+    return KbIndex(
+        entry_ids=entry_ids,
+        questions=questions,
+        answers={entry.id: entry.answer for entry in entries},
+        matrix=matrix,
+        min_score=settings.faq_min_score,
+        entries=ids,
+        owner=np.array([ids.index(e) for e in entry_ids], dtype=np.int64),
+        answer_matrix=answer_matrix,
+        lexical=Lexical(documents),
+        weights=Weights(answer=settings.faq_answer_weight, lexical=settings.faq_lexical_weight),
+        unsure_margin=settings.faq_unsure_margin,
+    )
+
+
+def _embed(texts: list[str], model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> np.ndarray:
+    """Unit embeddings of ``texts``, batched like live traffic."""
+    encoding = _encode(tokenizer, texts, settings)
+    parts = make_parts(Request(id="kb", task="faq"), "faq", encoding, [{} for _ in texts])
     matrix = np.zeros((len(parts), 0))
     for batch in plan_batches(parts, settings.batch_max_parts, settings.batch_max_tokens):
         feeds = pad([parts[i] for i in batch], model.meta.pad_token_id, model.input_names)
@@ -146,20 +192,18 @@ def build_kb_index(
         if matrix.shape[1] == 0:
             matrix = np.zeros((len(parts), embedding.shape[1]))
         matrix[batch] = embedding
-    return KbIndex(
-        entry_ids=entry_ids,
-        questions=questions,
-        answers={entry.id: entry.answer for entry in entries},
-        matrix=l2_normalise(matrix),
-        min_score=settings.faq_min_score,
-    )
+    return l2_normalise(matrix)
 
 
 def reply_text(answers: Sequence[dict[str, Any]]) -> str:
     """One reply for the whole message: each distinct answer once, a fallback for what matched nothing."""
     lines: list[str] = []
     for answer in answers:
-        if answer["matched"]:
+        if answer.get("unsure") and answer.get("alternatives"):
+            other = answer["alternatives"][0]
+            template = UNSURE_ZH if _is_chinese(str(answer["question"])) else UNSURE
+            line = template.format(question=answer["question"], first=answer["answer"], second=other["answer"])
+        elif answer["matched"]:
             line = str(answer["answer"])
         else:
             template = FALLBACK_ZH if _is_chinese(str(answer["question"])) else FALLBACK

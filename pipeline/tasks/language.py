@@ -90,6 +90,11 @@ def task_routes(task: str, settings: Settings) -> dict[str, Settings]:
             faq_model=settings.faq_multilingual_model,
             faq_kb=settings.faq_multilingual_kb,
             faq_min_score=settings.faq_multilingual_min_score,
+            # The fusion weights and margin were tuned on the English shop with MiniLM;
+            # e5's scores bunch differently, so the Chinese route keeps pure dense scoring.
+            faq_answer_weight=0.0,
+            faq_lexical_weight=0.0,
+            faq_unsure_margin=0.0,
         )
         routes.update({route_key(task, lang): multilingual for lang in languages})
     return routes
