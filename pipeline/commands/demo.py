@@ -26,6 +26,8 @@ MESSAGES: tuple[str, ...] = (
     "My parcel hasn't arrived yet, where is it?",
     "Can I return shoes that don't fit? How long does the refund take?",
     "Do you ship to Canada?",
+    # Chinese, two questions: routed by language to multilingual-e5-small and the Chinese shop.
+    "我的快递到哪了？还有，退款多久能到账？",
 )
 BAD_REQUEST = b'{"id": "demo-bad", "task": "faq", "text": '  # cut off: not valid JSON
 # A conversation with the chat task: the follow-up only makes sense with the first turn.
