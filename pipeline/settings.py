@@ -170,6 +170,10 @@ class Settings:
     chat_max_tokens: int = 512
     # The session's earlier turns in the prompt, newest first, up to this many tokens.
     chat_history_tokens: int = 768
+    # The languages the reply model writes (comma-separated codes). A message in
+    # another language (SmolLM2 writes no Chinese) gets the retrieved entries'
+    # answer text as its reply instead of a generated one.
+    chat_languages: str = "en"
     # A session with no message for this long is deleted (its tombstone written).
     session_ttl_ms: int = 1_800_000
     # Replies generated at once by one member (its continuous batch); past this

@@ -44,6 +44,8 @@ from pipeline.stages.answer_cache import cache_key, reply_budget, versions
 from pipeline.stages.base import answer_output, reject
 from pipeline.stages.prompting import chat_messages, count_tokens, prompt_ids
 from pipeline.stages.sessions import Session, Turn
+from pipeline.tasks.faq import FALLBACK, FALLBACK_ZH
+from pipeline.tasks.language import detect_language
 
 STAGE = "generate"
 STATE_TOPIC = "sessions"
@@ -53,6 +55,16 @@ EXPIRE_SCAN_MS = 1_000.0
 EXPIRE_RESEND_MS = 10_000.0
 
 log = logging.getLogger("pipeline.generate")
+
+
+class FixedText(TextStream):
+    """A reply that was not generated (retrieved text): all of it is there from the start."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def finish(self) -> str:
+        return ""
 
 
 @dataclass
@@ -88,6 +100,7 @@ class Generate(Hooks):
         self.next_scan_ms = 0.0
         # Sequences in the engine at once (its continuous batch): the member's bound.
         self.slots = threading.BoundedSemaphore(settings.generate_max_sequences)
+        self.languages = {code.strip() for code in settings.chat_languages.split(",") if code.strip()}
 
     # -- the handler (worker threads; several batches at once) ---------------------------------
 
@@ -137,6 +150,9 @@ class Generate(Hooks):
             log.info("request %s was answered already in session %s; skipping", prompt.id, prompt.session)
             return []
         history = session.recent(self.settings.chat_history_tokens)
+        language = detect_language(prompt.text)
+        if language not in self.languages:
+            return self._retrieved_reply(prompt, record, headers, history, session, language)
         ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
         wait_s = None if headers.deadline_ms is None else (headers.deadline_ms - now_ms()) / 1000
         if (wait_s is not None and wait_s <= 0) or not self.slots.acquire(timeout=wait_s):
@@ -152,6 +168,21 @@ class Generate(Hooks):
             raise
         future.add_done_callback(lambda f: self._finished(reply, session, f))
         return None
+
+    def _retrieved_reply(self, prompt: Prompt, record: Record, headers: Headers, history: list[Turn],
+                         session: Session, language: str) -> list[Output]:  # fmt: skip
+        """A message in a language the model does not write: the retrieved entries' answers are the reply.
+
+        Streamed as one chunk and committed like a generated reply (session turn
+        included), with ``"generated": false`` and the language in the result.
+        """
+        text = "\n\n".join(dict.fromkeys(str(e.get("answer", "")) for e in prompt.entries if e.get("matched")))
+        if not text:
+            text = (FALLBACK_ZH if language == "zh" else FALLBACK).format(question=prompt.text)
+        reply = Reply(prompt, record, headers, history, FixedText(text), now_ms())
+        reply.first_token_ms = now_ms()
+        self._chunk(reply, text)
+        return self._outputs(reply, session, Generated(tokens=[], prompt_tokens=0, stopped="retrieved"))
 
     def _on_token(self, reply: Reply, token: int) -> bool:
         """Engine thread: stream the token's text; False (stop) once the deadline has passed."""
@@ -221,6 +252,7 @@ class Generate(Hooks):
             "first_token_ms": round(first - requested, 1) if first is not None else None,
             "prefill_ms": round(first - reply.started_ms, 1) if first is not None else None,
             "tokens_per_s": round((n - 1) / decode_s, 2) if n > 1 and decode_s > 0 else None,
+            "generated": generated.stopped != "retrieved",
         }
 
     # -- sessions ---------------------------------------------------------------------------

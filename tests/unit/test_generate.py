@@ -194,3 +194,16 @@ def test_a_bad_prompt_is_answered_and_dead_lettered(engine: ScriptedEngine) -> N
     stage, _, _ = make_stage(engine)
     outputs = stage([Record("prompts", 0, 0, b"x", orjson.dumps({"id": "bad"}))])
     assert [o.topic for o in outputs] == ["answers", "dead-letters"]
+
+
+def test_a_message_in_a_language_the_model_does_not_write_gets_the_retrieved_answer(engine: ScriptedEngine) -> None:
+    stage, sent, table = make_stage(engine)
+    zh_entry = {**ENTRY, "answer": "订单发货后我们会通过邮件发送物流跟踪链接。"}
+    prompt = Prompt("z1", "我的快递到哪了？", "s-zh", None, [zh_entry])
+    headers = Headers().stamped("requested").to_list()
+    outputs = stage([Record("prompts", 0, 0, prompt.key, prompt.encode(), headers)])
+    answer = answers(outputs)["z1"]
+    assert answer.ok and answer.result is not None
+    assert answer.result["reply"] == zh_entry["answer"] and answer.result["generated"] is False
+    assert [c.delta for c in sent.chunks("z1")] == [zh_entry["answer"]], "streamed like a generated reply"
+    assert Session.decode(table.get(0, b"s-zh")).turns[-1].assistant == zh_entry["answer"], "the turn is kept"
