@@ -43,4 +43,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  labels {', '.join(meta.labels)}")
     print(f"  verified against PyTorch: max abs diff {meta.max_diff:.3e}")
     print(f"  {'from cache' if exported.from_cache else 'exported now'}")
+    if args.task == "chat" and settings.chat_model:
+        import orjson
+
+        from pipeline.models.generation import ensure_decoder
+
+        decoder = ensure_decoder(settings.chat_model, settings.model_cache_dir)
+        meta = orjson.loads((decoder / "meta.json").read_bytes())
+        print(f"{decoder / 'decoder.onnx'}")
+        print(f"  the reply model {settings.chat_model}: a decoder with a KV cache, {meta['layers']} layers, "
+              f"{meta['kv_heads']} key/value heads of {meta['head_dim']}")  # fmt: skip
+        print(
+            "  inputs input_ids, attention_mask, position_ids, past_k, past_v -> outputs logits, present_k, present_v"
+        )
     return 0
