@@ -174,6 +174,9 @@ class Settings:
     # another language (SmolLM2 writes no Chinese) gets the retrieved entries'
     # answer text as its reply instead of a generated one.
     chat_languages: str = "en"
+    # Run the int8 variant of the reply model (ONNX Runtime dynamic quantisation;
+    # agreement and speed against fp32 in docs/models.md).
+    chat_quantized: bool = False
     # A session with no message for this long is deleted (its tombstone written).
     session_ttl_ms: int = 1_800_000
     # Replies generated at once by one member (its continuous batch); past this

@@ -9,6 +9,20 @@ from typing import Any
 from pipeline.catalog import TASK_NAMES
 from pipeline.settings import Settings
 
+# Questions the int8 reply model is compared on (greedy, against fp32).
+CHECK_PROMPTS = (
+    "How do I reset my password?",
+    "Can I return shoes that don't fit?",
+    "How long does the refund take?",
+    "Do you ship to Canada?",
+    "What payment methods do you accept?",
+    "My parcel hasn't arrived yet, where is it?",
+    "Can I change my delivery address?",
+    "How do I use a gift card?",
+    "What is your warranty?",
+    "How do I contact customer service?",
+)
+
 
 def register(sub: Any) -> None:
     model = sub.add_parser("model", help="export models to ONNX")
@@ -26,6 +40,8 @@ def register(sub: Any) -> None:
     )
     export.add_argument("--force", action="store_true", help="export again even if the cache is up to date")
     export.add_argument("--cache-dir", help="where exports are kept (PIPELINE_MODEL_CACHE_DIR)")
+    export.add_argument("--quantize", choices=("int8",), help="chat: also make the int8 reply model and compare it")
+    export.add_argument("--check-tokens", type=int, default=32, help="with --quantize: new tokens per check prompt")
     export.set_defaults(func=cmd_export)
 
 
@@ -56,4 +72,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(
             "  inputs input_ids, attention_mask, position_ids, past_k, past_v -> outputs logits, present_k, present_v"
         )
+        if args.quantize == "int8":
+            from transformers import AutoTokenizer
+
+            from pipeline.models.quantize import compare, ensure_int8
+
+            print(ensure_int8(decoder))
+            tokenizer = AutoTokenizer.from_pretrained(str(decoder))
+            print("  " + compare(decoder, tokenizer, CHECK_PROMPTS, tokens=args.check_tokens).render())
     return 0

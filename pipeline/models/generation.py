@@ -156,7 +156,7 @@ class _Sequence:
 class OrtEngine:
     """The continuous-batching loop over the exported decoder (see the module docstring)."""
 
-    def __init__(self, folder: Path, threads: int = 0) -> None:
+    def __init__(self, folder: Path, threads: int = 0, decoder: str = "decoder.onnx") -> None:
         import onnxruntime as ort
 
         meta = orjson.loads((folder / "meta.json").read_bytes())
@@ -164,7 +164,7 @@ class OrtEngine:
         self.eos = set(meta["eos"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        self.session = ort.InferenceSession(str(folder / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(folder / decoder), options, providers=["CPUExecutionProvider"])
         self.incoming: list[_Sequence] = []
         self.active: list[_Sequence] = []
         self.lock = threading.Condition()
@@ -270,7 +270,12 @@ def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
     from transformers import AutoTokenizer
 
     folder = ensure_decoder(settings.chat_model, Path(settings.model_cache_dir))
-    return OrtEngine(folder), AutoTokenizer.from_pretrained(str(folder))
+    decoder = "decoder.onnx"
+    if settings.chat_quantized:
+        from pipeline.models.quantize import ensure_int8
+
+        decoder = ensure_int8(folder).name
+    return OrtEngine(folder, decoder=decoder), AutoTokenizer.from_pretrained(str(folder))
 
 
 if __name__ == "__main__":  # the export child: python -m pipeline.models.generation MODEL OUT_DIR

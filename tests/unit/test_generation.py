@@ -64,3 +64,18 @@ def test_greedy_tokens_equal_transformers_alone_and_batched(tiny: tuple[Path, Pa
 
 def test_the_export_is_cached_by_content(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     assert ensure_decoder(str(tiny[0]), tiny[1].parent) == tiny[1]
+
+
+def test_the_int8_decoder_is_made_once_and_compared_with_fp32_side_by_side(tiny: tuple[Path, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    from pipeline.models.quantize import INT8, compare, ensure_int8
+
+    folder = tiny[1]
+    made = ensure_int8(folder)
+    assert made.name == INT8 and ensure_int8(folder).stat().st_mtime == made.stat().st_mtime, "made once"
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    result = compare(folder, tokenizer, PROMPTS[:2], tokens=8)
+    assert 0.0 <= result.agree_prefix <= result.agree_all <= 1.0
+    assert result.int8_mb < result.fp32_mb and result.fp32_tokens_per_s > 0 and result.int8_tokens_per_s > 0
+    assert "int8 vs fp32 on 2 prompts" in result.render()
