@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import build_parser
 from pipeline.errors import BrokerError, ConfigError
-from pipeline.local import broker
+from pipeline.local import broker, broker_config
 from pipeline.settings import Settings
 from tests.net import free_port
 
@@ -45,14 +45,14 @@ def test_server_properties_make_one_kraft_node(tmp_path: Path) -> None:
         assert props[key] == "1", key
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["auto.create.topics.enable"] == "false"
-    assert int(props["message.max.bytes"]) == broker.BROKER_MESSAGE_MAX_BYTES
+    assert int(props["message.max.bytes"]) == broker_config.BROKER_MESSAGE_MAX_BYTES
 
 
 def test_broker_accepts_every_declared_topic_size() -> None:
     from pipeline.topics import load_topics
 
     for spec in load_topics(Settings()).values():
-        assert int(spec.config["max.message.bytes"]) <= broker.BROKER_MESSAGE_MAX_BYTES, spec.name
+        assert int(spec.config["max.message.bytes"]) <= broker_config.BROKER_MESSAGE_MAX_BYTES, spec.name
 
 
 def test_java_command_has_heap_logging_and_classpath(settings: Settings) -> None:
