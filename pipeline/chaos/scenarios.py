@@ -104,7 +104,8 @@ def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
 def stop_infer(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     # Short: members get a 10 s max.poll.interval.ms so a 15 s stop is past it.
     stopped_s = 15.0 if opts.short else 70.0
-    overrides = {"max_poll_interval_ms": 10_000} if opts.short else {}
+    # Short: a 10 s poll interval (and a stall timeout below it, as Settings requires).
+    overrides = {"max_poll_interval_ms": 10_000, "stall_timeout_s": 8.0} if opts.short else {}
     counts = dict(opts.counts, infer=max(2, opts.counts.get("infer", 1)))
     with running(broker.settings, counts, "stop-infer", **overrides) as pipeline:
         load = Load(pipeline.settings, "stop-infer", opts.timeout_ms, _pids(broker, pipeline))
