@@ -135,6 +135,19 @@ class Hooks:
         """A record of the topic the stage follows (``Stage.follows``), on the follower's own thread."""
 
 
+class StatefulHooks(Hooks):
+    """Hooks of a stage with a state table: they keep the loop's ``send`` and the table it restores."""
+
+    def __init__(self, changelog: str) -> None:
+        self.table = StateTable(changelog)  # replaced by the runner's own at start
+        self.send: Send | None = None
+
+    def start(self, send: Send, state: StateTable | None) -> None:
+        self.send = send
+        if state is not None:
+            self.table = state
+
+
 @dataclass(frozen=True)
 class StageLogic:
     """A stage as built from Settings: its handler and, if it needs them, its hooks."""

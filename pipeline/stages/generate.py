@@ -38,7 +38,7 @@ from typing import Any
 from pipeline.errors import ConfigError, DeadlineExceededError, DecodeError
 from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
 from pipeline.models.generator import Generated, Generator, TextStream
-from pipeline.records import Hooks, Output, Record, Send, StageLogic, StateTable
+from pipeline.records import Output, Record, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import cache_key, reply_budget, versions
 from pipeline.stages.base import answer_output, reject
@@ -82,7 +82,7 @@ class Reply:
     done: Future[list[Output]] = field(default_factory=Future)
 
 
-class Generate(Hooks):
+class Generate(StatefulHooks):
     """generate's handler (a batch of prompts in, their committed outputs out) and hooks."""
 
     def __init__(self, settings: Settings, engine: Generator, tokenizer: Any, version: str) -> None:
@@ -90,8 +90,7 @@ class Generate(Hooks):
         self.engine = engine
         self.tokenizer = tokenizer
         self.version = version
-        self.table = StateTable(STATE_TOPIC)
-        self.send: Send | None = None
+        super().__init__(STATE_TOPIC)
         self.lock = threading.Lock()
         # The reply last started per session: a follow-up waits for it.
         self.tails: dict[bytes, Future[list[Output]]] = {}
@@ -291,11 +290,6 @@ class Generate(Hooks):
         return [self._put(partition, key, None, now_ms())]
 
     # -- hooks (the loop's thread) ------------------------------------------------------------
-
-    def start(self, send: Send, state: StateTable | None) -> None:
-        self.send = send
-        if state is not None:
-            self.table = state
 
     def assigned(self, partitions: list[int]) -> None:
         held = 0

@@ -33,7 +33,7 @@ import orjson
 from pipeline.catalog import CATALOG
 from pipeline.errors import ERROR_CODES, DecodeError, PipelineError
 from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
-from pipeline.records import Hooks, Output, Record, Send, StageLogic, StateTable
+from pipeline.records import Output, Record, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.base import answer_output, dead_letter
 
@@ -216,7 +216,7 @@ def due(gather: Gather, settings: Settings) -> tuple[float, Control] | None:
 TICK_RESEND_MS = 2_000.0
 
 
-class Merger(Hooks):
+class Merger(StatefulHooks):
     """merge's handler and hooks: :func:`step` over the stage's table, plus deadline ticks.
 
     The table (request id → :class:`Gather`, per ``results`` partition) is the
@@ -228,8 +228,7 @@ class Merger(Hooks):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.table = StateTable(STATE_TOPIC)
-        self.send: Send | None = None
+        super().__init__(STATE_TOPIC)
         self.heap: list[tuple[float, int, bytes]] = []  # (due ms, partition, request key)
         self.lock = threading.Lock()  # the heap is fed by the handler's thread and drained by the loop's
         self.next_tick_ms = 0.0
@@ -255,11 +254,6 @@ class Merger(Hooks):
         return outputs
 
     # -- hooks (the loop's thread) --------------------------------------------------------------
-
-    def start(self, send: Send, state: StateTable | None) -> None:
-        self.send = send
-        if state is not None:
-            self.table = state
 
     def assigned(self, partitions: list[int]) -> None:
         held = 0
