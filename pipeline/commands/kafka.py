@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
 from pipeline.local import broker
+from pipeline.local.secure import client_env
 from pipeline.settings import Settings
 
 
@@ -37,6 +39,12 @@ def _add_broker_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dir", type=Path, help="data, config and log folder (PIPELINE_KAFKA_DIR, .cache/kafka)")
     parser.add_argument("--heap", help="JVM heap (PIPELINE_KAFKA_HEAP, 1g)")
+    parser.add_argument(
+        "--secure",
+        action="store_const",
+        const=True,
+        help="SASL_SSL (SCRAM-SHA-512) with TLS and ACLs enforced (PIPELINE_KAFKA_SECURE); give it its own --dir and ports",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -46,6 +54,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         kafka_controller_port=args.controller_port,
         kafka_dir=args.dir,
         kafka_heap=args.heap,
+        kafka_secure=args.secure,
     )
 
 
@@ -60,6 +69,10 @@ def _start(args: argparse.Namespace) -> int:
         _say(f"already running at {state.address} (pid {state.pid}); log: {state.log}")
     else:
         _say(f"up at {state.address} after {state.seconds:.1f} s (pid {state.pid}); stop with `pipeline kafka stop`")
+    if settings.kafka_secure:
+        _say("secure: SASL_SSL with SCRAM-SHA-512, ACLs enforced; as its admin, in a shell:")
+        for key, value in client_env(settings).items():
+            print(f"export {key}={shlex.quote(value)}")
     return 0
 
 

@@ -30,6 +30,8 @@ def prepare(settings: Settings, say: Any = print) -> bool:
         say(f"Kafka {'started' if started else 'was already running'} at {status.address}")
     report = apply_topics(settings)
     say(f"topics: {report.summary()}")
+    if settings.sasl:
+        secure_principals(settings, say)
     for task in TASK_NAMES:
         # faq may have a second (multilingual) model, routed by language.
         models = {routed.model_for(task) for routed in task_routes(task, settings).values()} - {""}
@@ -65,3 +67,24 @@ def wait_ready(
             on_wait()
         stop.wait(1.0)
     return False
+
+
+def secure_principals(settings: Settings, say: Any = print) -> None:
+    """On a secured cluster: every principal's ACLs, and on the local secure broker their SCRAM users too.
+
+    The users' passwords are made in the broker's ``secrets/`` folder, one file
+    per user, which is what PIPELINE_SASL_PASSWORD_FILE points members at.
+    """
+    from pipeline.acls import roles
+    from pipeline.kafka.acls import apply_acls, ensure_users
+    from pipeline.local import broker
+    from pipeline.local.secure import tls_files
+    from pipeline.local.tls import password
+
+    if settings.kafka_secure and settings.bootstrap_servers == broker.address(settings):
+        files = tls_files(settings)
+        users = [settings.principal(role) for role in roles(settings)]
+        made = ensure_users(settings, users, lambda user: password(files, user))
+        if made:
+            say(f"SCRAM users made: {', '.join(made)} (passwords in {files.secrets})")
+    say(f"ACLs: {apply_acls(settings).summary()}")
