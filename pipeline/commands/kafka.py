@@ -43,7 +43,7 @@ def _add_broker_flags(parser: argparse.ArgumentParser) -> None:
         "--secure",
         action="store_const",
         const=True,
-        help="SASL_SSL (SCRAM-SHA-512) with TLS and ACLs enforced (PIPELINE_KAFKA_SECURE); give it its own --dir and ports",
+        help="SASL_SSL (SCRAM-SHA-512), TLS, ACLs enforced (PIPELINE_KAFKA_SECURE); give it its own --dir and ports",
     )
 
 

@@ -11,7 +11,9 @@ itself).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -25,18 +27,23 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 
 from pipeline.acls import Acl, bindings, roles
-from pipeline.errors import BrokerError
-from pipeline.kafka.admin import TIMEOUT_S, _admin, _reason, _wait
+from pipeline.errors import AuthenticationError, BrokerError
+from pipeline.kafka.admin import TIMEOUT_S, _admin, _reason, _wait, check_broker
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.kafka.acls")
 
-_RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "transactional_id": ResourceType.TRANSACTIONAL_ID}
+_RESOURCE = {
+    "topic": ResourceType.TOPIC,
+    "group": ResourceType.GROUP,
+    "transactional_id": ResourceType.TRANSACTIONAL_ID,
+}
 _OPERATION = {"read": AclOperation.READ, "write": AclOperation.WRITE, "describe": AclOperation.DESCRIBE}
 SCRAM_ITERATIONS = 8192  # Kafka's default for SCRAM-SHA-512 credentials (kafka-configs)
 _MECHANISM = {"SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512, "SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256}
@@ -54,9 +61,8 @@ class AclReport:
 
 def to_binding(acl: Acl) -> AclBinding:
     pattern = ResourcePatternType.PREFIXED if acl.prefixed else ResourcePatternType.LITERAL
-    return AclBinding(
-        _RESOURCE[acl.resource], acl.name, pattern, acl.principal, "*", _OPERATION[acl.operation], AclPermissionType.ALLOW
-    )
+    operation, allow = _OPERATION[acl.operation], AclPermissionType.ALLOW
+    return AclBinding(_RESOURCE[acl.resource], acl.name, pattern, acl.principal, "*", operation, allow)
 
 
 def apply_acls(settings: Settings) -> AclReport:
@@ -88,15 +94,13 @@ def remove_principals(settings: Settings, users: Iterable[str]) -> None:
     """Delete every binding and the SCRAM credentials of ``users`` (tests clean up their prefix with it)."""
     admin = _admin(settings)
     users = list(users)
-    filters = [
-        AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{user}", None,
-                         AclOperation.ANY, AclPermissionType.ANY)  # fmt: skip
-        for user in users
-    ]
+    filters = [_everything(f"User:{user}") for user in users]
     if filters:
         _wait(admin.delete_acls(filters, request_timeout=TIMEOUT_S), "delete the ACLs of")
     existing = _scram_users(settings, users)
-    deletions = [UserScramCredentialDeletion(u, m) for u, mechanisms in existing.items() for m in mechanisms]
+    deletions: list[UserScramCredentialAlteration] = [
+        UserScramCredentialDeletion(u, m) for u, mechanisms in existing.items() for m in mechanisms
+    ]
     if deletions:
         _wait(admin.alter_user_scram_credentials(deletions, request_timeout=TIMEOUT_S), "delete SCRAM user")
 
@@ -111,19 +115,46 @@ def ensure_users(settings: Settings, users: Iterable[str], password_for: Callabl
     missing = [u for u in users if mechanism not in existing.get(u, ())]
     if missing:
         info = ScramCredentialInfo(mechanism, SCRAM_ITERATIONS)
-        upserts = [UserScramCredentialUpsertion(u, info, password_for(u).encode()) for u in missing]
-        _wait(_admin(settings).alter_user_scram_credentials(upserts, request_timeout=TIMEOUT_S), "create SCRAM user")
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(u, info, password_for(u).encode()) for u in missing
+        ]
+        admin = _admin(settings)
+        _wait(admin.alter_user_scram_credentials(upserts, request_timeout=TIMEOUT_S), "create SCRAM user")
+        for user in missing:
+            _wait_for_login(dataclasses.replace(settings, sasl_username=user, sasl_password=password_for(user)))
     return missing
+
+
+def _wait_for_login(settings: Settings) -> None:
+    """Wait until the broker lets a new user in: its credential cache trails the controller by a moment.
+
+    Members started right after the user was made would otherwise be refused
+    once or twice (and log it) before getting in.
+    """
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            check_broker(settings, timeout_s=3.0)
+            return
+        except AuthenticationError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 # -- helpers ----------------------------------------------------------------------
 
 
+def _everything(principal: str | None = None) -> AclBindingFilter:
+    """Every binding (of ``principal``, when given)."""
+    any_ = (AclOperation.ANY, AclPermissionType.ANY)
+    # None matches anything (the stubs say str).
+    return AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None, *any_)  # type: ignore[arg-type]
+
+
 def _describe(admin: object) -> list[AclBinding]:
-    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
-                                  AclOperation.ANY, AclPermissionType.ANY)  # fmt: skip
     try:
-        return list(admin.describe_acls(everything, request_timeout=TIMEOUT_S).result(TIMEOUT_S * 2))  # type: ignore[attr-defined]
+        return list(admin.describe_acls(_everything(), request_timeout=TIMEOUT_S).result(TIMEOUT_S * 2))  # type: ignore[attr-defined]
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
         if isinstance(error, KafkaError) and error.code() == KafkaError.SECURITY_DISABLED:
@@ -141,10 +172,10 @@ def _exact(binding: AclBinding) -> AclBindingFilter:
 
 def _describe_binding(binding: AclBinding) -> str:
     pattern = "*" if binding.resource_pattern_type == ResourcePatternType.PREFIXED else ""
-    return (
-        f"{binding.principal} {binding.operation.name} {binding.restype.name.lower()} {binding.name}{pattern}"
-        f" ({binding.permission_type.name})"
+    operation, resource, permission = (
+        getattr(x, "name", x) for x in (binding.operation, binding.restype, binding.permission_type)
     )
+    return f"{binding.principal} {operation} {str(resource).lower()} {binding.name}{pattern} ({permission})"
 
 
 def _scram_users(settings: Settings, users: list[str]) -> dict[str, tuple[ScramMechanism, ...]]:
@@ -152,7 +183,8 @@ def _scram_users(settings: Settings, users: list[str]) -> dict[str, tuple[ScramM
     if not users:
         return {}
     found: dict[str, tuple[ScramMechanism, ...]] = {}
-    futures = _admin(settings).describe_user_scram_credentials(users, request_timeout=TIMEOUT_S)
+    admin = _admin(settings)  # held until the futures are done: a dropped client cancels them
+    futures = admin.describe_user_scram_credentials(users, request_timeout=TIMEOUT_S)
     for user, future in futures.items():  # type: ignore[union-attr]
         try:
             description = future.result(TIMEOUT_S * 2)

@@ -88,7 +88,7 @@ def ensure_tls(files: TlsFiles, host: str) -> bool:
         return False
     keytool = shutil.which("keytool")
     if keytool is None:
-        raise ConfigError("keytool not found on PATH: it comes with the JDK (e.g. apt-get install openjdk-17-jdk-headless)")
+        raise ConfigError("keytool not found on PATH: it comes with Java (apt-get install openjdk-17-jre-headless)")
     store = password(files, ".store")
     if files.tls.exists():
         shutil.rmtree(files.tls)  # a half-made set from an interrupted run: start over
