@@ -25,6 +25,13 @@ def register(subparsers: Any) -> None:
     _add_broker_flags(status)
     status.set_defaults(func=_status)
 
+    secrets = commands.add_parser(
+        "secrets", help="make the CA, broker certificate and passwords for docker-compose.secure.yml (once)"
+    )
+    secrets.add_argument("--dir", type=Path, default=Path(".cache/compose-secure"), help="(.cache/compose-secure)")
+    secrets.add_argument("--host", default="kafka", help="the broker's host name in its certificate (kafka)")
+    secrets.set_defaults(func=_secrets)
+
     stop = commands.add_parser("stop", help="stop the broker cleanly (SIGTERM, then wait)")
     _add_broker_flags(stop)
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit (60)")
@@ -104,4 +111,13 @@ def _stop(args: argparse.Namespace) -> int:
         )
     else:
         _say("not running")
+    return 0
+
+
+def _secrets(args: argparse.Namespace) -> int:
+    from pipeline.acls import roles
+    from pipeline.local.secure import deploy_secrets
+
+    made = deploy_secrets(args.dir, args.host, list(roles(Settings.from_env())))
+    _say(f"{len(made)} files in {args.dir} (kept if there): CA and stores in tls/, a password per user in secrets/")
     return 0

@@ -25,6 +25,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="leave ACLs alone (they are applied when PIPELINE_SECURITY_PROTOCOL is SASL_*: topics/acls/)",
     )
+    apply.add_argument(
+        "--users",
+        type=Path,
+        metavar="DIR",
+        help="also give every principal without one a SCRAM user, its password in DIR/<user> (docker compose)",
+    )
     apply.set_defaults(func=_apply)
 
     acls = commands.add_parser("acls", help="show the ACLs each principal gets from the map and topics/acls/")
@@ -59,7 +65,7 @@ def _apply(args: argparse.Namespace) -> int:
     if settings.sasl and not args.no_acls:
         from pipeline.local.cluster import secure_principals
 
-        secure_principals(settings, say=lambda line: print(f"topics: {line}"))
+        secure_principals(settings, say=lambda line: print(f"topics: {line}"), users_dir=args.users)
     return 0
 
 

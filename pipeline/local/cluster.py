@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pipeline.catalog import TASK_NAMES
@@ -69,22 +70,25 @@ def wait_ready(
     return False
 
 
-def secure_principals(settings: Settings, say: Any = print) -> None:
-    """On a secured cluster: every principal's ACLs, and on the local secure broker their SCRAM users too.
+def secure_principals(settings: Settings, say: Any = print, users_dir: Path | None = None) -> None:
+    """On a secured cluster: every principal's ACLs, and SCRAM users for those that have none.
 
-    The users' passwords are made in the broker's ``secrets/`` folder, one file
-    per user, which is what PIPELINE_SASL_PASSWORD_FILE points members at.
+    Users are made on the local secure broker (passwords in its ``secrets/``)
+    or when ``users_dir`` names a folder of password files, one per user
+    (docker compose); a managed cluster makes its users itself.
     """
     from pipeline.acls import roles
     from pipeline.kafka.acls import apply_acls, ensure_users
     from pipeline.local import broker
     from pipeline.local.secure import tls_files
-    from pipeline.local.tls import password
+    from pipeline.local.tls import password_in
 
-    if settings.kafka_secure and settings.bootstrap_servers == broker.address(settings):
-        files = tls_files(settings)
+    if users_dir is None and settings.kafka_secure and settings.bootstrap_servers == broker.address(settings):
+        users_dir = tls_files(settings).secrets
+    if users_dir is not None:
+        folder = users_dir
         users = [settings.principal(role) for role in roles(settings)]
-        made = ensure_users(settings, users, lambda user: password(files, user))
+        made = ensure_users(settings, users, lambda user: password_in(folder, user))
         if made:
-            say(f"SCRAM users made: {', '.join(made)} (passwords in {files.secrets})")
+            say(f"SCRAM users made: {', '.join(made)} (passwords in {users_dir})")
     say(f"ACLs: {apply_acls(settings).summary()}")

@@ -23,8 +23,9 @@ What changes against the plaintext broker:
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from pipeline.local.tls import TlsFiles, password
+from pipeline.local.tls import TlsFiles, ensure_tls, password
 from pipeline.settings import Settings
 
 BROKER_USER = "broker"
@@ -115,3 +116,22 @@ def client_env(settings: Settings) -> dict[str, str]:
         "PIPELINE_SASL_PASSWORD_FILE": str(files.secrets),
         "PIPELINE_SSL_CA_LOCATION": str(files.ca_pem),
     }
+
+
+def deploy_secrets(folder: Path, host: str, users: list[str]) -> list[Path]:
+    """TLS stores and passwords for a secure broker elsewhere (docker-compose.secure.yml), made once.
+
+    ``folder/tls``: the CA (PEM) and the broker's PKCS#12 stores, the
+    certificate naming ``host``; ``folder/secrets``: one password file per
+    user (broker, admin and ``users``), and ``kafka-passwords.properties``
+    (``store=``, ``broker=``) for the broker's FileConfigProvider, so no
+    password is written into the compose file or the broker's environment.
+    """
+    files = TlsFiles(folder.resolve())
+    ensure_tls(files, host)
+    for user in (BROKER_USER, ADMIN_USER, *users):
+        password(files, user)
+    properties = files.secrets / "kafka-passwords.properties"
+    properties.touch(mode=0o600)
+    properties.write_text(f"store={password(files, '.store')}\nbroker={password(files, BROKER_USER)}\n")
+    return sorted(files.tls.iterdir()) + sorted(files.secrets.iterdir())

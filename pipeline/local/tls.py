@@ -71,10 +71,15 @@ class TlsFiles:
 
 def password(files: TlsFiles, user: str) -> str:
     """The password of ``user`` (or ``.store``), made the first time it is asked for."""
-    path = files.password_file(user)
+    return password_in(files.secrets, user)
+
+
+def password_in(folder: Path, user: str) -> str:
+    """The password in ``folder/user``, a new random one the first time (the file readable by its owner only)."""
+    path = folder / user
     if not path.exists():
-        files.secrets.mkdir(parents=True, exist_ok=True)
-        os.chmod(files.secrets, 0o700)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
         # Created 0600 before anything is written: the password is never readable by others.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
@@ -119,6 +124,8 @@ def ensure_tls(files: TlsFiles, host: str) -> bool:
     truststore = ["-keystore", str(files.truststore), "-storetype", "PKCS12", "-storepass", store]
     run("-importcert", "-noprompt", "-alias", "ca", "-file", str(files.ca_pem), *truststore)
     csr.unlink()
+    for store in (files.ca_store, files.keystore):  # private keys: the owner's only
+        os.chmod(store, 0o600)
     return True
 
 
