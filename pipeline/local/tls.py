@@ -124,8 +124,8 @@ def ensure_tls(files: TlsFiles, host: str) -> bool:
     truststore = ["-keystore", str(files.truststore), "-storetype", "PKCS12", "-storepass", store]
     run("-importcert", "-noprompt", "-alias", "ca", "-file", str(files.ca_pem), *truststore)
     csr.unlink()
-    for store in (files.ca_store, files.keystore):  # private keys: the owner's only
-        os.chmod(store, 0o600)
+    for keys in (files.ca_store, files.keystore):  # private keys: the owner's only
+        os.chmod(keys, 0o600)
     return True
 
 
