@@ -53,7 +53,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     prepare(settings)
     counts = {stage: getattr(args, stage) for stage in STAGE_NAMES}
-    supervisor = Supervisor(counts, settings, PROJECT_ROOT / args.log_dir)
+    # On the local secure broker prepare() made every stage's user: members log in as their stage, not as admin.
+    members = dataclasses.replace(settings, sasl_username="") if settings.kafka_secure else settings
+    supervisor = Supervisor(counts, members, PROJECT_ROOT / args.log_dir)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
