@@ -20,7 +20,7 @@ KAFKA_POM := ops/kafka/pom.xml
 VENV_STAMP := $(VENV)/.installed
 LIBS_STAMP := $(KAFKA_LIBS)/.fetched
 
-.PHONY: help setup demo chat-bench up test test-unit test-integration chaos broker broker-stop topics lint clean
+.PHONY: help setup demo chat-bench up test test-unit test-integration chaos broker broker-stop broker-secure broker-secure-stop topics lint clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -65,6 +65,14 @@ broker: setup ## start the local Kafka broker unless one already answers (127.0.
 
 broker-stop: | $(VENV_STAMP) ## stop the local Kafka broker started by `make broker`
 	@$(PIPELINE) kafka stop
+
+SECURE_BROKER := --secure --dir .cache/kafka-secure --port 9392 --controller-port 9393
+
+broker-secure: setup ## start a second, secured broker (SASL_SSL, TLS, ACLs) at 127.0.0.1:9392; prints its admin env
+	@$(PIPELINE) kafka start $(SECURE_BROKER)
+
+broker-secure-stop: | $(VENV_STAMP) ## stop the secured broker started by `make broker-secure`
+	@$(PIPELINE) kafka stop $(SECURE_BROKER)
 
 topics: broker ## create or update the topics declared under topics/
 	@$(PIPELINE) topics apply

@@ -96,6 +96,14 @@ class BrokerError(PipelineError):
     """The Kafka broker is unreachable or refused an operation we cannot skip."""
 
 
+class AuthenticationError(BrokerError):
+    """The cluster refused who we said we are (SASL), or we could not agree on TLS."""
+
+
+class AuthorizationError(BrokerError):
+    """The cluster knows who we are and an ACL does not allow what we asked."""
+
+
 class ProviderError(PipelineError):
     """A requested ONNX Runtime execution provider is not available here."""
 

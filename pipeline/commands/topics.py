@@ -20,7 +20,22 @@ def register(subparsers: Any) -> None:
         "apply", help="create missing topics, add partitions, set configs to the declarations; idempotent"
     )
     _add_cluster_flags(apply)
+    apply.add_argument(
+        "--no-acls",
+        action="store_true",
+        help="leave ACLs alone (they are applied when PIPELINE_SECURITY_PROTOCOL is SASL_*: topics/acls/)",
+    )
+    apply.add_argument(
+        "--users",
+        type=Path,
+        metavar="DIR",
+        help="also give every principal without one a SCRAM user, its password in DIR/<user> (docker compose)",
+    )
     apply.set_defaults(func=_apply)
+
+    acls = commands.add_parser("acls", help="show the ACLs each principal gets from the map and topics/acls/")
+    _add_cluster_flags(acls)
+    acls.set_defaults(func=_acls)
 
     listing = commands.add_parser("list", help="show declared against actual partitions and configs")
     _add_cluster_flags(listing)
@@ -47,6 +62,22 @@ def _apply(args: argparse.Namespace) -> int:
         rows += [(topic.topic if i == 0 else "", line) for i, line in enumerate(lines)]
     print(_table(("TOPIC", "CHANGE"), rows))
     print(f"topics: {report.summary()}")
+    if settings.sasl and not args.no_acls:
+        from pipeline.local.cluster import secure_principals
+
+        secure_principals(settings, say=lambda line: print(f"topics: {line}"), users_dir=args.users)
+    return 0
+
+
+def _acls(args: argparse.Namespace) -> int:
+    from pipeline.acls import bindings
+
+    settings = _settings(args)
+    rows = [
+        (acl.principal, acl.operation.upper(), acl.resource, f"{acl.name}*" if acl.prefixed else acl.name, acl.why)
+        for acl in bindings(settings)
+    ]
+    print(_table(("PRINCIPAL", "OPERATION", "RESOURCE", "NAME", "WHY"), rows))
     return 0
 
 

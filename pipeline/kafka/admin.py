@@ -9,7 +9,6 @@ declaration with incremental alters. A second run changes nothing.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -29,6 +28,7 @@ from confluent_kafka.admin import (
 )
 
 from pipeline.errors import BrokerError, ConfigError
+from pipeline.kafka.auth import accepts, metadata, problems_of
 from pipeline.kafka.config import admin_config
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec, load_topics
@@ -166,13 +166,11 @@ def check_broker(settings: Settings, timeout_s: float = 5.0) -> int:
     first, so a missing broker fails fast and without librdkafka's retry noise.
     """
     servers = settings.bootstrap_servers
-    if not any(_accepts(address, min(timeout_s, 2.0)) for address in servers.split(",")):
+    if not any(accepts(address, min(timeout_s, 2.0)) for address in servers.split(",")):
         raise BrokerError(f"no Kafka broker at {servers}: nothing accepts connections there")
-    try:
-        metadata = _admin(settings).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise BrokerError(f"no Kafka broker answers at {servers}: {_reason(exc)}") from exc
-    return len(metadata.brokers)
+    config = admin_config(settings)
+    found = metadata(AdminClient(config), settings, problems_of(config), timeout_s)
+    return len(found.brokers)
 
 
 def delete_prefixed(settings: Settings) -> tuple[list[str], list[str]]:
@@ -204,15 +202,6 @@ def _admin(settings: Settings) -> AdminClient:
     # librdkafka's own log lines go to Python logging (see config.common_config);
     # failures still surface as exceptions from the admin calls.
     return AdminClient(admin_config(settings))
-
-
-def _accepts(address: str, timeout_s: float) -> bool:
-    host, _, port = address.strip().rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def _partition_counts(admin: AdminClient) -> dict[str, int]:

@@ -26,9 +26,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from pipeline.errors import BrokerError, DecodeError, PipelineError
+from pipeline.kafka.auth import metadata, problems_of, refused
 from pipeline.kafka.config import client_producer_config, consumer_config
 from pipeline.messages import Answer, Chunk, Headers, Reassembly, Request, kafka_headers, new_traceparent, now_ms
 from pipeline.settings import Settings
@@ -46,18 +47,33 @@ class Client:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         client_id = f"{self.settings.prefix}client-{uuid.uuid4().hex[:8]}"
-        self.producer = Producer(client_producer_config(self.settings, client_id))
         config = consumer_config(self.settings, f"{client_id}-unused", client_id)
+        self.problems = problems_of(config)
         self.consumer = Consumer(config)
         self.pending: dict[str, Future[Answer]] = {}
         self.streams: dict[str, tuple[Reassembly, queue.Queue[str | Answer]]] = {}
         self.lock = threading.Lock()
         self.closed = threading.Event()
+        self.refusal: BrokerError | None = None  # set when the cluster will not let us read answers
+        # First, so that a cluster that refuses us fails here with nothing left open.
         self._assign_from_end()
+        self.producer = Producer(client_producer_config(self.settings, client_id))
         self.thread = threading.Thread(target=self._read_answers, name="pipeline-client", daemon=True)
         self.thread.start()
 
     def _assign_from_end(self) -> None:
+        try:
+            # Fails fast and says why when the cluster refuses us (a password, TLS, a protocol).
+            metadata(self.consumer, self.settings, self.problems, timeout_s=10)
+            self._assign_from_end_of_answers()
+        except KafkaException as exc:
+            self.consumer.close()
+            raise refused(self.settings, self.problems, "read the answer topics", exc) from exc
+        except BrokerError:
+            self.consumer.close()
+            raise
+
+    def _assign_from_end_of_answers(self) -> None:
         assignment = []
         for name in ("answers", "answer-chunks"):
             topic = self.settings.topic(name)
@@ -106,6 +122,8 @@ class Client:
         """A future for the answer to ``request_id``, sent by someone else."""
         future: Future[Answer] = Future()
         with self.lock:
+            if self.refusal is not None:
+                raise self.refusal
             self.pending[request_id] = future
         return future
 
@@ -215,7 +233,12 @@ class Client:
     def _read_answers(self) -> None:
         while not self.closed.is_set():
             message = self.consumer.poll(0.1)
-            if message is None or message.error() is not None:
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    self._denied(error)
                 continue
             if message.topic() == self.chunks_topic:
                 self._on_chunk(message.value())
@@ -234,6 +257,16 @@ class Client:
                 future = self.pending.pop(answer.id, None)
             if future is not None and not future.done():
                 future.set_result(answer)
+
+    def _denied(self, error: KafkaError) -> None:
+        """This user may not read the answers: every waiting caller gets the error now, not a timeout."""
+        denied = refused(self.settings, None, "read the answer topics", KafkaException(error))
+        with self.lock:
+            self.refusal = denied
+            waiting, self.pending = list(self.pending.values()), {}
+        for future in waiting:
+            if not future.done():
+                future.set_exception(denied)
 
     def _on_chunk(self, value: bytes | None) -> None:
         try:

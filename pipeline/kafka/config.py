@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline.kafka.auth import ConnectionProblems
+from pipeline.security import sasl_password, sasl_user
 from pipeline.settings import Settings
 
 ClientConfig = dict[str, Any]
@@ -18,14 +20,40 @@ DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024 + 64 * 1024
 
 
 def common_config(settings: Settings, client_id: str) -> ClientConfig:
-    return {
+    config: ClientConfig = {
         "bootstrap.servers": settings.bootstrap_servers,
         # Shows up in broker logs and quotas: which stage member is talking.
         "client.id": client_id,
         # librdkafka's own log lines go through Python logging (served on
         # poll), not straight to stderr, so commands print none of them.
         "logger": logging.getLogger("librdkafka"),
+        # Remembers why connecting failed (wrong password, TLS, wrong
+        # protocol), so a timeout can say so (pipeline.kafka.auth.refused).
+        "error_cb": ConnectionProblems(client_id),
     }
+    config.update(security_config(settings))
+    return config
+
+
+def security_config(settings: Settings) -> ClientConfig:
+    """TLS and SASL for every client: nothing on a PLAINTEXT cluster (docs/security.md)."""
+    if settings.security_protocol == "PLAINTEXT":
+        return {}
+    # SSL, SASL_SSL, SASL_PLAINTEXT: as the cluster's listener wants.
+    config: ClientConfig = {"security.protocol": settings.security_protocol.lower()}
+    if settings.security_protocol.endswith("SSL") and settings.ssl_ca_location:
+        # The CA that signed the brokers' certificates (the local secure
+        # broker's own, or a company CA); without it, the system's CAs.
+        config["ssl.ca.location"] = settings.ssl_ca_location
+    if settings.sasl:
+        config.update(
+            {
+                "sasl.mechanism": settings.sasl_mechanism,
+                "sasl.username": sasl_user(settings),
+                "sasl.password": sasl_password(settings),
+            }
+        )
+    return config
 
 
 def admin_config(settings: Settings) -> ClientConfig:

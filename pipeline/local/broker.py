@@ -36,6 +36,8 @@ from pathlib import Path
 from pipeline.errors import BrokerError, ConfigError
 from pipeline.kafka.admin import check_broker
 from pipeline.local.broker_config import LOG4J2_PROPERTIES, render_server_properties
+from pipeline.local.secure import admin_settings, scram_format_args, tls_files
+from pipeline.local.tls import ensure_tls
 from pipeline.settings import PROJECT_ROOT, Settings
 
 PROJECT_LIBS = PROJECT_ROOT / ".cache" / "kafka" / "libs"
@@ -156,6 +158,8 @@ def start(settings: Settings, *, timeout_s: float = 120.0, say: Say = _quiet) ->
         version = kafka_version(p)
         if version is None:
             raise ConfigError(f"no Kafka broker jars in {p.libs}: run `make setup` to fetch them")
+        if settings.kafka_secure and ensure_tls(tls_files(settings), settings.kafka_host):
+            say(f"made a CA and the broker's certificate in {tls_files(settings).tls} (keytool)")
         _write_configs(settings, p)
         _format_once(settings, p, say)
         say(
@@ -194,7 +198,8 @@ def stop(settings: Settings, *, timeout_s: float = 60.0) -> BrokerStatus:
 
 def _local(settings: Settings) -> Settings:
     """Settings whose clients talk to the local broker, whatever bootstrap_servers says."""
-    return dataclasses.replace(settings, bootstrap_servers=address(settings))
+    local = dataclasses.replace(settings, bootstrap_servers=address(settings))
+    return admin_settings(local) if settings.kafka_secure else local
 
 
 def _answers(settings: Settings, timeout_s: float = 3.0) -> bool:
@@ -272,6 +277,7 @@ def _check_port_free(settings: Settings, port: int, p: BrokerPaths) -> None:
 
 def _write_configs(settings: Settings, p: BrokerPaths) -> None:
     p.server_properties.parent.mkdir(parents=True, exist_ok=True)
+    p.server_properties.touch(mode=0o600)  # in secure mode it holds the stores' and broker's passwords
     p.server_properties.write_text(render_server_properties(settings, p.data))
     p.log4j2_properties.write_text(LOG4J2_PROPERTIES)
 
@@ -287,12 +293,18 @@ def new_cluster_id() -> str:
 def _format_once(settings: Settings, p: BrokerPaths, say: Say) -> None:
     """Format the storage the first time; refuse a controller address other than the formatted one."""
     controller = f"{settings.kafka_host}:{settings.kafka_controller_port}"
+    mode = "secure" if settings.kafka_secure else "plaintext"
     if (p.data / "meta.properties").exists():
-        recorded = _read_properties(p.cluster).get("controller")
-        if recorded and recorded != controller:
+        recorded = _read_properties(p.cluster)
+        if recorded.get("controller", controller) != controller:
             raise ConfigError(
-                f"the storage in {p.data} was formatted for controller {recorded}, not {controller}: "
+                f"the storage in {p.data} was formatted for controller {recorded['controller']}, not {controller}: "
                 f"use the same host and controller port, or delete {p.data} to start an empty broker"
+            )
+        if recorded.get("mode", "plaintext") != mode:
+            raise ConfigError(
+                f"the storage in {p.data} belongs to a {recorded.get('mode', 'plaintext')} broker, not a {mode} one: "
+                "give the secure broker its own folder (PIPELINE_KAFKA_DIR, e.g. .cache/kafka-secure) and ports"
             )
         return
     cluster_id = new_cluster_id()
@@ -307,11 +319,12 @@ def _format_once(settings: Settings, p: BrokerPaths, say: Say) -> None:
         "-c",
         str(p.server_properties),
         "--standalone",
+        *(scram_format_args(settings) if settings.kafka_secure else []),
     )
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BrokerError(f"formatting {p.data} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
-    p.cluster.write_text(f"cluster.id={cluster_id}\ncontroller={controller}\n")
+    p.cluster.write_text(f"cluster.id={cluster_id}\ncontroller={controller}\nmode={mode}\n")
 
 
 def _read_properties(path: Path) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.local import secure
 from pipeline.settings import Settings
 
 BROKER_MESSAGE_MAX_BYTES = 4 * 1024 * 1024
@@ -21,10 +22,16 @@ def render_server_properties(settings: Settings, data_dir: Path) -> str:
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers={host}:{cport}",
-            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
-            f"advertised.listeners=PLAINTEXT://{host}:{port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *(
+                secure.listener_lines(settings)
+                if settings.kafka_secure
+                else [
+                    f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+                    f"advertised.listeners=PLAINTEXT://{host}:{port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                ]
+            ),
             f"log.dirs={data_dir}",
             "# One node: every internal topic has one replica, and one in-sync replica is enough.",
             "offsets.topic.replication.factor=1",

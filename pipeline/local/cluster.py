@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pipeline.catalog import TASK_NAMES
@@ -30,6 +31,8 @@ def prepare(settings: Settings, say: Any = print) -> bool:
         say(f"Kafka {'started' if started else 'was already running'} at {status.address}")
     report = apply_topics(settings)
     say(f"topics: {report.summary()}")
+    if settings.sasl:
+        secure_principals(settings, say)
     for task in TASK_NAMES:
         # faq may have a second (multilingual) model, routed by language.
         models = {routed.model_for(task) for routed in task_routes(task, settings).values()} - {""}
@@ -65,3 +68,27 @@ def wait_ready(
             on_wait()
         stop.wait(1.0)
     return False
+
+
+def secure_principals(settings: Settings, say: Any = print, users_dir: Path | None = None) -> None:
+    """On a secured cluster: every principal's ACLs, and SCRAM users for those that have none.
+
+    Users are made on the local secure broker (passwords in its ``secrets/``)
+    or when ``users_dir`` names a folder of password files, one per user
+    (docker compose); a managed cluster makes its users itself.
+    """
+    from pipeline.acls import roles
+    from pipeline.kafka.acls import apply_acls, ensure_users
+    from pipeline.local import broker
+    from pipeline.local.secure import tls_files
+    from pipeline.local.tls import password_in
+
+    if users_dir is None and settings.kafka_secure and settings.bootstrap_servers == broker.address(settings):
+        users_dir = tls_files(settings).secrets
+    if users_dir is not None:
+        folder = users_dir
+        users = [settings.principal(role) for role in roles(settings)]
+        made = ensure_users(settings, users, lambda user: password_in(folder, user))
+        if made:
+            say(f"SCRAM users made: {', '.join(made)} (passwords in {users_dir})")
+    say(f"ACLs: {apply_acls(settings).summary()}")

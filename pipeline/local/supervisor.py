@@ -32,7 +32,7 @@ MAX_BACKOFF_S = 15.0
 def child_env(settings: Settings) -> dict[str, str]:
     """This process's environment with ``PIPELINE_*`` replaced by ``settings``: the child builds the same Settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    env.update(settings.to_env())
+    env.update(settings.to_env(secrets=True))  # the child's own environment, never printed
     return env
 
 

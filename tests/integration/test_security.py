@@ -1,0 +1,216 @@
+"""The pipeline on a secured broker: SASL_SSL (SCRAM-SHA-512), TLS and least-privilege ACLs.
+
+This module starts its own secure broker (``pipeline kafka start --secure``
+with a folder and free ports of its own; the shared broker is never touched),
+runs the whole pipeline on it with every stage as its own principal, and
+checks that the ACLs hold: who may not read or write, is refused, clearly and
+within a bounded time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from pipeline.acls import bindings
+from pipeline.errors import AuthenticationError, AuthorizationError
+from pipeline.kafka.acls import apply_acls, list_acls, remove_principals, to_binding
+from pipeline.kafka.admin import check_broker
+from pipeline.kafka.client import Client
+from pipeline.kafka.config import consumer_config, producer_config
+from pipeline.kafka.lag import snapshot
+from pipeline.local import broker
+from pipeline.local.secure import admin_settings
+from pipeline.settings import Settings
+from tests.integration.harness import ALL_STAGES, running_pipeline
+from tests.net import free_port
+
+COUNTS = dict.fromkeys(ALL_STAGES, 1)
+REFUSED_WITHIN_S = 20.0  # a refused client must say so within this, not hang
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A secure broker of this module's own; Settings as its admin, with a prefix of their own."""
+    base = Settings.from_env(
+        kafka_dir=tmp_path_factory.mktemp("kafka-secure"),
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_heap="512m",
+        kafka_secure=True,
+        prefix=f"sec{uuid.uuid4().hex[:8]}-",
+        chat_model="",  # no generate stage here: the four answer-path stages
+    )
+    if broker.kafka_version(broker.paths(base)) is None:
+        pytest.fail("no Kafka jars: run `make setup`", pytrace=False)
+    base = dataclasses.replace(base, bootstrap_servers=broker.address(base))
+    broker.start(base, timeout_s=180)
+    try:
+        yield admin_settings(base)
+    finally:
+        broker.stop(base)
+
+
+@pytest.fixture(scope="module")
+def pipeline(secure: Settings) -> Iterator[Settings]:
+    # sasl_username "": each member connects as its stage's principal (pipeline run STAGE).
+    with running_pipeline(secure, COUNTS, sasl_username=""):
+        yield secure
+
+
+def as_user(settings: Settings, role: str) -> Settings:
+    """``settings`` as the principal of ``role`` (a stage, client or monitor), password from secrets/."""
+    return dataclasses.replace(settings, sasl_username=settings.principal(role))
+
+
+def read_error(settings: Settings, topic: str, timeout_s: float = REFUSED_WITHIN_S) -> KafkaError | None:
+    """Why ``settings``' user cannot read partition 0 of ``topic`` from the start; None if it can.
+
+    A user with no right at all on the topic is told so in the metadata; one
+    that may describe it (say, because it may write it) is refused the fetch.
+    An assign-only consumer still has a group id (the Python client insists)
+    and reports once that it may not look up that group's coordinator; that
+    is not the read's error, and is skipped.
+    """
+    name = settings.topic(topic)
+    consumer = Consumer(consumer_config(settings, f"{settings.sasl_username}-probe", "probe"))
+    try:
+        found = consumer.list_topics(name, timeout=10).topics[name]
+        if found.error is not None:
+            return found.error
+        consumer.assign([TopicPartition(name, 0, 0)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                return None  # a record: reading is allowed
+            if error.code() != KafkaError.GROUP_AUTHORIZATION_FAILED:
+                return error
+        return None
+    finally:
+        consumer.close()
+
+
+def produce_error(settings: Settings, topic: str) -> KafkaError | None:
+    producer = Producer(producer_config(settings, f"{settings.sasl_username}-probe"))
+    results: list[KafkaError | None] = []
+    producer.produce(settings.topic(topic), key=b"probe", value=b"{}", on_delivery=lambda err, _: results.append(err))
+    assert producer.flush(REFUSED_WITHIN_S) == 0, "no delivery report in time"
+    return results[0]
+
+
+def test_the_whole_pipeline_answers_over_sasl_ssl(pipeline: Settings) -> None:
+    with Client(as_user(pipeline, "client")) as client:
+        answer = client.ask({"task": "faq", "text": "How long does shipping take?", "lang": "en"}, timeout_s=60)
+        assert answer.ok, answer.error
+        assert answer.result is not None and answer.result["answers"], answer.result
+        embedded = client.ask({"task": "embed", "text": "Where is my parcel?"}, timeout_s=60)
+        assert embedded.ok and embedded.result is not None, embedded.error
+        assert len(embedded.result["embedding"]) == 384
+
+
+def test_a_client_without_credentials_is_refused_clearly(secure: Settings) -> None:
+    plain = dataclasses.replace(secure, security_protocol="PLAINTEXT", sasl_username="", sasl_password_file="")
+    began = time.monotonic()
+    with pytest.raises(AuthenticationError, match="PIPELINE_SECURITY_PROTOCOL=SASL_SSL"):
+        Client(plain)
+    assert time.monotonic() - began < REFUSED_WITHIN_S
+    with pytest.raises(AuthenticationError, match="PIPELINE_SECURITY_PROTOCOL"):
+        check_broker(plain, timeout_s=3)
+
+
+def test_a_wrong_password_is_refused_clearly(secure: Settings, tmp_path: Path) -> None:
+    (tmp_path / "wrong").write_text("not-the-password\n")
+    wrong = dataclasses.replace(as_user(secure, "client"), sasl_password_file=str(tmp_path / "wrong"))
+    began = time.monotonic()
+    with pytest.raises(AuthenticationError, match=rf"refused SASL user '{secure.principal('client')}'.*credentials"):
+        Client(wrong)
+    assert time.monotonic() - began < REFUSED_WITHIN_S
+    # A TLS client that does not trust the broker's CA is refused too, and told why.
+    untrusting = dataclasses.replace(as_user(secure, "client"), ssl_ca_location="")
+    with pytest.raises(AuthenticationError, match="TLS"):
+        check_broker(untrusting, timeout_s=10)
+
+
+def test_split_cannot_read_answers_nor_write_requests(pipeline: Settings) -> None:
+    split = as_user(pipeline, "split")
+    error = read_error(split, "answers")
+    assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
+    error = produce_error(split, "requests")
+    assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
+    # The same principal may write its own sinks: the refusals above are the ACLs, not a broken login.
+    assert produce_error(split, "dead-letters") is None
+
+
+def test_a_client_cannot_read_results_nor_commit_a_stage_group(pipeline: Settings) -> None:
+    client = as_user(pipeline, "client")
+    error = read_error(client, "results")
+    assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
+    committer = Consumer(consumer_config(client, pipeline.group("split"), "client-in-split-group"))
+    try:
+        with pytest.raises(KafkaException):
+            committer.commit(offsets=[TopicPartition(client.topic("filtered"), 0, 0)], asynchronous=False)
+        # Why: the broker would not even say who coordinates that group for this user.
+        errors = []
+        deadline = time.monotonic() + REFUSED_WITHIN_S
+        while time.monotonic() < deadline and KafkaError.GROUP_AUTHORIZATION_FAILED not in errors:
+            message = committer.poll(0.2)
+            if message is not None and message.error() is not None:
+                errors.append(message.error().code())
+        assert KafkaError.GROUP_AUTHORIZATION_FAILED in errors, errors
+    finally:
+        committer.close()
+    # A Client whose user may not read answers says so at once, with the user, instead of timing out.
+    began = time.monotonic()
+    user = pipeline.principal("split")
+    with Client(as_user(pipeline, "split")) as wrong, pytest.raises(AuthorizationError, match=f"user '{user}'"):
+        wrong.ask({"task": "embed", "text": "hello"}, timeout_s=60)
+    assert time.monotonic() - began < REFUSED_WITHIN_S
+
+
+def test_the_monitor_sees_every_stage_group(pipeline: Settings) -> None:
+    monitor = as_user(pipeline, "monitor")
+    groups = snapshot(monitor, [(stage, source) for stage, source in _sources().items()])
+    members = {group.stage: len(group.members) for group in groups}
+    assert members == COUNTS
+
+
+def test_acls_apply_idempotently_and_take_back_what_is_not_declared(pipeline: Settings) -> None:
+    declared = {to_binding(acl) for acl in bindings(pipeline)}
+    assert apply_acls(pipeline).created == ()
+    stray = dataclasses.replace(
+        next(a for a in bindings(pipeline) if a.principal.endswith("split") and a.operation == "read"),
+        name=pipeline.topic("answers"),
+    )
+    from pipeline.kafka.admin import _admin, _wait
+
+    admin = _admin(pipeline)
+    _wait(admin.create_acls([to_binding(stray)]), "create ACL")
+    report = apply_acls(pipeline)
+    assert report.created == () and len(report.deleted) == 1 and "answers" in report.deleted[0]
+    assert set(list_acls(pipeline)) == declared
+
+
+def test_removing_a_prefix_takes_its_principals_away(secure: Settings) -> None:
+    other = dataclasses.replace(secure, prefix=f"gone{uuid.uuid4().hex[:6]}-")
+    from pipeline.local.cluster import secure_principals
+
+    secure_principals(other, say=lambda _: None)
+    assert list_acls(other)
+    remove_principals(other, [other.principal(role) for role in ("client", *ALL_STAGES, "generate", "monitor")])
+    assert list_acls(other) == []
+
+
+def _sources() -> dict[str, str]:
+    from pipeline.flow import stage
+
+    return {name: stage(name).source for name in ALL_STAGES}

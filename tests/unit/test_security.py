@@ -1,0 +1,189 @@
+"""Security without a broker: settings and secrets, client configs, the secure broker's config, ACLs from the map."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.acls import Acl, acls_file, bindings, load_acls
+from pipeline.errors import ConfigError
+from pipeline.flow import STAGES
+from pipeline.kafka.config import common_config, consumer_config, security_config
+from pipeline.local import broker
+from pipeline.local.secure import admin_settings, client_env, scram_format_args
+from pipeline.local.tls import TlsFiles, ensure_tls
+from pipeline.security import sasl_password
+from pipeline.settings import PROJECT_ROOT, Settings
+
+SECRET = "s3cr3t-value-never-printed"
+
+
+def _properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+# -- settings and secrets -----------------------------------------------------------
+
+
+def test_the_password_is_in_no_repr_and_no_printable_env() -> None:
+    settings = Settings(security_protocol="SASL_SSL", sasl_username="split", sasl_password=SECRET)
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+    env = settings.to_env()
+    assert "PIPELINE_SASL_PASSWORD" not in env and SECRET not in str(env)
+    assert env["PIPELINE_SASL_USERNAME"] == "split"
+    # Only a child process's own environment carries it, and builds the same Settings from it.
+    child = settings.to_env(secrets=True)
+    assert child["PIPELINE_SASL_PASSWORD"] == SECRET
+    assert Settings.from_env(child) == settings
+
+
+def test_unknown_protocols_and_mechanisms_are_refused() -> None:
+    with pytest.raises(ConfigError, match="PIPELINE_SECURITY_PROTOCOL"):
+        Settings.from_env({"PIPELINE_SECURITY_PROTOCOL": "TLS"})
+    with pytest.raises(ConfigError, match="PIPELINE_SASL_MECHANISM"):
+        Settings.from_env({"PIPELINE_SASL_MECHANISM": "GSSAPI"})
+
+
+def test_the_password_comes_from_the_setting_a_file_or_a_folder_of_users(tmp_path: Path) -> None:
+    sasl = Settings(security_protocol="SASL_SSL", sasl_username="merge")
+    assert sasl_password(dataclasses.replace(sasl, sasl_password=SECRET)) == SECRET
+    (tmp_path / "one").write_text(SECRET + "\n")
+    assert sasl_password(dataclasses.replace(sasl, sasl_password_file=str(tmp_path / "one"))) == SECRET
+    users = tmp_path / "secrets"
+    users.mkdir()
+    (users / "merge").write_text("merge-password\n")
+    assert sasl_password(dataclasses.replace(sasl, sasl_password_file=str(users))) == "merge-password"
+    # A missing user file names the file, a missing user says how to set one.
+    with pytest.raises(ConfigError, match=r"secrets/split"):
+        sasl_password(dataclasses.replace(sasl, sasl_username="split", sasl_password_file=str(users)))
+    with pytest.raises(ConfigError, match="PIPELINE_SASL_USERNAME"):
+        sasl_password(dataclasses.replace(sasl, sasl_username="", sasl_password_file=str(users)))
+    with pytest.raises(ConfigError, match="PIPELINE_SASL_PASSWORD_FILE"):
+        sasl_password(sasl)
+
+
+def test_every_client_gets_tls_and_sasl_from_settings(tmp_path: Path) -> None:
+    assert security_config(Settings()) == {}
+    (tmp_path / "client").write_text(SECRET)
+    settings = Settings(
+        security_protocol="SASL_SSL",
+        sasl_username="client",
+        sasl_password_file=str(tmp_path),
+        ssl_ca_location="/etc/ca.pem",
+    )
+    config = consumer_config(settings, "g", "c")
+    assert config["security.protocol"] == "sasl_ssl"
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert (config["sasl.username"], config["sasl.password"]) == ("client", SECRET)
+    assert config["ssl.ca.location"] == "/etc/ca.pem"
+    # TLS without SASL (client certificates or a TLS-only listener): no credentials asked for.
+    tls = common_config(Settings(security_protocol="SSL"), "c")
+    assert tls["security.protocol"] == "ssl" and "sasl.username" not in tls
+
+
+# -- the secure local broker --------------------------------------------------------------
+
+
+def test_the_secure_broker_takes_sasl_ssl_only_and_denies_by_default(tmp_path: Path) -> None:
+    settings = Settings(kafka_dir=tmp_path, kafka_port=9392, kafka_controller_port=9393, kafka_secure=True)
+    text = broker.render_server_properties(settings, tmp_path / "data")
+    props = _properties(text)
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:9392,CONTROLLER://127.0.0.1:9393"
+    assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:9392"
+    assert props["listener.security.protocol.map"] == "CONTROLLER:SSL,SASL_SSL:SASL_SSL"
+    assert props["listener.name.controller.ssl.client.auth"] == "required"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:broker;User:admin"
+    assert "PLAINTEXT" not in props["listener.security.protocol.map"]
+    # The broker's and admin's SCRAM users are made with the storage, from files only the owner reads.
+    args = scram_format_args(settings)
+    assert args[0] == "--add-scram" and args[1].startswith("SCRAM-SHA-512=[name=broker,password=")
+    assert (tmp_path / "secrets" / "admin").stat().st_mode & 0o077 == 0
+    plain = _properties(broker.render_server_properties(dataclasses.replace(settings, kafka_secure=False), tmp_path))
+    assert plain["listeners"].startswith("PLAINTEXT://") and "authorizer.class.name" not in plain
+
+
+def test_the_secure_broker_tells_its_clients_how_to_connect(tmp_path: Path) -> None:
+    settings = Settings(kafka_dir=tmp_path, kafka_port=9392, kafka_controller_port=9393, kafka_secure=True)
+    admin = admin_settings(dataclasses.replace(settings, bootstrap_servers="127.0.0.1:9392"))
+    assert (admin.security_protocol, admin.sasl_username) == ("SASL_SSL", "admin")
+    assert sasl_password(admin) == (tmp_path / "secrets" / "admin").read_text().strip()
+    env = client_env(settings)
+    assert Settings.from_env(env).ssl_ca_location == str(tmp_path / "tls" / "ca.pem")
+    assert not any(sasl_password(admin) in value for value in env.values())
+
+
+@pytest.mark.skipif(shutil.which("keytool") is None, reason="keytool comes with Java")
+def test_keytool_makes_a_ca_and_a_broker_certificate_once(tmp_path: Path) -> None:
+    files = TlsFiles(tmp_path)
+    assert ensure_tls(files, "kafka.internal")
+    assert files.ca_pem.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert files.keystore.stat().st_size > 0 and files.truststore.stat().st_size > 0
+    assert not ensure_tls(files, "kafka.internal")  # already there: kept
+
+
+# -- ACLs from the map ---------------------------------------------------------------------
+
+
+def _of(acls: list[Acl], role: str, settings: Settings) -> list[Acl]:
+    return [a for a in acls if a.principal == f"User:{settings.principal(role)}"]
+
+
+def test_each_stage_reads_its_source_and_group_writes_its_sinks_and_nothing_else() -> None:
+    settings = Settings(prefix="p-")
+    acls = bindings(settings)
+    for stage in STAGES:
+        mine = _of(acls, stage.name, settings)
+        reads = {a.name for a in mine if a.resource == "topic" and a.operation == "read"}
+        writes = {a.name for a in mine if a.resource == "topic" and a.operation == "write"}
+        expected_reads = {stage.source, *(t for t in (stage.follows, stage.changelog) if t)}
+        assert reads == {settings.topic(t) for t in expected_reads}, stage.name
+        assert {settings.topic(t) for t in stage.sinks} <= writes, stage.name
+        groups = {a.name for a in mine if a.resource == "group"}
+        assert groups == {settings.group(stage.name), *([f"p-{stage.name}-restore"] if stage.changelog else [])}
+        [txn] = [a for a in mine if a.resource == "transactional_id"]
+        assert (txn.name, txn.prefixed, txn.operation) == (f"p-{stage.name}-", True, "write")
+        # Each member's transactional id is covered by its stage's prefix.
+        assert dataclasses.replace(settings, member="3").client_id(stage.name).startswith(txn.name)
+
+
+def test_split_may_not_read_answers_nor_write_requests_and_clients_have_no_group() -> None:
+    settings = Settings()
+    acls = bindings(settings)
+    split = {(a.operation, a.resource, a.name) for a in _of(acls, "split", settings)}
+    assert ("read", "topic", "answers") not in split and ("write", "topic", "requests") not in split
+    client = {(a.operation, a.resource, a.name) for a in _of(acls, "client", settings)}
+    assert client == {
+        ("write", "topic", "requests"),
+        ("read", "topic", "answers"),
+        ("read", "topic", "answer-chunks"),
+    }
+    assert not any(a.prefixed for a in acls if a.resource != "transactional_id")
+
+
+def test_every_topic_a_stage_module_writes_is_allowed_to_its_stage() -> None:
+    """A stage that starts writing a new topic fails here, not with an authorization error in production."""
+    settings = Settings()
+    acls = bindings(settings)
+    for stage in STAGES:
+        module = PROJECT_ROOT / (stage.logic.partition(":")[0].replace(".", "/") + ".py")
+        written = set(re.findall(r'Output\(\s*"([a-z-]+)"', module.read_text()))
+        allowed = {a.name for a in _of(acls, stage.name, settings) if a.operation == "write"}
+        assert written <= allowed, f"{stage.name} writes {sorted(written - allowed)}: add to topics/acls/"
+
+
+def test_the_declaration_names_only_declared_topics(tmp_path: Path) -> None:
+    topics = tmp_path / "topics"
+    shutil.copytree(PROJECT_ROOT / "topics", topics)
+    settings = Settings(topics_dir=topics)
+    assert load_acls(settings).principals
+    path = acls_file(settings)
+    path.write_text(path.read_text().replace('writes = ["requests"]', 'writes = ["request"]'))
+    with pytest.raises(ConfigError, match=r"\['request'\]"):
+        load_acls(settings)
