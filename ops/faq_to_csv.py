@@ -29,8 +29,8 @@ def main(argv: list[str]) -> int:
         writer.writerow(["id", "question", "keywords", "answer"])
         for entry in load_kb(source):
             for index, question in enumerate(entry.questions):
-                first = index == 0
-                writer.writerow([entry.id, question, "; ".join(entry.keywords) if first else "", entry.answer if first else ""])
+                keywords, answer = ("; ".join(entry.keywords), entry.answer) if index == 0 else ("", "")
+                writer.writerow([entry.id, question, keywords, answer])
     print(f"wrote {target}")
     return 0
 
