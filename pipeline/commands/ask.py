@@ -120,7 +120,9 @@ def _result_text(task: str | None, result: dict[str, Any]) -> str:
             said = a.get("answer") if a.get("matched") else f"(no entry is close enough; best was {a.get('entry')})"
             lines.append(f"[{a.get('entry')} · {a.get('score', 0):.2f}] {a.get('question')}\n    {said}")
             for other in a.get("alternatives", []) if a.get("unsure") else []:
-                lines.append(f"    unsure: or [{other.get('entry')} · {other.get('score', 0):.2f}] {other.get('answer')}")
+                lines.append(
+                    f"    unsure: or [{other.get('entry')} · {other.get('score', 0):.2f}] {other.get('answer')}"
+                )
         return "\n".join(lines)
     if task == "chat":
         return str(result.get("reply", ""))

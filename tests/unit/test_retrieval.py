@@ -127,3 +127,14 @@ def test_the_unsure_margin_fires_on_at_most_the_share_it_is_given() -> None:
     gaps = scores[:, 0] - scores[:, 1]
     fires = (scores[:, 0] >= 0.5) & (gaps < margin)
     assert fires.sum() == 1 and fires[0]
+
+
+def test_the_lexical_table_gives_what_bm25s_gives_for_the_whole_query() -> None:
+    import bm25s
+
+    documents = ["reset password login", "track parcel order parcel", "gift card voucher", "退款 多久 到账"]
+    lexical = Lexical(documents)
+    reference = bm25s.BM25()
+    reference.index([tokens(d) for d in documents], show_progress=False)
+    for query in ["where is my parcel parcel", "gift vouchr", "退款多久", "password reset for my login"]:
+        assert np.allclose(lexical.raw([query])[0], reference.get_scores(tokens(query)))
