@@ -156,12 +156,26 @@ def fuse(dense_questions: np.ndarray, dense_answer: np.ndarray, lexical: np.ndar
 def best_per_entry(similarity: np.ndarray, owner: np.ndarray, entries: int) -> tuple[np.ndarray, np.ndarray]:
     """From (messages, questions) cosines: each entry's best cosine and which of its questions gave it.
 
-    One masked max over (messages, entries, questions), not a loop over
-    questions: this runs in infer for every batch.
+    Questions are grouped by entry once (a stable sort, so ties go to the
+    earlier question) and each group reduced in one pass: this runs in infer
+    for every batch, so it must not loop over questions in Python. An entry
+    without questions scores -inf.
     """
-    mine = np.arange(entries)[:, None] == np.asarray(owner)[None, :]  # (entries, questions)
-    masked = np.where(mine[None, :, :], similarity[:, None, :], -np.inf)
-    return masked.max(axis=2), masked.argmax(axis=2)
+    owner = np.asarray(owner)
+    order = np.argsort(owner, kind="stable")
+    grouped = owner[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    present = grouped[starts]
+    ordered = similarity[:, order]
+    best = np.maximum.reduceat(ordered, starts, axis=1)
+    sizes = np.diff(np.r_[starts, len(order)])
+    # The first question (in the original order) that reaches its entry's best.
+    candidates = np.where(ordered == np.repeat(best, sizes, axis=1), order[None, :], len(order))
+    scores = np.full((similarity.shape[0], entries), -np.inf)
+    rows = np.zeros((similarity.shape[0], entries), dtype=np.int64)
+    scores[:, present] = best
+    rows[:, present] = np.minimum.reduceat(candidates, starts, axis=1)
+    return scores, rows
 
 
 def title_line(entry_id: str, keywords: Sequence[str]) -> str:

@@ -138,3 +138,16 @@ def test_the_lexical_table_gives_what_bm25s_gives_for_the_whole_query() -> None:
     reference.index([tokens(d) for d in documents], show_progress=False)
     for query in ["where is my parcel parcel", "gift vouchr", "退款多久", "password reset for my login"]:
         assert np.allclose(lexical.raw([query])[0], reference.get_scores(tokens(query)))
+
+
+def test_best_per_entry_equals_a_plain_loop_for_any_grouping_and_ties() -> None:
+    rng = np.random.default_rng(3)
+    owner = rng.integers(0, 6, 40)  # unsorted; entry 6 has no question
+    similarity = np.round(rng.uniform(-1, 1, (5, 40)), 1)  # rounded: many ties
+    scores, rows = best_per_entry(similarity, owner, 7)
+    expected_scores, expected_rows = np.full((5, 7), -np.inf), np.zeros((5, 7), dtype=np.int64)
+    for column, entry in enumerate(owner):
+        better = similarity[:, column] > expected_scores[:, entry]
+        expected_scores[better, entry] = similarity[better, column]
+        expected_rows[better, entry] = column
+    assert np.array_equal(scores, expected_scores) and np.array_equal(rows, expected_rows)
