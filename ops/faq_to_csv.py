@@ -1,9 +1,10 @@
-"""Write a JSON knowledge base as CSV (id,question,answer), for the ``faq`` task.
+"""Write a JSON knowledge base as CSV (id,question,keywords,answer), for the ``faq`` task.
 
 The shipped ``pipeline/data/faq_shop.csv`` is generated with this from
 ``faq_shop.json`` so the two never drift apart; rerun it after editing the
-JSON. One row per question; the answer is written on the first row of each
-entry only, as the loader lets later rows of the same id leave it empty.
+JSON. One row per question; the answer and the keywords (``;``-separated) are
+written on the first row of each entry only, as the loader lets later rows of
+the same id leave them empty.
 
     python ops/faq_to_csv.py pipeline/data/faq_shop.json [out.csv]
 """
@@ -25,10 +26,11 @@ def main(argv: list[str]) -> int:
     target = Path(argv[1]) if len(argv) == 2 else source.with_suffix(".csv")
     with target.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["id", "question", "answer"])
+        writer.writerow(["id", "question", "keywords", "answer"])
         for entry in load_kb(source):
             for index, question in enumerate(entry.questions):
-                writer.writerow([entry.id, question, entry.answer if index == 0 else ""])
+                keywords, answer = ("; ".join(entry.keywords), entry.answer) if index == 0 else ("", "")
+                writer.writerow([entry.id, question, keywords, answer])
     print(f"wrote {target}")
     return 0
 

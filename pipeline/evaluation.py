@@ -2,12 +2,13 @@
 
 The project's evaluation questions (``faq_eval.json``) are split in two by
 position: even items tune (the fusion weights, the "no good match" threshold,
-the unsure margin), with ``faq_tune_unanswerable.json`` (questions the shop
-cannot answer, so the threshold is calibrated on data); odd items test. ``faq_eval_heldout.json`` holds more
-questions written apart from the knowledge base (synonyms it does not use,
-typos, very short and very long messages, and questions the shop cannot
-answer, ``"expect": "none"``, which must get the fallback); they only ever
-test. Two-question messages are built from consecutive test questions.
+the unsure margin), with ``faq_tune_unanswerable.json`` and
+``faq_tune_customers.json`` (questions written the way customers write:
+synonyms the knowledge base does not use, typos, very short and very long
+messages, and questions the shop cannot answer, ``"expect": "none"``, so the
+threshold is calibrated on data); odd items test. ``faq_eval_heldout.json``
+holds more such questions, written apart from the knowledge base; they only
+ever test. Two-question messages are built from consecutive test questions.
 
 Answers come from the stages' own cores (split → infer → merge) in this
 process, so the numbers are reproducible without a broker; ``pipeline eval``
@@ -16,16 +17,12 @@ asks the running pipeline the same questions.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.tasks.retrieval import Weights
 
 DATA = PROJECT_ROOT / "pipeline" / "data"
 NONE = "none"  # expected: no entry, the fallback reply
@@ -35,13 +32,13 @@ Answerer = Callable[[Sequence[str]], list[dict[str, Any]]]
 
 
 def load_sets(data: Path = DATA) -> tuple[list[Item], list[Item]]:
-    """(tuning, test): the project's questions split by position, plus every held-out question in test."""
+    """(tuning, test): the project's questions split by position; the tuning and held-out files on their side."""
     from pipeline.tasks.kb import load_eval
 
     project = load_eval(data / "faq_eval.json")
     heldout = load_eval(data / "faq_eval_heldout.json")
-    unanswerable = load_eval(data / "faq_tune_unanswerable.json")
-    return project[0::2] + unanswerable, project[1::2] + heldout
+    tuning = load_eval(data / "faq_tune_unanswerable.json") + load_eval(data / "faq_tune_customers.json")
+    return project[0::2] + tuning, project[1::2] + heldout
 
 
 def two_question_messages(items: Sequence[Item]) -> list[tuple[str, tuple[str, str]]]:
@@ -62,8 +59,10 @@ class Report:
     hits: int = 0
     total: int = 0
     misses: list[str] = field(default_factory=list)
-    unsure: int = 0
-    unsure_on_misses: int = 0
+    unsure: int = 0  # answers that said they were unsure
+    answered_misses: int = 0  # misses that got an entry (not the fallback): the ones "unsure" can flag
+    unsure_on_misses: int = 0  # of those, flagged unsure
+    offered_on_misses: int = 0  # of those, the right entry among the two offered
 
     @property
     def top1(self) -> float:
@@ -84,7 +83,9 @@ def evaluate(items: Sequence[Item], answer: Answerer) -> Report:
         if got == expect:
             report.hits += 1
         else:
-            report.unsure_on_misses += unsure and expect in offered
+            report.answered_misses += got != NONE
+            report.unsure_on_misses += unsure
+            report.offered_on_misses += unsure and expect in offered
             report.misses.append(f"{question!r}: expected {expect}, got {got} ({first.get('score', 0):.3f})"
                                  + (" — unsure, offered both" if unsure and expect in offered else ""))  # fmt: skip
     return report
@@ -128,70 +129,3 @@ def offline_answerer(settings: Settings, infer: Any = None) -> Answerer:
                 for i in range(len(texts))]  # fmt: skip
 
     return answer
-
-
-def calibrate(settings: Settings, tuning: Sequence[Item]) -> tuple[Settings, float]:
-    """The fusion weights, threshold and unsure margin that do best on ``tuning``; and that top-1.
-
-    Searched on a grid; ties go to the simpler setting (lower weights, higher margin
-    last), so the choice is stable. Uses only the tuning items.
-    """
-    from pipeline.stages.infer import build_infer
-
-    infer = build_infer(settings, tasks=["faq"])  # built once; each weighting swaps the KB's weights
-    served = infer.served["faq"]
-    index = served.runtime.kb
-    if index is None:
-        raise ValueError("the faq runtime has no knowledge base")
-    best: tuple[float, Settings] | None = None
-    for answer_w, lexical_w in itertools.product((0.0, 0.1, 0.2, 0.3), (0.0, 0.1, 0.2, 0.3, 0.4)):
-        kb = replace(index, weights=Weights(answer_w, lexical_w), unsure_margin=0.0)
-        infer.served["faq"] = replace(served, runtime=replace(served.runtime, kb=kb))
-        answer = _memo(offline_answerer(settings, infer))
-        for threshold in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55):
-            top1 = evaluate(tuning, _with_threshold(answer, threshold)).top1
-            if best is None or top1 > best[0] + 1e-9:
-                best = (top1, replace(settings, faq_answer_weight=answer_w, faq_lexical_weight=lexical_w,
-                                      faq_min_score=threshold))  # fmt: skip
-    infer.served["faq"] = served
-    assert best is not None
-    return best[1], best[0]
-
-
-def unsure_margin(settings: Settings, tuning: Sequence[Item], *, fire_at_most: float = 0.1) -> float:
-    """The widest margin at which "unsure" fires on at most ``fire_at_most`` of the tuning questions."""
-    answer = _memo(offline_answerer(replace(settings, faq_unsure_margin=1.0)))
-    gaps = []
-    for result in answer([q for q, _ in tuning]):
-        first = (result.get("answers") or [{}])[0]
-        if first.get("matched") and first.get("alternatives"):
-            gaps.append(first["score"] - first["alternatives"][0]["score"])
-    gaps.sort()
-    allowed = int(fire_at_most * len(tuning))
-    return round(float(gaps[allowed]) if allowed < len(gaps) else 0.05, 3)
-
-
-def _memo(answer: Answerer) -> Answerer:
-    """The same questions are asked once per weighting, however many thresholds are tried."""
-    seen: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-
-    def memo(texts: Sequence[str]) -> list[dict[str, Any]]:
-        key = tuple(texts)
-        if key not in seen:
-            seen[key] = answer(texts)
-        import copy
-
-        return copy.deepcopy(seen[key])
-
-    return memo
-
-
-def _with_threshold(answer: Answerer, threshold: float) -> Answerer:
-    def rescored(texts: Sequence[str]) -> list[dict[str, Any]]:
-        results = answer(texts)
-        for result in results:
-            for a in result.get("answers") or []:
-                a["matched"] = bool(np.float64(a["score"]) >= threshold)
-        return results
-
-    return rescored

@@ -114,15 +114,18 @@ class Settings:
     qa_model: str = ""
     classify_model: str = ""
     faq_kb: Path = PROJECT_ROOT / "pipeline" / "data" / "faq_shop.json"
-    # Below this cosine similarity an faq sub-question gets the fallback reply.
-    faq_min_score: float = 0.35
     # How an faq entry's score is made (pipeline/tasks/retrieval.py): the weight of
-    # the cosine with its answer text and of its normalised BM25 score; the rest
-    # goes to its best question's cosine. Calibrated on the tuning set (docs/models.md).
-    faq_answer_weight: float = 0.0
-    faq_lexical_weight: float = 0.0
+    # the cosine with its answer text, of its saturated BM25 score and of the cosine
+    # with its title line (id words and keywords); the rest goes to its best
+    # question's cosine. Below faq_min_score (of that fused score) a sub-question
+    # gets the fallback reply. All four and the margin are calibrated on the tuning
+    # set only for the shipped shop and MiniLM: pipeline eval --calibrate, docs/models.md.
+    faq_min_score: float = 0.3185
+    faq_answer_weight: float = 0.2
+    faq_lexical_weight: float = 0.2
+    faq_title_weight: float = 0.1
     # Best two entries closer than this: the answer says it is unsure and offers both.
-    faq_unsure_margin: float = 0.065
+    faq_unsure_margin: float = 0.07
     model_cache_dir: Path = PROJECT_ROOT / ".cache" / "models"
     # faq in other languages: a second knowledge base, which names its
     # languages in its file ("language": "zh" or a list), served by a

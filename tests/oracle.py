@@ -5,10 +5,12 @@ same model run in one process on the whole input. These functions are that
 one-process answer, written independently of the pipeline's code: PyTorch,
 not ONNX; one window or chunk at a time, never padded or batched across
 requests; chunking by slicing the token list, not by the tokenizer's
-overflow; QA span search by plain loops over every window; faq by a direct
-nearest-neighbour over entries. The only piece shared with the pipeline is the
-sentence splitter faq uses to find sub-questions (that is the task's
-definition, not something to get right twice).
+overflow; QA span search by plain loops over every window; faq by scoring
+each entry directly (its questions, answer and title embedded one at a time,
+the fusion written out here). The pieces shared with the pipeline are the
+sentence splitter faq uses to find sub-questions, and faq's lexical scorer and
+the text it reads per entry (BM25 from ``bm25s``, plain Python with no model
+in it): those are the task's definition, not something to get right twice.
 
 Used by the unit tests (split → infer → merge in one process) and the
 integration tests (the same requests through Kafka).
@@ -135,22 +137,40 @@ def _sentence_vector(model_dir: str, text: str, chunk_tokens: int) -> torch.Tens
 
 
 def reference_faq(model_dir: Path, kb: Path | Sequence[Any], text: str, settings: Settings) -> list[str]:
-    """The id of the nearest KB entry (by its closest question) for each sub-question, in order.
+    """The id of the best KB entry for each sub-question, in order, scored as ``settings`` weigh it.
 
+    An entry's score is ``wq·q + wa·a + wt·t + wl·l``: ``q`` its closest
+    question's cosine, ``a`` and ``t`` the cosines with its answer and its
+    title line, ``l`` the saturated BM25 score (pipeline.tasks.retrieval).
     ``kb`` is a knowledge-base file (read with ``load_kb``) or entries with
-    ``id`` and ``questions``.
+    ``id``, ``questions`` and ``answer`` (``keywords`` optional).
     """
+    from pipeline.tasks.retrieval import Lexical, lexical_document, title_line
+
     if isinstance(kb, str | Path):
         from pipeline.tasks.kb import load_kb
 
         kb = load_kb(Path(kb))
+    wa, wl, wt = settings.faq_answer_weight, settings.faq_lexical_weight, settings.faq_title_weight
+    wq = 1.0 - wa - wl - wt
+
+    def vector(sentence: str) -> torch.Tensor:
+        return _sentence_vector(str(model_dir), sentence, settings.chunk_tokens)
+
     questions = split_sentences(text) or [text.strip()]
-    asked = torch.stack([_sentence_vector(str(model_dir), q, settings.chunk_tokens) for q in questions])
+    asked = torch.stack([vector(q) for q in questions])
+    keywords = [tuple(getattr(entry, "keywords", ())) for entry in kb]
+    lexical = Lexical([lexical_document(e.id, e.questions, k) for e, k in zip(kb, keywords, strict=True)])
+    lexical_scores = lexical.scores(questions)
     best: list[tuple[float, str] | None] = [None] * len(questions)
-    for entry in kb:
-        known = torch.stack([_sentence_vector(str(model_dir), q, settings.chunk_tokens) for q in entry.questions])
-        scores = (asked @ known.T).max(dim=1).values.tolist()
+    for column, (entry, words) in enumerate(zip(kb, keywords, strict=True)):
+        known = torch.stack([vector(q) for q in entry.questions])
+        closest = (asked @ known.T).max(dim=1).values
+        answer = asked @ vector(entry.answer)
+        title = asked @ vector(title_line(entry.id, words))
+        scores = (wq * closest + wa * answer + wt * title).tolist()
         for row, score in enumerate(scores):
+            score += wl * float(lexical_scores[row, column])
             current = best[row]
             if current is None or score > current[0]:
                 best[row] = (score, entry.id)

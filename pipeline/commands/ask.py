@@ -40,6 +40,12 @@ def register(sub: Any) -> None:
         "built from it, with the misses and how often the answer said it was unsure",
     )
     ev.add_argument("--offline", action="store_true", help="with --heldout: answer in this process, no broker")
+    ev.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="instead: choose faq's fusion weights, threshold and unsure margin on the tuning set only "
+        "(in this process, no broker) and print them as PIPELINE_FAQ_* settings",
+    )
     add_cluster_args(ev)
     ev.set_defaults(func=cmd_eval)
 
@@ -113,6 +119,10 @@ def _result_text(task: str | None, result: dict[str, Any]) -> str:
         for a in result.get("answers", []):
             said = a.get("answer") if a.get("matched") else f"(no entry is close enough; best was {a.get('entry')})"
             lines.append(f"[{a.get('entry')} · {a.get('score', 0):.2f}] {a.get('question')}\n    {said}")
+            for other in a.get("alternatives", []) if a.get("unsure") else []:
+                lines.append(
+                    f"    unsure: or [{other.get('entry')} · {other.get('score', 0):.2f}] {other.get('answer')}"
+                )
         return "\n".join(lines)
     if task == "chat":
         return str(result.get("reply", ""))
@@ -154,13 +164,35 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         print(f"  miss    {miss}")
     print(
         f"faq top-1 on the held-out test set: {single.hits}/{single.total} = {single.top1:.3f}; "
-        f"unsure on {single.unsure} ({single.unsure_on_misses} of {len(single.misses)} misses offered the right entry)"
+        f"unsure on {single.unsure} ({single.unsure / max(single.total, 1):.0%}); "
+        f"of the {single.answered_misses} misses that got an entry it flagged {single.unsure_on_misses} "
+        f"and offered the right one in {single.offered_on_misses}"
     )
     print(f"faq top-1 on two-question messages: {pairs.hits}/{pairs.total} = {pairs.top1:.3f}")  # fmt: skip
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pipeline import calibration as cal
+    from pipeline import evaluation as ev
+
+    tuning, _ = ev.load_sets()  # the test set is never read here
+    signals, expected, _ = cal.tuning_signals(settings_from(args), tuning)
+    choice = cal.calibrate(signals, expected)
+    margin = cal.unsure_margin(signals.fuse(choice.weights), choice.threshold)
+    for name, value in cal.calibrated_settings(choice).items():
+        print(f"PIPELINE_{name.upper()}={value:g}")
+    print(f"PIPELINE_FAQ_UNSURE_MARGIN={margin:g}")
+    print(
+        f"tuning top-1 {choice.top1:.3f} on {len(tuning)} questions; "
+        f"5-fold cross-validated {cal.cross_validate(signals, expected):.3f}"
+    )
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.calibrate:
+        return cmd_calibrate(args)
     if args.heldout:
         return cmd_heldout(args)
     from pathlib import Path

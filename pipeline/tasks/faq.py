@@ -3,9 +3,13 @@
 split: one part per sentence of the message (:mod:`pipeline.tasks.sentences`),
 so "How do I reset my password? And can I change my delivery address?" asks
 two things and gets two answers. prepare: every question of every KB entry is
-embedded once, with the same ONNX session, into a unit-length matrix.
-postprocess: a sub-question's embedding, normalised, against that matrix
-(cosine); an entry with several phrasings matches by its closest one.
+embedded once, with the same ONNX session, into a unit-length matrix, and so
+are every entry's answer and title line (id words and keywords); a BM25 index
+holds its words. postprocess: an entry's score fuses the sub-question's
+cosine with its closest question, its answer and its title with the BM25
+score of the sub-question's text (:mod:`pipeline.tasks.retrieval`); below the
+calibrated threshold the sub-question gets the fallback, and when the best
+two entries are within the unsure margin the answer says so and offers both.
 merge: the answers in the order asked, and one reply text joining them.
 """
 
@@ -35,7 +39,7 @@ from pipeline.tasks.base import (
     usable,
 )
 from pipeline.tasks.language import request_language, route_settings
-from pipeline.tasks.retrieval import Lexical, Weights, best_per_entry, fuse
+from pipeline.tasks.retrieval import Lexical, Signals, Weights, best_per_entry, lexical_document, title_line
 from pipeline.tasks.sentences import split_sentences
 
 if TYPE_CHECKING:
@@ -65,7 +69,8 @@ class KbIndex:
 
     Row i of ``matrix`` is ``questions[i]``, which belongs to entry ``entry_ids[i]``
     (``owner[i]`` is that entry's place in ``entries``); row j of
-    ``answer_matrix`` is the answer of ``entries[j]``.
+    ``answer_matrix`` is the answer of ``entries[j]``, row j of ``title_matrix``
+    its title line.
     """
 
     entry_ids: tuple[str, ...]
@@ -76,6 +81,7 @@ class KbIndex:
     entries: tuple[str, ...] = ()
     owner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     answer_matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    title_matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     lexical: Lexical | None = None
     weights: Weights = field(default_factory=Weights)
     unsure_margin: float = 0.0
@@ -86,12 +92,28 @@ class KbIndex:
         best = np.argmax(similarity, axis=1)
         return best, similarity[np.arange(len(best)), best]
 
+    def signals(self, vectors: np.ndarray, texts: Sequence[str], weights: Weights | None = None) -> Signals:
+        """Every signal of unit ``vectors`` and their ``texts`` against every entry.
+
+        With ``weights``, a signal they give no weight is left at zero and not
+        computed (the BM25 pass is the costly one); calibration passes none.
+        """
+        questions, rows = best_per_entry(vectors @ self.matrix.T, self.owner, len(self.entries))
+        zeros = np.zeros_like(questions)
+
+        def wanted(weight: float, ready: bool) -> bool:
+            return ready and (weights is None or weight != 0.0)
+
+        w = weights or Weights()
+        answer = vectors @ self.answer_matrix.T if wanted(w.answer, self.answer_matrix.size > 0) else zeros
+        title = vectors @ self.title_matrix.T if wanted(w.title, self.title_matrix.size > 0) else zeros
+        lexical = self.lexical.scores(texts) if self.lexical is not None and wanted(w.lexical, True) else zeros
+        return Signals(questions=questions, answer=answer, title=title, lexical=lexical, rows=rows)
+
     def score(self, vectors: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(messages, entries) fused scores, and for each entry the question row that matched best."""
-        dense, rows = best_per_entry(vectors @ self.matrix.T, self.owner, len(self.entries))
-        if self.lexical is None or not self.answer_matrix.size:
-            return dense, rows
-        return fuse(dense, vectors @ self.answer_matrix.T, self.lexical.scores(texts), self.weights), rows
+        signals = self.signals(vectors, texts, self.weights)
+        return signals.fuse(self.weights), signals.rows
 
 
 class FaqTask(BaseTask):
@@ -163,9 +185,13 @@ def build_kb_index(
     if not questions:
         raise ValueError("the knowledge base has no questions")
     ids = tuple(entry.id for entry in entries)
+    # Keywords are optional (a KB file may have none); entries built in code may lack the field.
+    keywords = [tuple(getattr(entry, "keywords", ())) for entry in entries]
     matrix = _embed([prefix + q for q in questions], model, tokenizer, settings)
     answer_matrix = _embed([prefix + entry.answer for entry in entries], model, tokenizer, settings)
-    documents = [" ".join([entry.id.replace("-", " "), *entry.questions, entry.answer]) for entry in entries]
+    titles = [prefix + title_line(entry.id, words) for entry, words in zip(entries, keywords, strict=True)]
+    title_matrix = _embed(titles, model, tokenizer, settings)
+    documents = [lexical_document(e.id, e.questions, words) for e, words in zip(entries, keywords, strict=True)]
     return KbIndex(
         entry_ids=entry_ids,
         questions=questions,
@@ -175,9 +201,17 @@ def build_kb_index(
         entries=ids,
         owner=np.array([ids.index(e) for e in entry_ids], dtype=np.int64),
         answer_matrix=answer_matrix,
+        title_matrix=title_matrix,
         lexical=Lexical(documents),
-        weights=Weights(answer=settings.faq_answer_weight, lexical=settings.faq_lexical_weight),
+        weights=weights_of(settings),
         unsure_margin=settings.faq_unsure_margin,
+    )
+
+
+def weights_of(settings: Settings) -> Weights:
+    """The fusion weights ``settings`` name."""
+    return Weights(
+        answer=settings.faq_answer_weight, lexical=settings.faq_lexical_weight, title=settings.faq_title_weight
     )
 
 

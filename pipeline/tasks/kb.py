@@ -12,10 +12,14 @@ Accepted files (chosen by extension):
   list of entries. An entry is ``{"id": ..., "questions": [...], "answer": ...}``;
   ``"question": "..."`` may stand in for a one-element ``"questions"``, and a
   missing ``id`` is derived from the first question (see :func:`slugify`).
+  An entry may list ``"keywords"``: words and short phrases customers use for
+  it that its questions do not (``"voucher"``, ``"gift certificate"``); faq's
+  scoring reads them with the questions (:mod:`pipeline.tasks.retrieval`).
 * ``.csv``: a header with the columns ``question`` and ``answer`` and
-  optionally ``id``. Rows that share an id add questions to one entry; after
-  the first row of an id the answer cell may be left empty. A row without an id
-  becomes its own entry with an id derived from its question.
+  optionally ``id`` and ``keywords`` (``;``-separated). Rows that share an id
+  add questions (and keywords) to one entry; after the first row of an id the
+  answer cell may be left empty. A row without an id becomes its own entry
+  with an id derived from its question.
 
 Every problem is a :class:`~pipeline.errors.ConfigError` naming the file and
 the entry (``entries[3]``) or CSV row (``row 7``, the header being row 1), so
@@ -52,6 +56,7 @@ class KbEntry:
     id: str
     questions: tuple[str, ...]
     answer: str
+    keywords: tuple[str, ...] = ()
 
 
 def slugify(text: str) -> str:
@@ -172,7 +177,11 @@ def _entries_from_json(path: Path) -> list[KbEntry]:
         entry_id = item.get("id")
         if entry_id is not None:
             entry_id = _string(entry_id, "id", where)
-        builder.add(entry_id, texts, _text(item, "answer", where), where)
+        keywords = item.get("keywords", [])
+        if not isinstance(keywords, list):
+            raise ConfigError('"keywords" must be a list of strings', where=where)
+        words = [_string(k, "keyword", f"{where} keywords[{i}]") for i, k in enumerate(keywords)]
+        builder.add(entry_id, texts, _text(item, "answer", where), where, words)
     return builder.entries()
 
 
@@ -213,7 +222,8 @@ def _entries_from_csv(path: Path) -> list[KbEntry]:
         answer = cells.get("answer", "")
         if not answer and entry_id is not None and builder.has(entry_id):
             answer = builder.answer_of(entry_id)  # continuation row of an entry
-        builder.add(entry_id, [question], answer, where)
+        keywords = [k.strip() for k in cells.get("keywords", "").split(";") if k.strip()]
+        builder.add(entry_id, [question], answer, where, keywords)
     return builder.entries()
 
 
@@ -228,6 +238,7 @@ class _Builder:
         self._questions: dict[str, list[str]] = {}
         self._answers: dict[str, str] = {}
         self._first_seen: dict[str, str] = {}
+        self._keywords: dict[str, list[str]] = {}
 
     def has(self, entry_id: str) -> bool:
         return entry_id in self._answers
@@ -235,7 +246,9 @@ class _Builder:
     def answer_of(self, entry_id: str) -> str:
         return self._answers[entry_id]
 
-    def add(self, entry_id: str | None, questions: list[str], answer: str, where: str) -> None:
+    def add(
+        self, entry_id: str | None, questions: list[str], answer: str, where: str, keywords: list[str] | None = None
+    ) -> None:
         if not answer:
             raise ConfigError("missing answer", where=where)
         derived = entry_id is None
@@ -255,12 +268,15 @@ class _Builder:
         else:
             self._answers[entry_id] = answer
             self._questions[entry_id] = []
+            self._keywords[entry_id] = []
             self._first_seen[entry_id] = where.removeprefix(f"{self._file} ")
         known = self._questions[entry_id]
         known.extend(q for q in dict.fromkeys(questions) if q not in known)
+        words = self._keywords[entry_id]
+        words.extend(k for k in dict.fromkeys(keywords or []) if k not in words)
 
     def entries(self) -> list[KbEntry]:
-        return [KbEntry(i, tuple(qs), self._answers[i]) for i, qs in self._questions.items()]
+        return [KbEntry(i, tuple(qs), self._answers[i], tuple(self._keywords[i])) for i, qs in self._questions.items()]
 
 
 def _string(value: object, what: str, where: str) -> str:

@@ -94,6 +94,7 @@ def task_routes(task: str, settings: Settings) -> dict[str, Settings]:
             # e5's scores bunch differently, so the Chinese route keeps pure dense scoring.
             faq_answer_weight=0.0,
             faq_lexical_weight=0.0,
+            faq_title_weight=0.0,
             faq_unsure_margin=0.0,
         )
         routes.update({route_key(task, lang): multilingual for lang in languages})

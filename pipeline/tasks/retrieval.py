@@ -2,25 +2,32 @@
 
 One nearest question is brittle: a customer's word the knowledge base never
 uses ("voucher", "box", "profile") or a neighbour entry that shares the words
-but not the intent picks the wrong entry. So an entry's score fuses:
+but not the intent picks the wrong entry. So an entry's score fuses four
+signals, each in [0, 1] or a cosine:
 
-* **dense, questions**: the best cosine between the message and the entry's
-  questions (the sentence encoder, as before);
-* **dense, answer**: the cosine between the message and the entry's answer
-  text, which names things the questions do not ("Account > Profile",
-  "parcel", "gift card number");
+* **questions** (dense): the best cosine between the message and the entry's
+  questions (the sentence encoder; the original scorer);
+* **answer** (dense): the cosine with the entry's answer text, which names
+  things the questions do not ("Account > Profile", "parcel", "PIN");
+* **title** (dense): the cosine with the entry's title line, its id's words and
+  its keywords ("gift cards: gift voucher, gift certificate, ..."), so the
+  words customers use for a thing reach the encoder even when no question
+  says them;
 * **lexical**: BM25 (the ``bm25s`` library) of the message against one
-  document per entry (its id's words, its questions and its answer), divided
-  by the best BM25 of that message, so it lies in [0, 1]. Latin words are
-  lower-cased and lightly stemmed; Chinese is read as characters and bigrams,
-  so the same scorer serves a Chinese knowledge base.
+  document per entry (id words, questions, keywords), saturated as
+  ``s / (s + k)`` so it keeps its absolute size (a message that shares one
+  rare word with an entry scores low however the other entries do). Latin
+  words are lower-cased, stop words dropped and lightly stemmed, and each
+  word also gives its character trigrams, so "refnd" still meets "refund";
+  Chinese (and any CJK text) is read as characters and bigrams, so the same
+  scorer serves a Chinese knowledge base.
 
-``fused = (1 - a - l) * dense_questions + a * dense_answer + l * lexical``,
-with the weights and the "no good match" threshold calibrated on the tuning
-half of the evaluation set only (``pipeline eval --calibrate``; the numbers
-are in docs/models.md). When the best two entries are within
-``Settings.faq_unsure_margin`` of each other, the answer says it is unsure and
-offers both rather than guessing.
+``fused = wq·questions + wa·answer + wt·title + wl·lexical`` with
+``wq = 1 - wa - wt - wl``. The weights, the "no good match" threshold and the
+unsure margin are calibrated on the tuning set only
+(:func:`pipeline.evaluation.calibrate`, ``pipeline eval --calibrate``); the
+defaults in :class:`~pipeline.settings.Settings` are its result for the
+shipped shop and MiniLM, and docs/models.md shows the numbers.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_WORD = re.compile(r"[a-z0-9]+|[\u4e00-\u9fff]+")
+_WORD = re.compile(r"[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]+")
 # Words that say nothing about which entry is meant.
 _STOP = """
 a an and are as at be but by can could did do does for from get got have how i if in is it its me my no
@@ -39,17 +46,25 @@ not of on or our please so that the there this to u up was we what when where wh
 would you your im ive dont cant
 """
 STOP_WORDS = frozenset(_STOP.split())
+# BM25 saturation: a lexical score of k gives 0.5.
+LEXICAL_HALF = 10.0
 
 
 def tokens(text: str) -> list[str]:
-    """Lexical tokens: stemmed Latin words without stop words; Chinese characters and their bigrams."""
+    """Lexical tokens: stemmed Latin words and their character trigrams; CJK characters and their bigrams.
+
+    Trigrams are marked (``~ref``) so they never collide with a word, and the
+    word is padded (``#refund#``) so its start and end count.
+    """
     out: list[str] = []
     for run in _WORD.findall(text.lower().replace("'", "")):
-        if "\u4e00" <= run[0] <= "\u9fff":
+        if not run[0].isascii():
             out.extend(run)
             out.extend(run[i : i + 2] for i in range(len(run) - 1))
         elif run not in STOP_WORDS:
             out.append(_stem(run))
+            padded = f"#{run}#"
+            out.extend("~" + padded[i : i + 3] for i in range(len(padded) - 2))
     return out
 
 
@@ -62,50 +77,118 @@ def _stem(word: str) -> str:
 
 @dataclass(frozen=True)
 class Weights:
-    answer: float = 0.0  # weight of the dense score against the entry's answer text
-    lexical: float = 0.0  # weight of the normalised BM25 score
+    """How much each signal counts; the rest goes to the best question's cosine."""
+
+    answer: float = 0.0  # the dense score against the entry's answer text
+    lexical: float = 0.0  # the saturated BM25 score
+    title: float = 0.0  # the dense score against the entry's title line (id words and keywords)
 
     @property
     def questions(self) -> float:
-        return 1.0 - self.answer - self.lexical
+        return 1.0 - self.answer - self.lexical - self.title
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Every signal for (messages, entries); ``rows`` is, per entry, its question that matched best."""
+
+    questions: np.ndarray
+    answer: np.ndarray
+    title: np.ndarray
+    lexical: np.ndarray
+    rows: np.ndarray
+
+    def fuse(self, weights: Weights) -> np.ndarray:
+        """Entry scores, (messages, entries); a zero weight skips its signal."""
+        fused = weights.questions * self.questions
+        for weight, signal in ((weights.answer, self.answer), (weights.title, self.title),
+                               (weights.lexical, self.lexical)):  # fmt: skip
+            if weight:
+                fused = fused + weight * signal
+        return np.asarray(fused)
 
 
 class Lexical:
-    """BM25 over one document per knowledge-base entry."""
+    """BM25 over one document per knowledge-base entry.
 
-    def __init__(self, documents: Sequence[str]) -> None:
+    BM25 adds up one score per query token, so at start every token of the
+    documents is scored alone (``bm25s``'s own ``get_scores``) into a
+    (vocabulary, entries) table; a message's scores are then the sum of its
+    tokens' rows, one numpy call instead of a pass through the library per
+    message (a token no document has scores 0, as in the library).
+    """
+
+    def __init__(self, documents: Sequence[str], half: float = LEXICAL_HALF) -> None:
         import bm25s
 
-        self.bm25 = bm25s.BM25()
-        # An empty document would break the index; a placeholder token matches nothing.
-        self.bm25.index([tokens(d) or ["\u2205"] for d in documents], show_progress=False)
+        # A placeholder token keeps an empty document from breaking the index.
+        tokenized = [tokens(d) or ["\u2205"] for d in documents]
+        bm25 = bm25s.BM25()
+        bm25.index(tokenized, show_progress=False)
+        self.vocabulary = {token: row for row, token in enumerate(sorted({t for d in tokenized for t in d}))}
+        self.table = np.zeros((len(self.vocabulary), len(documents)))
+        for token, row in self.vocabulary.items():
+            self.table[row] = np.asarray(bm25.get_scores([token]), dtype=np.float64)
         self.size = len(documents)
+        self.half = half
 
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), entries): each row divided by its best, so in [0, 1] (all 0 when nothing matches)."""
+    def raw(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), entries) BM25 scores (0 for a text without known tokens)."""
         out = np.zeros((len(texts), self.size))
         for row, text in enumerate(texts):
-            query = tokens(text)
-            if not query:
-                continue
-            raw = np.asarray(self.bm25.get_scores(query), dtype=np.float64)
-            best = raw.max()
-            if best > 0:
-                out[row] = raw / best
+            known = [self.vocabulary[t] for t in tokens(text) if t in self.vocabulary]
+            if known:
+                out[row] = self.table[known].sum(axis=0)
         return out
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), entries) in [0, 1): BM25 saturated as ``s / (s + half)``."""
+        raw = self.raw(texts)
+        return np.asarray(raw / (raw + self.half))
 
 
 def fuse(dense_questions: np.ndarray, dense_answer: np.ndarray, lexical: np.ndarray, weights: Weights) -> np.ndarray:
-    """Entry scores, (messages, entries), from the three signals."""
-    return weights.questions * dense_questions + weights.answer * dense_answer + weights.lexical * lexical
+    """Entry scores from three signals (no title): ``Signals.fuse`` for callers that hold arrays."""
+    zeros = np.zeros_like(dense_questions)
+    return Signals(dense_questions, dense_answer, zeros, lexical, zeros).fuse(weights)
 
 
 def best_per_entry(similarity: np.ndarray, owner: np.ndarray, entries: int) -> tuple[np.ndarray, np.ndarray]:
-    """From (messages, questions) cosines: each entry's best cosine and which of its questions gave it."""
+    """From (messages, questions) cosines: each entry's best cosine and which of its questions gave it.
+
+    Questions are grouped by entry once (a stable sort, so ties go to the
+    earlier question) and each group reduced in one pass: this runs in infer
+    for every batch, so it must not loop over questions in Python. An entry
+    without questions scores -inf.
+    """
+    owner = np.asarray(owner)
+    order = np.argsort(owner, kind="stable")
+    grouped = owner[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    present = grouped[starts]
+    ordered = similarity[:, order]
+    best = np.maximum.reduceat(ordered, starts, axis=1)
+    sizes = np.diff(np.r_[starts, len(order)])
+    # The first question (in the original order) that reaches its entry's best.
+    candidates = np.where(ordered == np.repeat(best, sizes, axis=1), order[None, :], len(order))
     scores = np.full((similarity.shape[0], entries), -np.inf)
     rows = np.zeros((similarity.shape[0], entries), dtype=np.int64)
-    for column, entry in enumerate(owner):
-        better = similarity[:, column] > scores[:, entry]
-        scores[better, entry] = similarity[better, column]
-        rows[better, entry] = column
+    scores[:, present] = best
+    rows[:, present] = np.minimum.reduceat(candidates, starts, axis=1)
     return scores, rows
+
+
+def title_line(entry_id: str, keywords: Sequence[str]) -> str:
+    """An entry's title for the encoder: its id's words, then its keywords (``gift cards: voucher, ...``)."""
+    words = entry_id.replace("-", " ").replace("_", " ")
+    return f"{words}: {', '.join(keywords)}" if keywords else words
+
+
+def lexical_document(entry_id: str, questions: Sequence[str], keywords: Sequence[str]) -> str:
+    """What BM25 reads for an entry: its id's words, questions and keywords.
+
+    The answer text is left to the dense answer signal: its many shared words
+    ("account", "email", "order") blur BM25 more than they help (measured on
+    the tuning set, docs/models.md).
+    """
+    return " ".join([entry_id.replace("-", " "), *questions, *keywords])

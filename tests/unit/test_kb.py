@@ -64,6 +64,22 @@ def test_json_plain_list_derives_missing_ids_and_merges_repeats(tmp_path: Path) 
     ]
 
 
+def test_json_keywords_are_kept_in_order_and_merged_for_a_repeated_id(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kb.json",
+        [
+            {"id": "gift", "questions": ["Gift cards?"], "keywords": [" voucher ", "gift certificate"], "answer": "Y."},
+            {"id": "gift", "question": "E-gift?", "keywords": ["voucher", "present"], "answer": "Y."},
+            {"id": "hours", "question": "Open?", "answer": "9 to 5."},
+        ],
+    )
+    assert load_kb(path) == [
+        KbEntry("gift", ("Gift cards?", "E-gift?"), "Y.", ("voucher", "gift certificate", "present")),
+        KbEntry("hours", ("Open?",), "9 to 5."),
+    ]
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
@@ -84,6 +100,8 @@ def test_json_plain_list_derives_missing_ids_and_merges_repeats(tmp_path: Path) 
         ),
         ({"question": "???", "answer": "A"}, r"no id given and none can be derived .*entries\[1\]"),
         ("not an object", r"entry must be an object, got str \(kb\.json entries\[1\]\)"),
+        ({"id": "a", "question": "Q", "keywords": "k", "answer": "A"}, r'"keywords" must be a list .*entries\[1\]'),
+        ({"id": "a", "question": "Q", "keywords": [" "], "answer": "A"}, r"empty keyword .*entries\[1\] keywords\[0\]"),
     ],
 )
 def test_json_entry_errors_name_file_and_entry(tmp_path: Path, entry: object, message: str) -> None:
@@ -127,6 +145,20 @@ def test_csv_groups_rows_by_id_and_derives_missing_ids(tmp_path: Path) -> None:
             'Use "Forgot password?", then check your email.',
         ),
         KbEntry("do-you-ship-to-canada", ("Do you ship to Canada?",), "Yes."),
+    ]
+
+
+def test_csv_keywords_column_is_semicolon_separated_and_optional_on_later_rows(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kb.csv",
+        "id,question,keywords,answer\n"
+        "gift,Gift cards?,voucher; gift certificate ,Yes.\n"
+        "gift,E-gift?,,\n"
+        "gift,Present?,present;voucher,\n",
+    )
+    assert load_kb(path) == [
+        KbEntry("gift", ("Gift cards?", "E-gift?", "Present?"), "Yes.", ("voucher", "gift certificate", "present"))
     ]
 
 
