@@ -66,7 +66,11 @@ class TextStream:
         self.read = 0  # tokens before this are in ``text``
 
     def _decode(self, tokens: list[int]) -> str:
-        text: str = self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        extra: dict[str, bool] = {}
+        if getattr(self.tokenizer, "clean_up_tokenization_spaces", False):
+            # Clean-up joins " ." across the window's edge differently from the whole text's.
+            extra["clean_up_tokenization_spaces"] = False
+        text: str = self.tokenizer.decode(tokens, skip_special_tokens=True, **extra)
         return text
 
     def push(self, token: int) -> str:
