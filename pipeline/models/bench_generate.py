@@ -182,8 +182,8 @@ def bench(settings: Settings, *, tokens: int = 64, rounds: int = 2, variants: Se
         lines.append(line)
     baseline = one.total_rate
     model = exported.meta.model.rsplit("/", 1)[-1]
-    header = (f"{'path':<30} {'conv.':>5} {'tok/s/c':>8} {'tok/s':>8} {'vs 1':>7} {'CPU ms/t':>8} {'TTFT p50':>7} {'p99':>7}  "
-              f"(ms; {tokens} new tokens a reply, {len(prompts)} prompts, {model})")  # fmt: skip
+    header = (f"{'path':<30} {'conv.':>5} {'tok/s/c':>8} {'tok/s':>8} {'vs 1':>7} {'CPU ms/t':>8} {'TTFT p50':>7} "
+              f"{'p99':>7}  (ms; {tokens} new tokens a reply, {len(prompts)} prompts, {model})")  # fmt: skip
     return [header, *(line.render(baseline) for line in lines)]
 
 
