@@ -28,7 +28,8 @@ class Generated:
     """One finished sequence."""
 
     tokens: list[int]  # the new tokens, without the prompt (nor the end-of-sequence token)
-    # "eos" (the model ended it), "length" (max_new_tokens), "stopped" (on_token said so);
+    # "eos" (the model ended it), "length" (max_new_tokens), "stopped" (on_token said so, or the
+    # engine's deadline_ms passed, or it closed: a reply cut short);
     # generate also uses "retrieved" for a reply that is the retrieved text, no model run.
     stopped: str
     prompt_tokens: int
