@@ -210,6 +210,12 @@ class Settings:
     # Replies generated at once by one member (its continuous batch); past this
     # new prompts wait in Kafka.
     generate_max_sequences: int = 8
+    # The engine's token budget: prompt + max_tokens summed over the replies in
+    # its batch (the KV cache's bound: about 46 kB a token for SmolLM2-135M).
+    # A prompt that does not fit waits for running replies to end.
+    generate_max_tokens: int = 16_384
+    # ONNX Runtime threads of the generation engine; 0: one per core.
+    generate_threads: int = 0
 
     # -- answer cache (filter) -------------------------------------------------------
     # Bounds of filter's in-memory copy of the answer-cache topic; 0 bytes turns it off.
@@ -264,7 +270,7 @@ class Settings:
                 f"PIPELINE_SASL_MECHANISM={self.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
             )
         for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens", "chat_default_tokens",
-                     "chat_max_tokens", "generate_max_sequences"):  # fmt: skip
+                     "chat_max_tokens", "generate_max_sequences", "generate_max_tokens"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PIPELINE_{name.upper()} must be positive")
 

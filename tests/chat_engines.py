@@ -138,8 +138,11 @@ def smollm_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
 
 
-def build_tiny_llama(path: Path, seed: int = 0) -> Path:
-    """A 2-layer LlamaForCausalLM with random (seeded) weights and SmolLM2's tokenizer, saved at ``path``."""
+def build_tiny_llama(path: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A 2-layer LlamaForCausalLM with random (seeded) weights and SmolLM2's tokenizer, saved at ``path``.
+
+    At the default ``initializer_range`` it repeats one token; 0.2 makes replies of varied tokens.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -149,6 +152,7 @@ def build_tiny_llama(path: Path, seed: int = 0) -> Path:
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )  # fmt: skip
     path.mkdir(parents=True, exist_ok=True)
     LlamaForCausalLM(config).eval().save_pretrained(str(path))

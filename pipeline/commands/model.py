@@ -40,8 +40,13 @@ def register(sub: Any) -> None:
     )
     export.add_argument("--force", action="store_true", help="export again even if the cache is up to date")
     export.add_argument("--cache-dir", help="where exports are kept (PIPELINE_MODEL_CACHE_DIR)")
-    export.add_argument("--quantize", choices=("int8",), help="chat: also make the int8 reply model and compare it")
-    export.add_argument("--check-tokens", type=int, default=32, help="with --quantize: new tokens per check prompt")
+    export.add_argument(
+        "--compare",
+        action="append",
+        choices=("int4", "int8"),
+        help="chat: run the check prompts greedy on this quantised reply model and on fp32, side by side (repeatable)",
+    )
+    export.add_argument("--check-tokens", type=int, default=32, help="with --compare: new tokens per check prompt")
     export.set_defaults(func=cmd_export)
 
 
@@ -60,24 +65,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"  verified against PyTorch: max abs diff {meta.max_diff:.3e}")
     print(f"  {'from cache' if exported.from_cache else 'exported now'}")
     if args.task == "chat" and settings.chat_model:
-        import orjson
-
-        from pipeline.models.generation import ensure_decoder
-
-        decoder = ensure_decoder(settings.chat_model, settings.model_cache_dir)
-        meta = orjson.loads((decoder / "meta.json").read_bytes())
-        print(f"{decoder / 'decoder.onnx'}")
-        print(f"  the reply model {settings.chat_model}: a decoder with a KV cache, {meta['layers']} layers, "
-              f"{meta['kv_heads']} key/value heads of {meta['head_dim']}")  # fmt: skip
-        print(
-            "  inputs input_ids, attention_mask, position_ids, past_k, past_v -> outputs logits, present_k, present_v"
-        )
-        if args.quantize == "int8":
-            from transformers import AutoTokenizer
-
-            from pipeline.models.quantize import compare, ensure_int8
-
-            print(ensure_int8(decoder))
-            tokenizer = AutoTokenizer.from_pretrained(str(decoder))
-            print("  " + compare(decoder, tokenizer, CHECK_PROMPTS, tokens=args.check_tokens).render())
+        _export_decoder(settings, args)
     return 0
+
+
+def _export_decoder(settings: Settings, args: argparse.Namespace) -> None:
+    """chat's reply model: the decoder with a KV cache, its quantised variants, and their comparison."""
+    from pipeline.models.export import ensure_exported
+    from pipeline.models.quantize import VARIANTS, compare, variant_file
+
+    exported = ensure_exported(settings.chat_model, "decoder", settings, force=args.force)
+    meta, shape = exported.meta, exported.meta.decoder
+    assert shape is not None
+    print(f"{exported.onnx_path}")
+    print(f"  the reply model {meta.model}: a decoder with a KV cache, {shape.layers} layers, "
+          f"{shape.kv_heads} key/value heads of {shape.head_dim}, end tokens {list(shape.eos_token_ids)}")  # fmt: skip
+    print("  inputs input_ids, attention_mask, position_ids, past_key_values.{i}.key/value "
+          "-> outputs logits (last position), present.{i}.key/value")  # fmt: skip
+    print(
+        f"  verified against PyTorch (prefill and steps, padded rows): max abs diff of the logits {meta.max_diff:.3e}"
+    )
+    print(f"  {'from cache' if exported.from_cache else 'exported now'}")
+    for variant in VARIANTS:
+        if variant != "fp32":
+            path = variant_file(exported, variant)
+            print(f"{path}  ({variant}, {path.stat().st_size / 1e6:.0f} MB)")
+    if args.compare:
+        from transformers import AutoTokenizer
+
+        from pipeline.models.generator import chat_ids
+
+        tokenizer = AutoTokenizer.from_pretrained(str(exported.path))
+        prompts = [chat_ids(tokenizer, q) for q in CHECK_PROMPTS]
+        for variant in dict.fromkeys(args.compare):
+            print("  " + compare(exported, variant, prompts, tokens=args.check_tokens).render())

@@ -45,11 +45,13 @@ log = logging.getLogger("pipeline.models.export")
 
 # Bump when the exported graph or meta.json changes shape: old entries are then ignored.
 EXPORT_VERSION = 1
-KINDS: tuple[str, ...] = ("qa", "classify", "embed")
+# decoder: a causal LM with a KV cache, for generate (see pipeline.models.convert_decoder).
+KINDS: tuple[str, ...] = ("qa", "classify", "embed", "decoder")
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "qa": ("start_logits", "end_logits"),
     "classify": ("logits",),
     "embed": ("embedding",),
+    "decoder": ("logits",),  # then present.{i}.key/value per layer: decoder_names()
 }
 OPSET = 17
 # Largest |ONNX - PyTorch| accepted on the verification inputs.
@@ -69,11 +71,39 @@ def kind_for(task: str) -> str:
     return task
 
 
+def decoder_names(layers: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The decoder graph's input and output names for a model of ``layers`` layers."""
+    past = [f"past_key_values.{i}.{part}" for i in range(layers) for part in ("key", "value")]
+    present = [f"present.{i}.{part}" for i in range(layers) for part in ("key", "value")]
+    return ("input_ids", "attention_mask", "position_ids", *past), ("logits", *present)
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderShape:
+    """What the generation engine needs to know about a decoder export (``meta.json``'s ``decoder``)."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    eos_token_ids: tuple[int, ...]
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> DecoderShape:
+        return cls(
+            layers=int(raw["layers"]),
+            kv_heads=int(raw["kv_heads"]),
+            head_dim=int(raw["head_dim"]),
+            vocab_size=int(raw["vocab_size"]),
+            eos_token_ids=tuple(int(t) for t in raw["eos_token_ids"]),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ModelMeta:
     """What a serving process needs to know about an exported model (``meta.json``)."""
 
-    task: str  # the export kind: qa, classify or embed
+    task: str  # the export kind: qa, classify, embed or decoder
     model: str  # the path or hub id it was exported from
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
@@ -83,6 +113,7 @@ class ModelMeta:
     pad_token_id: int
     max_diff: float  # largest |ONNX - PyTorch| seen when verifying the export
     key: str = ""
+    decoder: DecoderShape | None = None  # the decoder kind only
 
     def save(self, directory: Path) -> None:
         (directory / META_FILE).write_bytes(orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2))
@@ -93,6 +124,7 @@ class ModelMeta:
         try:
             raw: dict[str, Any] = orjson.loads(path.read_bytes())
             labels = raw.get("labels")
+            decoder = raw.get("decoder")
             return cls(
                 task=str(raw["task"]),
                 model=str(raw["model"]),
@@ -104,6 +136,7 @@ class ModelMeta:
                 pad_token_id=int(raw["pad_token_id"]),
                 max_diff=float(raw["max_diff"]),
                 key=str(raw.get("key", "")),
+                decoder=DecoderShape.from_json(decoder) if decoder is not None else None,
             )
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"unreadable export metadata: {exc}", where=str(path)) from exc
@@ -156,9 +189,9 @@ def ensure_exported(model: str, task: str, settings: Settings, *, force: bool = 
 
 
 def resolve_model(model: str) -> Path:
-    """A local directory holding ``model``: the path itself, or a hub snapshot."""
+    """A local directory holding ``model`` (the path itself, or a hub snapshot), or a GGUF file."""
     path = Path(model).expanduser()
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
         return path.resolve()
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ConfigError(f"model {model!r} is not a directory with a saved transformers model")
@@ -180,9 +213,10 @@ def cache_key(model: str, source: Path, kind: str) -> str:
     config = source / "config.json"
     if config.is_file():
         digest.update(config.read_bytes())
+    root = source.parent if source.is_file() else source
     for path in _model_files(source):
         stat = path.stat()
-        digest.update(f"{path.relative_to(source)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 
@@ -228,6 +262,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _model_files(source: Path) -> list[Path]:
+    if source.is_file():  # a GGUF file is the whole model
+        return [source]
     files: list[Path] = []
     for root, dirs, names in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -251,10 +287,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    from pipeline.models.convert import convert
-
     try:
-        meta = convert(Path(args.source), args.model, args.kind, Path(args.out), key=args.key)
+        if args.kind == "decoder":
+            from pipeline.models.convert_decoder import convert_decoder
+
+            meta = convert_decoder(Path(args.source), args.model, Path(args.out), key=args.key)
+        else:
+            from pipeline.models.convert import convert
+
+            meta = convert(Path(args.source), args.model, args.kind, Path(args.out), key=args.key)
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2

@@ -1,282 +1,387 @@
-"""Greedy generation on ONNX Runtime with a KV cache, continuously batched: the default chat engine.
+"""Greedy generation on ONNX Runtime with a KV cache and continuous batching: the default chat engine.
 
-**Export** (:func:`ensure_decoder`): the reply model (a Llama-architecture
-folder, or a GGUF file that transformers dequantises) becomes one ONNX graph
-taking ``input_ids``, ``attention_mask``, ``position_ids`` and the past keys
-and values of every layer stacked (``past_k``, ``past_v``: layers × batch ×
-kv heads × past length × head dim) and returning the logits and the present
-keys and values. The same graph prefills a prompt (past length 0) and takes
-one step per token. It is cached under ``Settings.model_cache_dir`` by a hash
-of the model's bytes.
+API (the :class:`~pipeline.models.generator.Generator` seam the generate stage uses)::
 
-**Engine** (:class:`OrtEngine`): one thread. A submitted sequence is
-prefilled alone at the next step, then joins the running batch: each step
-left-pads the sequences' caches to the longest, masks the padding, gives
-each its own position, and advances every sequence by one token. Greedy
-tokens do not depend on the company a sequence keeps (padding is masked).
+    engine, tokenizer = load_engine(settings)            # exports the decoder on first use
+    future = engine.submit(prompt_ids, max_new_tokens, on_token, deadline_ms=None)
+    #   on_token(token_id) -> bool runs on the engine's thread for each new token;
+    #   False stops the sequence. Stream text with TextStream(tokenizer).push(token).
+    generated = future.result()                           # Generated(tokens, stopped, prompt_tokens)
+    engine.close()
 
-This is the minimal engine the chat flow needs; the ``llm`` branch's engine
-(quantised variants, oracle tests on the real model) replaces it when merged.
+    for index, delta in stream_replies(engine, tokenizer, prompts, max_new_tokens):
+        ...                                               # (which prompt, text it adds), as generated
+
+``stopped`` is ``"eos"`` (the model ended it; the end token is not in
+``tokens``), ``"length"`` (``max_new_tokens``, or the model's positions) or
+``"stopped"`` (``on_token`` returned False, ``deadline_ms`` (epoch ms) passed,
+or the engine closed): a reply cut short.
+
+How it runs: one thread owns the batch. A submitted sequence waits until it
+fits (at most ``max_sequences`` rows, and the rows' prompt + ``max_new_tokens``
+summed within ``max_tokens``: the token budget, which bounds the cache's
+memory), then joins at the next step: the sequences joining together are
+prefilled in one call (left-padded among themselves), which gives their first
+token, and their caches are merged into the running batch. Every step then
+feeds each row its last token. The batch's caches are one left-padded tensor
+per layer kept as ONNX Runtime values from one step to the next, so a step
+copies nothing on the Python side; the caches are only rebuilt when the
+batch's rows change (a join, or a finished sequence dropped and the padding
+columns no row needs any more cut off). Padding is masked and each row has
+its own positions, so a sequence's greedy tokens do not depend on the company
+it keeps (``tests/unit/test_generation.py`` checks them against transformers).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import subprocess
-import sys
+import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
+import onnxruntime as ort
 
-from pipeline.errors import ExportError
-from pipeline.models.generator import Generated, OnToken
+from pipeline.errors import ConfigError, TooLargeError
+from pipeline.models.export import MODEL_FILE, DecoderShape, ExportedModel, ModelMeta, ensure_exported
+from pipeline.models.generator import Generated, OnToken, TextStream
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.generation")
 
-EXPORT_VERSION = "decoder-1"
-
-
-def _from(path: str) -> tuple[str, dict[str, str]]:
-    """from_pretrained's arguments for a model folder or a GGUF file."""
-    if path.endswith(".gguf"):
-        folder, _, name = path.rpartition("/")
-        return folder, {"gguf_file": name}
-    return path, {}
-
-
-def _content_hash(path: Path) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256(EXPORT_VERSION.encode())
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def ensure_decoder(model: str, cache_dir: Path) -> Path:
-    """The exported decoder folder for ``model`` (exported now unless cached)."""
-    source = Path(model)
-    out = cache_dir / f"chat-{source.stem[-40:]}-{_content_hash(source)}"
-    if (out / "meta.json").exists():
-        return out
-    began = time.monotonic()
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    # In a child process: tracing leaves torch's global state behind, and a
-    # serving process should only run ONNX Runtime (as pipeline.models.export).
-    done = subprocess.run([sys.executable, "-m", "pipeline.models.generation", model, str(tmp)], check=False)
-    if done.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"exporting the chat model {model} failed (exit {done.returncode}); see the log above")
-    try:
-        tmp.rename(out)
-    except OSError:  # another process exported it meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s to %s in %.1f s", model, out, time.monotonic() - began)
-    return out
-
-
-def _export(model: str, out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
-
-    folder, extra = _from(model)
-    hf = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32, **extra).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
-    config = hf.config
-    layers, kv_heads = config.num_hidden_layers, config.num_key_value_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-    class Step(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = hf
-
-        def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, past_k: Any, past_v: Any) -> Any:
-            cache = DynamicCache()
-            for i in range(layers):
-                cache.update(past_k[i], past_v[i], i)
-            output = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                past_key_values=cache, use_cache=True)  # fmt: skip
-            present = output.past_key_values.layers
-            keys = torch.stack([present[i].keys for i in range(layers)])
-            values = torch.stack([present[i].values for i in range(layers)])
-            return output.logits[:, -1, :], keys, values
-
-    batch, past, new = 2, 3, 4
-    example = (
-        torch.ones(batch, new, dtype=torch.long),
-        torch.ones(batch, past + new, dtype=torch.long),
-        torch.arange(past, past + new).repeat(batch, 1),
-        torch.zeros(layers, batch, kv_heads, past, head_dim),
-        torch.zeros(layers, batch, kv_heads, past, head_dim),
-    )
-    axes = {
-        "input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
-        "position_ids": {0: "batch", 1: "new"}, "past_k": {1: "batch", 3: "past"}, "past_v": {1: "batch", 3: "past"},
-        "logits": {0: "batch"}, "present_k": {1: "batch", 3: "total"}, "present_v": {1: "batch", 3: "total"},
-    }  # fmt: skip
-    with torch.inference_mode():
-        torch.onnx.export(
-            Step(), example, str(out / "decoder.onnx"), dynamo=False, opset_version=17, dynamic_axes=axes,
-            input_names=["input_ids", "attention_mask", "position_ids", "past_k", "past_v"],
-            output_names=["logits", "present_k", "present_v"],
-        )  # fmt: skip
-    tokenizer.save_pretrained(str(out))
-    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-    eos = sorted({int(e) for e in [*eos, tokenizer.eos_token_id] if e is not None})
-    meta = {"model": model, "layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "eos": eos}
-    (out / "meta.json").write_bytes(orjson.dumps(meta))
+# How long the idle loop sleeps between looks at its deadlines and the closed flag.
+_IDLE_WAIT_S = 0.05
 
 
 @dataclass
 class _Sequence:
+    id: int
     prompt: list[int]
     max_new: int
     on_token: OnToken
+    deadline_ms: int | None
     future: Future[Generated] = field(default_factory=Future)
     tokens: list[int] = field(default_factory=list)
-    keys: Any = None  # (layers, 1, kv heads, length, head dim)
-    values: Any = None
+
+    @property
+    def reserve(self) -> int:
+        """Cache positions it may come to hold: what the token budget counts."""
+        return len(self.prompt) + self.max_new
+
+
+class _Batch:
+    """The running rows: per-layer caches, left-padded to one length, and their attention mask."""
+
+    def __init__(self) -> None:
+        self.rows: list[_Sequence] = []
+        self.past: list[Any] = []  # per layer key, value: OrtValue (after a step) or ndarray (after a rebuild)
+        self.mask = np.zeros((0, 0), np.int64)  # 1 where a row has a cached token
+
+    @property
+    def length(self) -> int:
+        return int(self.mask.shape[1])
+
+
+def _array(value: Any) -> np.ndarray:
+    return value.numpy() if isinstance(value, ort.OrtValue) else value
 
 
 class OrtEngine:
-    """The continuous-batching loop over the exported decoder (see the module docstring)."""
+    """The continuous-batching loop over an exported decoder (see the module docstring)."""
 
-    def __init__(self, folder: Path, threads: int = 0, decoder: str = "decoder.onnx") -> None:
-        import onnxruntime as ort
-
-        meta = orjson.loads((folder / "meta.json").read_bytes())
-        self.layers, self.kv_heads, self.head_dim = meta["layers"], meta["kv_heads"], meta["head_dim"]
-        self.eos = set(meta["eos"])
+    def __init__(
+        self,
+        exported: ExportedModel | Path,
+        *,
+        model_file: str = MODEL_FILE,
+        threads: int = 0,
+        max_sequences: int = 8,
+        max_tokens: int = 16_384,
+    ) -> None:
+        path = exported.path if isinstance(exported, ExportedModel) else Path(exported)
+        meta = exported.meta if isinstance(exported, ExportedModel) else ModelMeta.load(path)
+        if meta.decoder is None:
+            raise ConfigError(f"{path} is a {meta.task} export, not a decoder")
+        self.shape: DecoderShape = meta.decoder
+        self.max_positions = meta.max_position_embeddings
+        self.eos: set[int] = set(self.shape.eos_token_ids)
+        self.max_sequences, self.max_tokens = max(1, max_sequences), max(1, max_tokens)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        self.session = ort.InferenceSession(str(folder / decoder), options, providers=["CPUExecutionProvider"])
-        self.incoming: list[_Sequence] = []
-        self.active: list[_Sequence] = []
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path / model_file), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.ids = count()
+        self.waiting: list[_Sequence] = []
+        self.batch = _Batch()
         self.lock = threading.Condition()
         self.closed = False
+        self.steps = 0  # decode steps run (for tests and benchmarks)
         self.thread = threading.Thread(target=self._loop, name="ort-engine", daemon=True)
         self.thread.start()
 
-    def submit(self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken) -> Future[Generated]:
-        sequence = _Sequence(list(prompt_ids), max_new_tokens, on_token)
+    # -- the API ------------------------------------------------------------------
+
+    def submit(
+        self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken, deadline_ms: int | None = None
+    ) -> Future[Generated]:
+        """Start a sequence; it joins the running batch at the next step that has room. Thread-safe."""
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise ValueError("an empty prompt: nothing to continue")
+        room = self.max_positions - len(prompt)
+        if room <= 0:
+            raise TooLargeError(f"a prompt of {len(prompt)} tokens fills the model's {self.max_positions} positions")
+        sequence = _Sequence(next(self.ids), prompt, max(0, min(max_new_tokens, room)), on_token, deadline_ms)
         with self.lock:
-            self.incoming.append(sequence)
+            if self.closed:
+                raise RuntimeError("the generation engine is closed")
+            self.waiting.append(sequence)
             self.lock.notify()
         return sequence.future
 
     def close(self) -> None:
+        """Stop the loop; sequences still waiting or running end ``stopped``."""
         with self.lock:
             self.closed = True
             self.lock.notify()
-        self.thread.join(10)
+        self.thread.join(30)
+
+    @property
+    def running(self) -> int:
+        return len(self.batch.rows)
+
+    # -- the loop -------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self.lock:
-                while not self.incoming and not self.active and not self.closed:
-                    self.lock.wait(0.1)
+                while not self.waiting and not self.batch.rows and not self.closed:
+                    self.lock.wait(_IDLE_WAIT_S)
                 if self.closed:
-                    for sequence in [*self.incoming, *self.active]:
-                        sequence.future.set_result(Generated(sequence.tokens, "stopped", len(sequence.prompt)))
+                    for sequence in [*self.waiting, *self.batch.rows]:
+                        self._finish(sequence, "stopped")
                     return
-                joining, self.incoming = self.incoming, []
+                joining = self._admit()
             try:
-                for sequence in joining:
-                    self._emit(sequence, self._prefill(sequence))
-                if self.active:
-                    for sequence, token in zip(list(self.active), self._step(), strict=True):
-                        self._emit(sequence, token)
+                self._expire()
+                if joining:
+                    self._join([s for s in joining if not s.future.done()])
+                if self.batch.rows:
+                    self._step()
             except Exception as exc:  # the model failed: every running sequence fails with it
                 log.exception("generation step failed")
-                for sequence in [*joining, *self.active]:
+                for sequence in [*joining, *self.batch.rows]:
                     if not sequence.future.done():
                         sequence.future.set_exception(exc)
-                self.active = []
+                self.batch = _Batch()
 
-    def _run(self, ids: Any, mask: Any, positions: Any, keys: Any, values: Any) -> tuple[Any, Any, Any]:
-        logits, keys, values = self.session.run(
-            None,
-            {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "past_k": keys, "past_v": values},
-        )
-        return logits, keys, values
+    def _admit(self) -> list[_Sequence]:
+        """Waiting sequences that fit, first come first in (called with the lock held)."""
+        now = _now_ms()
+        for sequence in [s for s in self.waiting if s.deadline_ms is not None and now >= s.deadline_ms]:
+            self.waiting.remove(sequence)
+            self._finish(sequence, "stopped")
+        for sequence in [s for s in self.waiting if s.max_new == 0]:
+            self.waiting.remove(sequence)
+            self._finish(sequence, "length")
+        rows = len(self.batch.rows)
+        budget = self.max_tokens - sum(s.reserve for s in self.batch.rows)
+        joining: list[_Sequence] = []
+        while self.waiting and rows + len(joining) < self.max_sequences:
+            sequence = self.waiting[0]
+            alone = rows == 0 and not joining  # a sequence over the whole budget runs alone
+            if sequence.reserve > budget and not alone:
+                break
+            joining.append(self.waiting.pop(0))
+            budget -= sequence.reserve
+        return joining
 
-    def _prefill(self, sequence: _Sequence) -> int:
-        n = len(sequence.prompt)
-        empty = np.zeros((self.layers, 1, self.kv_heads, 0, self.head_dim), np.float32)
-        logits, sequence.keys, sequence.values = self._run(
-            np.array([sequence.prompt], np.int64), np.ones((1, n), np.int64), np.arange(n, dtype=np.int64)[None],
-            empty, empty,
-        )  # fmt: skip
-        self.active.append(sequence)
-        return int(logits[0].argmax())
+    def _expire(self) -> None:
+        now = _now_ms()
+        ended = [s for s in self.batch.rows if s.deadline_ms is not None and now >= s.deadline_ms]
+        for sequence in ended:
+            self._finish(sequence, "stopped")
+        if ended:
+            self._drop_finished()
 
-    def _step(self) -> list[int]:
-        batch = self.active
-        longest = max(s.keys.shape[3] for s in batch)
-        shape = (self.layers, len(batch), self.kv_heads, longest, self.head_dim)
-        keys, values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        mask = np.zeros((len(batch), longest + 1), np.int64)
-        positions = np.zeros((len(batch), 1), np.int64)
-        ids = np.zeros((len(batch), 1), np.int64)
-        for i, s in enumerate(batch):
-            length = s.keys.shape[3]
-            keys[:, i, :, longest - length :] = s.keys[:, 0]
-            values[:, i, :, longest - length :] = s.values[:, 0]
-            mask[i, longest - length :] = 1
-            positions[i, 0] = length
-            ids[i, 0] = s.tokens[-1]
-        logits, present_k, present_v = self._run(ids, mask, positions, keys, values)
-        for i, s in enumerate(batch):
-            length = s.keys.shape[3]
-            s.keys = present_k[:, i : i + 1, :, longest - length :]
-            s.values = present_v[:, i : i + 1, :, longest - length :]
-        return [int(row.argmax()) for row in logits]
+    def _run(self, feeds: dict[str, Any]) -> tuple[np.ndarray, list[ort.OrtValue]]:
+        values = {
+            name: v if isinstance(v, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(v) for name, v in feeds.items()
+        }
+        out = self.session.run_with_ort_values(self.outputs, values)
+        return out[0].numpy(), list(out[1:])
+
+    def _join(self, joining: list[_Sequence]) -> None:
+        """Prefill ``joining`` in one call, emit their first tokens, merge their caches into the batch."""
+        if not joining:
+            return
+        longest = max(len(s.prompt) for s in joining)
+        ids = np.zeros((len(joining), longest), np.int64)
+        mask = np.zeros((len(joining), longest), np.int64)
+        positions = np.zeros((len(joining), longest), np.int64)
+        for row, sequence in enumerate(joining):
+            n = len(sequence.prompt)
+            ids[row, longest - n :] = sequence.prompt
+            mask[row, longest - n :] = 1
+            positions[row, longest - n :] = np.arange(n)
+        empty = np.zeros((len(joining), self.shape.kv_heads, 0, self.shape.head_dim), np.float32)
+        feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        feeds.update({name: empty for name in self.inputs[3:]})
+        logits, present = self._run(feeds)
+        self._merge(joining, [p.numpy() for p in present], mask)
+        for sequence, token in zip(joining, logits.argmax(axis=-1).tolist(), strict=True):
+            self._emit(sequence, int(token))
+        self._drop_finished()
+
+    def _merge(self, joining: list[_Sequence], present: list[np.ndarray], mask: np.ndarray) -> None:
+        """The batch with ``joining``'s rows appended, every cache right-aligned to the longer length."""
+        old = self.batch
+        if not old.rows:
+            self.batch.rows, self.batch.past, self.batch.mask = list(joining), present, mask
+            return
+        length = max(old.length, mask.shape[1])
+        rows = len(old.rows) + len(joining)
+        merged = np.zeros((rows, length), np.int64)
+        merged[: len(old.rows), length - old.length :] = old.mask
+        merged[len(old.rows) :, length - mask.shape[1] :] = mask
+        past: list[np.ndarray] = []
+        for before, new in zip(old.past, present, strict=True):
+            before = _array(before)
+            both = np.zeros((rows, self.shape.kv_heads, length, self.shape.head_dim), np.float32)
+            both[: len(old.rows), :, length - old.length :] = before
+            both[len(old.rows) :, :, length - new.shape[2] :] = new
+            past.append(both)
+        self.batch.rows, self.batch.past, self.batch.mask = [*old.rows, *joining], past, merged
+
+    def _step(self) -> None:
+        """Advance every running row by one token."""
+        batch = self.batch
+        rows = len(batch.rows)
+        mask = np.concatenate([batch.mask, np.ones((rows, 1), np.int64)], axis=1)
+        feeds: dict[str, Any] = {
+            "input_ids": np.array([[s.tokens[-1]] for s in batch.rows], np.int64),
+            "attention_mask": mask,
+            "position_ids": np.array([[len(s.prompt) + len(s.tokens) - 1] for s in batch.rows], np.int64),
+        }
+        feeds.update(zip(self.inputs[3:], batch.past, strict=True))
+        logits, present = self._run(feeds)
+        batch.past, batch.mask = present, mask
+        self.steps += 1
+        for sequence, token in zip(list(batch.rows), logits.argmax(axis=-1).tolist(), strict=True):
+            self._emit(sequence, int(token))
+        self._drop_finished()
+
+    def _drop_finished(self) -> None:
+        """Remove finished rows and the padding columns no remaining row needs."""
+        batch = self.batch
+        keep = [i for i, s in enumerate(batch.rows) if not s.future.done()]
+        if len(keep) == len(batch.rows):
+            return
+        if not keep:
+            self.batch = _Batch()
+            return
+        mask = batch.mask[keep]
+        start = int(np.argmax(mask.any(axis=0)))  # first column some row still attends to
+        batch.past = [np.ascontiguousarray(_array(p)[keep][:, :, start:]) for p in batch.past]
+        batch.mask = np.ascontiguousarray(mask[:, start:])
+        batch.rows = [batch.rows[i] for i in keep]
 
     def _emit(self, sequence: _Sequence, token: int) -> None:
-        """Give ``token`` to its sequence; end the sequence if it is done."""
-        stopped = None
+        """Give ``token`` to its sequence; finish the sequence if it is done (it leaves at the next drop)."""
         if token in self.eos:
-            stopped = "eos"
-        else:
-            sequence.tokens.append(token)
-            if not sequence.on_token(token):
-                stopped = "stopped"
-            elif len(sequence.tokens) >= sequence.max_new:
-                stopped = "length"
-        if stopped is not None:
-            if sequence in self.active:
-                self.active.remove(sequence)
-            sequence.keys = sequence.values = None
-            sequence.future.set_result(Generated(sequence.tokens, stopped, len(sequence.prompt)))
+            self._finish(sequence, "eos")
+            return
+        sequence.tokens.append(token)
+        try:
+            go_on = sequence.on_token(token)
+        except Exception as exc:  # the caller's callback failed: that sequence fails, the others run on
+            log.exception("on_token of sequence %d failed", sequence.id)
+            sequence.future.set_exception(exc)
+            return
+        if not go_on or (sequence.deadline_ms is not None and _now_ms() >= sequence.deadline_ms):
+            self._finish(sequence, "stopped")
+        elif len(sequence.tokens) >= sequence.max_new:
+            self._finish(sequence, "length")
+
+    @staticmethod
+    def _finish(sequence: _Sequence, stopped: str) -> None:
+        if not sequence.future.done():
+            sequence.future.set_result(Generated(list(sequence.tokens), stopped, len(sequence.prompt)))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def stream_replies(
+    engine: OrtEngine, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int
+) -> Iterator[tuple[int, str]]:
+    """Submit every prompt at once; yield ``(index, text delta)`` as the batch writes them, each reply's last.
+
+    For callers that want a plain iterator (benchmarks, a console) instead of
+    callbacks on the engine's thread.
+    """
+    events: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
+    streams = [TextStream(tokenizer) for _ in prompts]
+
+    def on_token(index: int) -> OnToken:
+        def put(token: int) -> bool:
+            events.put((index, token))
+            return True
+
+        return put
+
+    def on_done(index: int) -> Callable[[Future[Generated]], None]:
+        return lambda _future: events.put((index, None))
+
+    futures = []
+    for index, prompt in enumerate(prompts):
+        future = engine.submit(prompt, max_new_tokens, on_token(index))
+        future.add_done_callback(on_done(index))
+        futures.append(future)
+    open_ = len(prompts)
+    while open_:
+        index, token = events.get()
+        if token is None:
+            open_ -= 1
+            futures[index].result()  # a failed sequence raises here
+            rest = streams[index].finish()
+            if rest:
+                yield index, rest
+            continue
+        delta = streams[index].push(token)
+        if delta:
+            yield index, delta
 
 
 def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
-    """The ONNX Runtime engine for ``settings.chat_model`` (exported on first use) and its tokenizer."""
+    """The engine for ``settings.chat_model`` (its decoder exported on first use) and its tokenizer."""
     from transformers import AutoTokenizer
 
-    folder = ensure_decoder(settings.chat_model, Path(settings.model_cache_dir))
-    decoder = "decoder.onnx"
-    if settings.chat_quantized:
-        from pipeline.models.quantize import ensure_int8
+    from pipeline.models.quantize import variant_file
 
-        decoder = ensure_int8(folder).name
-    return OrtEngine(folder, decoder=decoder), AutoTokenizer.from_pretrained(str(folder))
+    exported = ensure_exported(settings.chat_model, "decoder", settings)
+    model_file = variant_file(exported, "int4" if settings.chat_quantized else "fp32")
+    engine = OrtEngine(
+        exported,
+        model_file=model_file.name,
+        threads=settings.generate_threads,
+        max_sequences=settings.generate_max_sequences,
+        max_tokens=settings.generate_max_tokens,
+    )
+    return engine, AutoTokenizer.from_pretrained(str(exported.path))
 
 
-if __name__ == "__main__":  # the export child: python -m pipeline.models.generation MODEL OUT_DIR
-    _export(sys.argv[1], Path(sys.argv[2]))
+def ensure_decoder(model: str, cache_dir: Path) -> Path:
+    """The folder of ``model``'s decoder export (made now unless cached): ``model.onnx`` and ``meta.json``."""
+    return ensure_exported(model, "decoder", Settings(model_cache_dir=Path(cache_dir))).path

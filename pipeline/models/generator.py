@@ -28,7 +28,8 @@ class Generated:
     """One finished sequence."""
 
     tokens: list[int]  # the new tokens, without the prompt (nor the end-of-sequence token)
-    # "eos" (the model ended it), "length" (max_new_tokens), "stopped" (on_token said so);
+    # "eos" (the model ended it), "length" (max_new_tokens), "stopped" (on_token said so, or the
+    # engine's deadline_ms passed, or it closed: a reply cut short);
     # generate also uses "retrieved" for a reply that is the retrieved text, no model run.
     stopped: str
     prompt_tokens: int
@@ -47,28 +48,59 @@ class Generator(Protocol):
 
 
 class TextStream:
-    """Decode a sequence's tokens as they come into the text to append each time."""
+    """Decode a sequence's tokens as they come into the text to append each time.
+
+    Incremental, in constant work per token: only a window of the last tokens
+    is decoded (from ``prefix`` to the end), and the text its older part
+    (``prefix``..``read``) decoded to is cut off the front; the window keeps one
+    token of context, so a leading space or a character whose bytes span
+    tokens comes out whole. Nothing is emitted while the window ends inside a
+    multi-byte character (the decoder's ``\ufffd``). ``text`` is always exactly
+    the deltas joined.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.tokens: list[int] = []
         self.text = ""
+        self.prefix = 0  # window start: tokens before it are in ``text`` and need no context
+        self.read = 0  # tokens before this are in ``text``
+
+    def _decode(self, tokens: list[int]) -> str:
+        extra: dict[str, bool] = {}
+        if getattr(self.tokenizer, "clean_up_tokenization_spaces", False):
+            # Clean-up joins " ." across the window's edge differently from the whole text's.
+            extra["clean_up_tokenization_spaces"] = False
+        text: str = self.tokenizer.decode(tokens, skip_special_tokens=True, **extra)
+        return text
 
     def push(self, token: int) -> str:
         """The text ``token`` adds ("" while it ends inside a character)."""
         self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        if text.endswith("\ufffd") or not text.startswith(self.text):
-            return ""  # half a character, or a merge that rewrites the tail: wait for the next token
-        delta, self.text = text[len(self.text) :], text
+        done = self._decode(self.tokens[self.prefix : self.read])
+        window = self._decode(self.tokens[self.prefix :])
+        if len(window) <= len(done) or window.endswith("\ufffd") or not window.startswith(done):
+            return ""  # half a character (or nothing new yet): wait for the next token
+        delta = window[len(done) :]
+        self.prefix, self.read = self.read, len(self.tokens)
+        self.text += delta
         return delta
 
     def finish(self) -> str:
-        """The full text, and whatever was held back (returned as the last delta)."""
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        delta = text[len(self.text) :] if text.startswith(self.text) else ""
-        self.text = text if text.startswith(self.text) else self.text
+        """Whatever was held back (returned as the last delta); ``text`` is then the whole reply."""
+        done = self._decode(self.tokens[self.prefix : self.read])
+        window = self._decode(self.tokens[self.prefix :])
+        delta = window[len(done) :] if window.startswith(done) else ""
+        self.prefix = self.read = len(self.tokens)
+        self.text += delta
         return delta
+
+
+def chat_ids(tokenizer: Any, message: str) -> list[int]:
+    """The token ids of one user ``message`` in the model's chat template, ready for the reply."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
+                                         tokenize=False)  # fmt: skip
+    return [int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
 
 
 DEFAULT_ENGINE = "pipeline.models.generation:load_engine"

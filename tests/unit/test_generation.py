@@ -1,14 +1,17 @@
-"""The ONNX Runtime engine against transformers: the same greedy tokens, alone and batched."""
+"""The ONNX Runtime engine on a tiny random Llama: transformers' tokens, continuous batching, the ways a reply ends."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeline.models.generation import OrtEngine, ensure_decoder
+from pipeline.models.export import ExportedModel, ensure_exported
+from pipeline.models.generation import OrtEngine, ensure_decoder, stream_replies
+from pipeline.settings import Settings
 from tests.chat_engines import build_tiny_llama
 
 PROMPTS = ["Hello there, how are you?", "Where is my order?", "A", "Can I return shoes that don't fit? " * 3]
@@ -16,66 +19,164 @@ NEW = 16
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExportedModel]:
     root = tmp_path_factory.mktemp("gen")
-    model = build_tiny_llama(root / "tiny-llama", seed=3)
-    return model, ensure_decoder(str(model), root / "cache")
+    model = build_tiny_llama(root / "tiny-llama", seed=3, initializer_range=0.2)  # varied tokens
+    return model, ensure_exported(str(model), "decoder", Settings(model_cache_dir=root / "cache"))
 
 
 @pytest.fixture(scope="module")
-def engine(tiny: tuple[Path, Path]) -> Iterator[OrtEngine]:
+def tokenizer(tiny: tuple[Path, ExportedModel]) -> object:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny[1].path))
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer: object) -> list[list[int]]:
+    return [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS]  # type: ignore[operator]
+
+
+@pytest.fixture
+def engine(tiny: tuple[Path, ExportedModel]) -> Iterator[OrtEngine]:
     engine = OrtEngine(tiny[1], threads=1)
+    engine.eos = set()  # whole runs: a random model may pick its end token anywhere
     yield engine
     engine.close()
 
 
-def reference(model: Path, ids: list[int]) -> list[int]:
+def alone(engine: OrtEngine, ids: list[int], new: int = NEW) -> list[int]:
+    return engine.submit(ids, new, lambda _: True).result(60).tokens
+
+
+def reference(model: Path, ids: list[int], new: int = NEW) -> list[int]:
     import torch
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(str(model)).eval()
     with torch.inference_mode():
         out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                          max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)  # fmt: skip
+                          max_new_tokens=new, min_new_tokens=new, do_sample=False)  # fmt: skip
     return [int(t) for t in out[0, len(ids) :]]
 
 
-def test_greedy_tokens_equal_transformers_alone_and_batched(tiny: tuple[Path, Path], engine: OrtEngine) -> None:
-    from transformers import AutoTokenizer
+def test_the_export_is_verified_and_cached(tiny: tuple[Path, ExportedModel]) -> None:
+    model, exported = tiny
+    meta = exported.meta
+    assert meta.task == "decoder" and meta.decoder is not None and meta.max_diff <= 1e-3
+    assert meta.decoder.layers == 2 and meta.input_names[:3] == ("input_ids", "attention_mask", "position_ids")
+    assert len(meta.input_names) == 3 + 2 * meta.decoder.layers == len(meta.output_names) + 2
+    assert ensure_decoder(str(model), exported.path.parent) == exported.path
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny[1]))
-    engine.eos = set()  # compare whole runs: transformers' min_new_tokens ignores the end token too
-    prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+
+def test_greedy_tokens_equal_transformers_alone_and_batched(
+    tiny: tuple[Path, ExportedModel], engine: OrtEngine, prompts: list[list[int]]
+) -> None:
     expected = [reference(tiny[0], ids) for ids in prompts]
-    alone = [engine.submit(ids, NEW, lambda _: True).result(60).tokens for ids in prompts]
-    assert alone == expected
-    batched: dict[int, list[int]] = {}
-
-    def run(i: int) -> None:
-        batched[i] = engine.submit(prompts[i], NEW, lambda _: True).result(60).tokens
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert [batched[i] for i in range(len(prompts))] == expected
+    assert [alone(engine, ids) for ids in prompts] == expected
+    futures = [engine.submit(ids, NEW, lambda _: True) for ids in prompts]  # one continuous batch
+    assert [f.result(60).tokens for f in futures] == expected
 
 
-def test_the_export_is_cached_by_content(tiny: tuple[Path, Path], tmp_path: Path) -> None:
-    assert ensure_decoder(str(tiny[0]), tiny[1].parent) == tiny[1]
+def test_a_sequence_joins_a_running_batch_at_the_next_step(engine: OrtEngine, prompts: list[list[int]]) -> None:
+    want_long, want_short = alone(engine, prompts[3], 40), alone(engine, prompts[1], 8)
+    events: list[str] = []
+    started = threading.Event()
+
+    def long_token(_: int) -> bool:
+        events.append("long")
+        if len(events) >= 5:
+            started.set()
+        return True
+
+    steps = engine.steps
+    first = engine.submit(prompts[3], 40, long_token)
+    assert started.wait(60)
+    second = engine.submit(prompts[1], 8, lambda _: events.append("short") or True)
+    assert second.result(60).tokens == want_short and first.result(60).tokens == want_long
+    # The short one ran inside the long one's run: its tokens came between the long one's.
+    assert events.index("short") > 0 and len(events) - 1 - events[::-1].index("long") > events.index("short")
+    # They shared steps: fewer than if they had run one after the other (prefills give each its first token).
+    assert engine.steps - steps < 39 + 7
 
 
-def test_the_int8_decoder_is_made_once_and_compared_with_fp32_side_by_side(tiny: tuple[Path, Path]) -> None:
-    from transformers import AutoTokenizer
+def test_the_end_token_stops_a_sequence_without_being_part_of_it(engine: OrtEngine, prompts: list[list[int]]) -> None:
+    # The first new token after the start of some reply (a random model repeats itself a lot).
+    runs = [(ids, alone(engine, ids)) for ids in prompts]
+    ids, full, cut = next((i, f, c) for i, f in runs for c in range(1, len(f)) if f[c] not in f[:c])
+    engine.eos = {full[cut]}
+    done = engine.submit(ids, NEW, lambda _: True).result(60)
+    assert done.stopped == "eos" and done.tokens == full[:cut] and done.prompt_tokens == len(ids)
+    first = engine.submit(ids, NEW, lambda _: True)
+    engine.eos = {full[0]}  # the end token straight from prefill: an empty reply
+    assert engine.submit(ids, NEW, lambda _: True).result(60) == type(done)([], "eos", len(ids))
+    first.result(60)
 
-    from pipeline.models.quantize import INT8, compare, ensure_int8
 
-    folder = tiny[1]
-    made = ensure_int8(folder)
-    assert made.name == INT8 and ensure_int8(folder).stat().st_mtime == made.stat().st_mtime, "made once"
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    result = compare(folder, tokenizer, PROMPTS[:2], tokens=8)
-    assert 0.0 <= result.agree_prefix <= result.agree_all <= 1.0
-    assert result.int8_mb < result.fp32_mb and result.fp32_tokens_per_s > 0 and result.int8_tokens_per_s > 0
-    assert "int8 vs fp32 on 2 prompts" in result.render()
+def test_max_tokens_ends_a_sequence_with_length(engine: OrtEngine, prompts: list[list[int]]) -> None:
+    seen: list[int] = []
+    done = engine.submit(prompts[2], 5, lambda t: seen.append(t) or True).result(60)
+    assert done.stopped == "length" and len(done.tokens) == 5 and done.tokens == seen
+
+
+def test_a_deadline_stops_a_sequence_early(engine: OrtEngine, prompts: list[list[int]]) -> None:
+    now = int(time.time() * 1000)
+    late = engine.submit(prompts[0], NEW, lambda _: True, deadline_ms=now - 1).result(60)
+    assert late.stopped == "stopped" and late.tokens == []
+
+    def slow(_: int) -> bool:
+        time.sleep(0.03)
+        return True
+
+    cut = engine.submit(prompts[0], 200, slow, deadline_ms=int(time.time() * 1000) + 150).result(60)
+    assert cut.stopped == "stopped" and 0 < len(cut.tokens) < 200
+    assert cut.tokens == alone(engine, prompts[0], len(cut.tokens)), "the text so far is the real reply's start"
+
+
+def test_the_token_budget_holds_a_sequence_back_until_there_is_room(
+    tiny: tuple[Path, ExportedModel], prompts: list[list[int]]
+) -> None:
+    budget = len(prompts[0]) + 10  # room for one reply of 10 tokens at a time
+    engine = OrtEngine(tiny[1], threads=1, max_tokens=budget)
+    engine.eos = set()
+    order: list[int] = []
+    try:
+        first = engine.submit(prompts[0], 10, lambda _: order.append(0) or True)
+        second = engine.submit(prompts[2], 10, lambda _: order.append(1) or True)
+        first.result(60), second.result(60)
+    finally:
+        engine.close()
+    assert order == [0] * 10 + [1] * 10
+
+
+def test_stream_replies_yields_each_replys_text_as_it_is_written(
+    engine: OrtEngine, tokenizer: object, prompts: list[list[int]]
+) -> None:
+    texts = ["", ""]
+    for index, delta in stream_replies(engine, tokenizer, prompts[:2], 8):
+        texts[index] += delta
+    for index in range(2):
+        tokens = alone(engine, prompts[index], 8)
+        assert texts[index] == tokenizer.decode(tokens, skip_special_tokens=True)  # type: ignore[attr-defined]
+
+
+def test_a_failing_callback_fails_its_sequence_only(engine: OrtEngine, prompts: list[list[int]]) -> None:
+    def boom(_: int) -> bool:
+        raise RuntimeError("client went away")
+
+    bad = engine.submit(prompts[0], NEW, boom)
+    good = engine.submit(prompts[1], NEW, lambda _: True)
+    with pytest.raises(RuntimeError, match="client went away"):
+        bad.result(60)
+    assert len(good.result(60).tokens) == NEW
+
+
+def test_closing_stops_what_is_running(tiny: tuple[Path, ExportedModel], prompts: list[list[int]]) -> None:
+    engine = OrtEngine(tiny[1], threads=1)
+    engine.eos = set()
+    running = engine.submit(prompts[0], 100_000, lambda _: True)
+    time.sleep(0.2)
+    engine.close()
+    assert running.result(10).stopped == "stopped"
+    with pytest.raises(RuntimeError):
+        engine.submit(prompts[0], 1, lambda _: True)
