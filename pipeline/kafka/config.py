@@ -168,8 +168,10 @@ def telemetry_producer_config(settings: Settings, client_id: str) -> ClientConfi
             # Duplicates after a retry only count twice in a dashboard.
             "enable.idempotence": False,
             "acks": 1,
-            # Reports are JSON with repeated keys and numbers.
-            "compression.type": "lz4",
+            # Reports are JSON with repeated keys and numbers. gzip, not lz4:
+            # the monitor reads them with aiokafka (faust), which decompresses
+            # gzip with the standard library and lz4 only with an extra package.
+            "compression.type": "gzip",
             # A broker away is the runner's news, not this producer's.
             "log_level": 3,
         }
