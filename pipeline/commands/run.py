@@ -45,6 +45,11 @@ def register(sub: Any) -> None:
         help="--autoscale: how fast a backlog should be gone, in seconds (default 60)",
     )
     up.add_argument(
+        "--advice",
+        metavar="URL",
+        help="--autoscale: follow the monitor's advice (e.g. http://127.0.0.1:6066/api/advice)",
+    )
+    up.add_argument(
         "--autoscale-interval",
         type=float,
         default=10.0,

@@ -17,9 +17,11 @@ import json
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.scaling import Decision, Load, Memory, Policy, decide
 from pipeline.settings import Settings
@@ -79,6 +81,9 @@ class Autoscaler:
     policy: Policy
     log_path: Path
     interval_s: float = 10.0
+    # Follow the monitor's advice (its /api/advice) instead of deciding here.
+    advice_url: str | None = None
+    caps: dict[str, int] = field(default_factory=dict)  # partitions per stage, for following advice
     memory: dict[str, Memory] = field(default_factory=dict)
     previous: list[GroupSnapshot] | None = None
 
@@ -112,9 +117,42 @@ class Autoscaler:
             return []
         return [compare(b, a) for b, a in zip(before, current, strict=True)]
 
+    def follow(self, advice: dict[str, Any]) -> list[tuple[str, int, str]]:
+        """Resize the stages whose advised size differs from what runs: (stage, members, reason) for each."""
+        changes: list[tuple[str, int, str]] = []
+        for stage, count in self.counts().items():
+            advised = advice.get(stage)
+            members = advised.get("members") if isinstance(advised, dict) else None
+            if not count or not isinstance(advised, dict) or not isinstance(members, int):
+                continue
+            cap = min(self.caps.get(stage, members), self.policy.max_members.get(stage, members))
+            desired = max(self.policy.min_members, min(members, cap))
+            if desired != count:
+                changes.append((stage, desired, str(advised.get("reason", ""))))
+        for stage, desired, reason in changes:
+            log.info("autoscale: %s %d -> %d following the monitor's advice (%s)", stage, self.counts()[stage],
+                     desired, reason)  # fmt: skip
+            with self.log_path.open("a") as out:
+                out.write(json.dumps({"stage": stage, "desired": desired, "advice": advice[stage], "wall": time.time()})
+                          + "\n")  # fmt: skip
+            self.resize(stage, desired)
+        return changes
+
+    def read_advice(self) -> dict[str, Any]:
+        assert self.advice_url is not None
+        with urllib.request.urlopen(self.advice_url, timeout=5) as response:
+            advice = json.loads(response.read())
+        return advice if isinstance(advice, dict) else {}
+
     def run(self, stop: threading.Event) -> None:
         """Read, decide and resize every ``interval_s`` until ``stop``; a failed reading is logged and retried."""
         while not stop.wait(self.interval_s):
+            if self.advice_url:
+                try:
+                    self.follow(self.read_advice())
+                except (OSError, ValueError) as exc:
+                    log.warning("autoscale: no advice from %s (%s); trying again", self.advice_url, exc)
+                continue
             try:
                 statuses = self.read()
             except Exception as exc:  # the broker away for a moment must not end autoscaling

@@ -51,9 +51,12 @@ class ScalingLoop:
                 policy=policy,
                 log_path=supervisor.log_dir / "autoscale.jsonl",
                 interval_s=args.autoscale_interval,
+                advice_url=getattr(args, "advice", None),
+                caps=partitions,
             )
             threading.Thread(target=autoscaler.run, args=(stop,), name="autoscale", daemon=True).start()
-            print(f"pipeline up: autoscaling every {args.autoscale_interval:.0f} s (decisions in "
+            source = f"following {autoscaler.advice_url}" if autoscaler.advice_url else "deciding here"
+            print(f"pipeline up: autoscaling ({source}) every {args.autoscale_interval:.0f} s (decisions in "
                   f"{supervisor.log_dir / 'autoscale.jsonl'}); limits: {limits or 'partitions'}")  # fmt: skip
         loop = cls(supervisor, channel, autoscaler)
         write_state(supervisor)

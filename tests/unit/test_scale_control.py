@@ -69,3 +69,16 @@ def test_the_autoscaler_resizes_what_the_decision_changes_and_logs_every_decisio
     counts["infer"] = 3
     later = scaler.step([status("infer", 3, 3000, "lagging", 200.0, 120.0)], now=110.0)
     assert later[0].action == "hold" and "cooling down" in later[0].reason
+
+
+def test_following_the_monitors_advice_resizes_within_the_caps(tmp_path: Path) -> None:
+    counts = {"filter": 1, "infer": 2, "generate": 0}
+    resized: list[tuple[str, int]] = []
+    policy = Policy(max_members={"infer": 4})
+    scaler = Autoscaler(Settings(), lambda: counts, lambda s, n: resized.append((s, n)), policy,
+                        tmp_path / "autoscale.jsonl", advice_url="http://monitor/api/advice",
+                        caps={"filter": 12, "infer": 12, "generate": 12})  # fmt: skip
+    advice = {"filter": {"members": 1, "reason": "sized right"}, "infer": {"members": 9, "reason": "demand"},
+              "generate": {"members": 3, "reason": "demand"}, "merge": "junk"}  # fmt: skip
+    assert scaler.follow(advice) == [("infer", 4, "demand")], "capped at --max; a stage run with 0 stays off"
+    assert resized == [("infer", 4)] and "infer" in (tmp_path / "autoscale.jsonl").read_text()
