@@ -120,6 +120,10 @@ def decide(load: Load, memory: Memory, policy: Policy, now: float) -> tuple[Deci
     current = load.members + load.starting
     if rate > 0:
         needed = _clamp(math.ceil(demand / rate - 1e-9), policy.min_members, cap)
+        if not backlog:
+            # Keeping up: more members would not answer sooner. (Without a
+            # backlog the learnt rate is only a lower bound of capacity.)
+            needed = min(needed, max(current, policy.min_members))
         # What the stage would need with headroom: the bar for going down.
         comfortable = _clamp(math.ceil(demand / (rate * policy.down_headroom) - 1e-9), policy.min_members, cap)
     else:  # nothing learnt yet: grow one step while a backlog builds, never shrink blind

@@ -146,3 +146,10 @@ def test_limits_parse_and_bad_ones_say_why() -> None:
     assert parse_limits("") == {}
     with pytest.raises(ValueError, match="'infer=x' is not STAGE=N"):
         parse_limits("infer=x")
+
+
+def test_a_stage_that_keeps_up_is_not_grown_even_when_its_rate_is_only_known_as_a_lower_bound() -> None:
+    # Members deliver 16/s because 16/s arrive; 17/s arriving next reading is no reason for a second member.
+    memory = Memory(member_rate=16.0)
+    decision, _ = decide(Load("split", 1, 12, 17.4, 16.2, 12, 1.5), memory, Policy(), now=500.0)
+    assert decision.action == "hold" and decision.desired == 1
