@@ -51,8 +51,10 @@ class Policy:
     down_headroom: float = 0.8
     min_members: int = 1
     max_members: dict[str, int] = field(default_factory=dict)
-    # Lag below this many records counts as normal flow, not a backlog.
+    # A backlog: at least this many records waiting, the oldest for at least
+    # backlog_s (a few hundred records of fresh lag at 400/s is normal flow).
     backlog_records: int = 50
+    backlog_s: float = 5.0
     # Learning the per-member rate: weight of a new saturated reading.
     rate_smoothing: float = 0.3
     # Per-member rate to assume before any is measured (records/s); 0: grow one step at a time until measured.
@@ -115,11 +117,12 @@ def decide(load: Load, memory: Memory, policy: Policy, now: float) -> tuple[Deci
     rate = learn_rate(load, memory, policy)
     memory = replace(memory, member_rate=rate)
     cap = cap_for(load, policy)
-    backlog = load.lag >= policy.backlog_records
+    backlog = has_backlog(load, policy)
     demand = load.arrival_rate + (load.lag / policy.target_drain_s if backlog else 0.0)
     current = load.members + load.starting
     if rate > 0:
-        needed = _clamp(math.ceil(demand / rate - 1e-9), policy.min_members, cap)
+        wanted = math.ceil(demand / rate - 1e-9)
+        needed = _clamp(wanted, policy.min_members, cap)
         if not backlog:
             # Keeping up: more members would not answer sooner. (Without a
             # backlog the learnt rate is only a lower bound of capacity.)
@@ -127,7 +130,8 @@ def decide(load: Load, memory: Memory, policy: Policy, now: float) -> tuple[Deci
         # What the stage would need with headroom: the bar for going down.
         comfortable = _clamp(math.ceil(demand / (rate * policy.down_headroom) - 1e-9), policy.min_members, cap)
     else:  # nothing learnt yet: grow one step while a backlog builds, never shrink blind
-        needed = _clamp(current + 1 if backlog else current, policy.min_members, cap)
+        wanted = current + 1 if backlog else current
+        needed = _clamp(wanted, policy.min_members, cap)
         comfortable = max(needed, current)
     inputs = {
         "members": load.members,
@@ -138,6 +142,8 @@ def decide(load: Load, memory: Memory, policy: Policy, now: float) -> tuple[Deci
         "lag_s": None if load.lag_s is None else round(load.lag_s, 1),
         "member_rate": round(rate, 2),
         "demand": round(demand, 2),
+        "backlog": backlog,
+        "wanted": wanted,
         "cap": cap,
         "partitions": load.partitions,
         "downstream": load.downstream,
@@ -180,6 +186,9 @@ def decide(load: Load, memory: Memory, policy: Policy, now: float) -> tuple[Deci
                           f"{policy.down_cooldown_s:.0f} s since the last change)", memory)  # fmt: skip
         return result(current - 1, "down", f"{comfortable} would do for {now - below_since:.0f} s; one member less",
                       memory)  # fmt: skip
+    if backlog and wanted > current == cap:
+        return result(current, "hold", f"at its cap of {cap} (partitions or --max); {wanted} would drain the backlog",
+                      replace(memory, below_since=None))  # fmt: skip
     return result(current, "hold", "sized right", replace(memory, below_since=None))
 
 
@@ -189,7 +198,7 @@ def learn_rate(load: Load, memory: Memory, policy: Policy) -> float:
     if load.members <= 0 or load.consume_rate <= 0:
         return known
     observed = load.consume_rate / load.members
-    if load.lag >= policy.backlog_records:
+    if has_backlog(load, policy):
         # Records wait, so the members work flat out: this is their capacity.
         # A higher reading replaces what quiet readings suggested (those were
         # lower bounds); a lower one is smoothed in (one slow batch is noise).
@@ -198,6 +207,11 @@ def learn_rate(load: Load, memory: Memory, policy: Policy) -> float:
         return (1 - policy.rate_smoothing) * memory.member_rate + policy.rate_smoothing * observed
     # Without a backlog members deliver what arrives: capacity is at least that.
     return max(known, observed)
+
+
+def has_backlog(load: Load, policy: Policy) -> bool:
+    """Records wait, and not just for a moment (the age is used when it is known)."""
+    return load.lag >= policy.backlog_records and (load.lag_s is None or load.lag_s >= policy.backlog_s)
 
 
 def cap_for(load: Load, policy: Policy) -> int:

@@ -153,3 +153,16 @@ def test_a_stage_that_keeps_up_is_not_grown_even_when_its_rate_is_only_known_as_
     memory = Memory(member_rate=16.0)
     decision, _ = decide(Load("split", 1, 12, 17.4, 16.2, 12, 1.5), memory, Policy(), now=500.0)
     assert decision.action == "hold" and decision.desired == 1
+
+
+def test_fresh_lag_at_a_high_rate_is_flow_not_a_backlog() -> None:
+    # Seen live: filter at 400/s with 77 records waiting 0.3 s must not grow.
+    memory = Memory(member_rate=400.0)
+    decision, _ = decide(Load("filter", 1, 12, 403.3, 396.9, 77, 0.3), memory, Policy(), now=500.0)
+    assert decision.action == "hold" and decision.inputs["backlog"] is False
+
+
+def test_a_stage_at_its_cap_says_so() -> None:
+    load = Load("infer", 3, 12, 560.0, 55.0, 56_000, 90.0)
+    decision, _ = decide(load, Memory(member_rate=20.0), Policy(max_members={"infer": 3}), now=500.0)
+    assert decision.action == "hold" and decision.reason.startswith("at its cap of 3") and decision.inputs["wanted"] > 3
