@@ -160,7 +160,8 @@ class Aggregator:
 
 # Latency histogram buckets (ms, upper bounds): fixed, so windows merge by adding counts.
 BUCKETS_MS: tuple[float, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 1500,
-                                 2000, 3000, 5000, 7000, 10000, 15000, 20000, 30000, 60000, float("inf"))  # fmt: skip
+                                 2000, 3000, 5000, 7000, 10000, 15000, 20000, 30000, 60000, 120000, 300000,
+                                 float("inf"))  # fmt: skip
 
 
 def histogram(samples: Sequence[float]) -> list[int]:
