@@ -20,7 +20,7 @@ KAFKA_POM := ops/kafka/pom.xml
 VENV_STAMP := $(VENV)/.installed
 LIBS_STAMP := $(KAFKA_LIBS)/.fetched
 
-.PHONY: help setup demo chat-bench up test test-unit test-integration chaos broker broker-stop broker-secure broker-secure-stop topics lint clean
+.PHONY: help setup demo chat-bench up test test-unit test-integration chaos broker broker-stop broker-secure broker-secure-stop topics lint clean browser monitor
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -77,14 +77,23 @@ broker-secure-stop: | $(VENV_STAMP) ## stop the secured broker started by `make 
 topics: broker ## create or update the topics declared under topics/
 	@$(PIPELINE) topics apply
 
-test: setup broker ## run all tests: unit, then integration against the local broker
+test: setup broker browser ## run all tests: unit, then integration against the local broker
 	$(PY) -m pytest tests/unit tests/integration
 
 test-unit: setup ## run the unit tests (no network, no broker)
 	$(PY) -m pytest tests/unit
 
-test-integration: setup broker ## run the integration tests against the local broker
+test-integration: setup broker browser ## run the integration tests against the local broker
 	$(PY) -m pytest tests/integration
+
+browser: ## headless Chromium for the monitor page's test (apt-get, as root; skipped if one is there)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
+		|| { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+			&& { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } \
+		|| { echo "browser: install Chromium (apt-get install chromium) for tests/integration/test_monitor.py"; exit 1; }
+
+monitor: setup ## the pipeline-wide monitor (faust-streaming) with its live page at http://127.0.0.1:6066/
+	$(PIPELINE) monitor
 
 SCENARIO ?= all
 chaos: setup ## break a local pipeline on a broker of its own (9492): make chaos SCENARIO=kill-each ARGS=--short

@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.run",  # pipeline run <stage>, pipeline up
     "pipeline.commands.health",  # pipeline health (liveness probes)
     "pipeline.commands.status",  # pipeline status (every stage's group: lag, rates, state)
+    "pipeline.commands.scale",  # pipeline scale STAGE=N (a running pipeline up)
+    "pipeline.commands.monitor",  # pipeline monitor (faust-streaming: windows, lag, advice, live page)
     "pipeline.commands.k8s",  # pipeline k8s (the Kubernetes manifests)
     "pipeline.commands.ask",  # pipeline ask, pipeline eval
     "pipeline.commands.chat",  # pipeline chat

@@ -11,10 +11,15 @@ stages, their topics or their settings. Per stage:
   for credentials); liveness and readiness probes run ``pipeline health`` on
   the member's health file; Prometheus scrapes ``/metrics`` on port 9100;
 * a **PodDisruptionBudget**: voluntary evictions take one member at a time;
-* a KEDA **ScaledObject** on the group's lag, between one member and the
-  source topic's partition count (more members would sit idle).
+* a KEDA **ScaledObject** between one member and the source topic's
+  partition count (more members would sit idle), with two triggers (the
+  larger wins): the group's lag (KEDA's kafka scaler), and the monitor's
+  scaling advice (``/api/advice``, which weighs arrival rate, lag, time to
+  drain and the downstream backlog).
 
-Plus the ``pipeline-topics`` Job that applies ``topics/``.
+Plus the ``pipeline-topics`` Job that applies ``topics/``, and the monitor
+(``pipeline monitor``): one Deployment (one instance: it reads the telemetry
+topic whole) and its Service, scraped by Prometheus on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pipeline.topics import load_topics
 
 IMAGE = "kafka-inference-pipeline:latest"
 METRICS_PORT = 9100
+MONITOR_PORT = 6066
+MONITOR_URL = f"http://pipeline-monitor:{MONITOR_PORT}"
 HEALTH_FILE = "/tmp/pipeline-health.json"
 # Records waiting per member before KEDA adds one (the kafka scaler's lagThreshold).
 LAG_PER_MEMBER = {"infer": 200, "generate": 8}
@@ -53,6 +60,7 @@ def manifests(settings: Settings) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = [_config_map(), _topics_job()]
     for stage in STAGES:
         docs += [_stateful_set(stage), _budget(stage), _scaler(stage, partitions[stage.source], settings)]
+    docs += [_monitor(), _monitor_service()]
     return docs
 
 
@@ -146,6 +154,16 @@ def _scaler(stage: Stage, partitions: int, settings: Settings) -> dict[str, Any]
             "offsetResetPolicy": "earliest",
         },
     }
+    advice = {
+        # The monitor's advice for this stage, as a member count: replicas = value / targetValue.
+        "type": "metrics-api",
+        "metadata": {
+            "url": f"{MONITOR_URL}/api/advice",
+            "valueLocation": f"{stage.name}.members",
+            "targetValue": "1",
+            "format": "json",
+        },
+    }
     spec = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": f"pipeline-{stage.name}"},
         "minReplicaCount": 1,
@@ -153,7 +171,45 @@ def _scaler(stage: Stage, partitions: int, settings: Settings) -> dict[str, Any]
         # Longer than a member's start and model load, so one step shows before the next.
         "cooldownPeriod": 300,
         "pollingInterval": 15,
-        "triggers": [trigger],
+        "triggers": [trigger, advice],
     }
     meta = _meta(f"pipeline-{stage.name}", stage.name)
     return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta, "spec": spec}
+
+
+def _monitor() -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/api/advice", "port": "http"}, "periodSeconds": 15, "failureThreshold": 4}
+    container = {
+        "name": "monitor",
+        "image": IMAGE,
+        "command": ["pipeline", "monitor"],
+        "envFrom": _env_from(),
+        "env": [{"name": "PIPELINE_MONITOR_PORT", "value": str(MONITOR_PORT)}],
+        "ports": [{"name": "http", "containerPort": MONITOR_PORT}],
+        "resources": DEFAULT_RESOURCES,
+        "livenessProbe": {**probe, "initialDelaySeconds": 60},
+        "readinessProbe": probe,
+    }
+    pod = {
+        "metadata": {
+            "labels": _meta("pipeline-monitor", "monitor")["labels"],
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(MONITOR_PORT),
+                            "prometheus.io/path": "/metrics"},
+        },
+        "spec": {"containers": [container]},
+    }  # fmt: skip
+    spec = {
+        "replicas": 1,
+        # One instance at a time: it reads the one-partition telemetry topic whole.
+        "strategy": {"type": "Recreate"},
+        "selector": {"matchLabels": {"pipeline/stage": "monitor"}},
+        "template": pod,
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta("pipeline-monitor", "monitor"),
+            "spec": spec}  # fmt: skip
+
+
+def _monitor_service() -> dict[str, Any]:
+    spec = {"selector": {"pipeline/stage": "monitor"},
+            "ports": [{"name": "http", "port": MONITOR_PORT, "targetPort": "http"}]}  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta("pipeline-monitor", "monitor"), "spec": spec}

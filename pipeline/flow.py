@@ -101,6 +101,12 @@ def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
     logic = spec.build(settings)
     serve(settings.metrics_port)
     runner = StageRunner(settings, spec.name, spec.source, logic, spec.batching(settings), changelog=spec.changelog)
+    telemetry = None
+    if settings.telemetry_interval_ms > 0:  # reports for the monitor (pipeline/telemetry.py)
+        from pipeline.kafka.telemetry import TelemetryEmitter
+
+        telemetry = TelemetryEmitter(settings, spec.name, runner.client_id)
+        runner.metrics.attach(telemetry)
     follower = None
     if spec.follows:
         from pipeline.kafka.follow import Follower
@@ -112,3 +118,5 @@ def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
     finally:
         if follower is not None:
             follower.close()
+        if telemetry is not None:
+            telemetry.close()

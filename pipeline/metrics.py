@@ -11,6 +11,7 @@ serves them; ``pipeline up`` gives each member its own port from that base.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -45,13 +46,28 @@ def serve(port: int) -> None:
         start_http_server(port)
 
 
+class MetricsSink(Protocol):
+    """Something else that wants what the runner reports (pipeline.kafka.telemetry.TelemetryEmitter)."""
+
+    def batch(self, records: int, handler_s: float, waits_s: Sequence[float]) -> None: ...
+
+    def delivered(self, outputs: Sequence[Output], commit_s: float) -> None: ...
+
+
 class StageMetrics:
     """The metrics of one stage, as the runner records them."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
+        self.sinks: list[MetricsSink] = []
+
+    def attach(self, sink: MetricsSink) -> None:
+        """Also hand every batch and delivery to ``sink`` (the telemetry emitter)."""
+        self.sinks.append(sink)
 
     def batch(self, records: int, handler_s: float, waits_s: Sequence[float]) -> None:
+        for sink in self.sinks:
+            sink.batch(records, handler_s, waits_s)
         RECORDS_IN.labels(self.stage).inc(records)
         BATCH_SIZE.labels(self.stage).observe(records)
         HANDLER_SECONDS.labels(self.stage).observe(handler_s)
@@ -59,6 +75,8 @@ class StageMetrics:
             WAIT_SECONDS.labels(self.stage).observe(max(wait, 0.0))
 
     def delivered(self, outputs: Sequence[Output], commit_s: float) -> None:
+        for sink in self.sinks:
+            sink.delivered(outputs, commit_s)
         COMMIT_SECONDS.labels(self.stage).observe(commit_s)
         for output in outputs:
             RECORDS_OUT.labels(self.stage, output.topic).inc()

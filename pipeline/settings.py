@@ -178,6 +178,11 @@ class Settings:
     # Where the member serves Prometheus metrics (/metrics); 0: nowhere. `pipeline up`
     # gives its members consecutive ports from this base.
     metrics_port: int = 0
+    # How often a member writes a telemetry report (topic telemetry) for the
+    # monitor, outside any transaction; 0: never.
+    telemetry_interval_ms: int = 1000
+    # Where `pipeline monitor` serves its live page, JSON and /metrics.
+    monitor_port: int = 6066
 
     # -- merge ------------------------------------------------------------------
     # How often merge looks for requests whose deadline passed.

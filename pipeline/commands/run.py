@@ -27,6 +27,36 @@ def register(sub: Any) -> None:
     for stage in STAGE_NAMES:
         up.add_argument(f"--{stage}", type=int, default=1, metavar="N", help=f"{stage} members (default 1)")
     up.add_argument("--log-dir", default=str(PROJECT_ROOT / ".cache" / "logs"), help="one log file per member here")
+    up.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="size every stage from its arrival rate, lag and per-member rate (decisions in the log)",
+    )
+    up.add_argument(
+        "--max",
+        default="",
+        metavar="STAGE=N,...",
+        help="--autoscale: at most N members for STAGE (always at most its topic's partitions)",
+    )
+    up.add_argument(
+        "--target-drain",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="--autoscale: how fast a backlog should be gone, in seconds (default 60)",
+    )
+    up.add_argument(
+        "--advice",
+        metavar="URL",
+        help="--autoscale: follow the monitor's advice (e.g. http://127.0.0.1:6066/api/advice)",
+    )
+    up.add_argument(
+        "--autoscale-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="--autoscale: seconds between readings of the groups (default 10)",
+    )
     add_cluster_args(up)
     up.set_defaults(func=cmd_up)
 
@@ -61,10 +91,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     supervisor.start()
     print(f"pipeline up: {', '.join(f'{n}×{s}' for s, n in counts.items())}; logs in {args.log_dir}; Ctrl-C stops")
+    # `pipeline scale` and --autoscale (pipeline/local/control.py, autoscale.py).
+    from pipeline.local.scaling_loop import ScalingLoop
+
+    scaling = ScalingLoop.start(settings, supervisor, args, stop)
     try:
-        wait_ready(settings, counts, stop, on_wait=supervisor.check)
+        wait_ready(settings, dict(counts), stop, on_wait=supervisor.check)
         while not stop.wait(0.5):
             supervisor.check()
+            scaling.poll()
     finally:
         print("stopping the pipeline ...")
         supervisor.stop()

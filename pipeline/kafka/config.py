@@ -180,3 +180,28 @@ def load_consumer_config(settings: Settings, group: str, client_id: str) -> Clie
     # As the load producer: the broker going away is the point, not news.
     config["log_level"] = 2
     return config
+
+
+def telemetry_producer_config(settings: Settings, client_id: str) -> ClientConfig:
+    """A member's telemetry (pipeline.kafka.telemetry): best effort, never in the way of answers."""
+    config = common_config(settings, client_id)
+    config.update(
+        {
+            # One report a second: no reason to wait for more before sending.
+            "linger.ms": 5,
+            # A report older than this says nothing the next one will not:
+            # drop it rather than hold memory while the broker is away.
+            "message.timeout.ms": 10_000,
+            "queue.buffering.max.messages": 1_000,
+            # Duplicates after a retry only count twice in a dashboard.
+            "enable.idempotence": False,
+            "acks": 1,
+            # Reports are JSON with repeated keys and numbers. gzip, not lz4:
+            # the monitor reads them with aiokafka (faust), which decompresses
+            # gzip with the standard library and lz4 only with an extra package.
+            "compression.type": "gzip",
+            # A broker away is the runner's news, not this producer's.
+            "log_level": 3,
+        }
+    )
+    return config

@@ -46,6 +46,8 @@ class Member:
     restarts: int = 0
     backoff: float = 0.5
     restart_at: float | None = None
+    metrics_port: int = 0  # kept across restarts, so a scrape target stays where it was
+    retiring_since: float | None = None  # asked to stop for good (scaled down): never restarted
 
     @property
     def name(self) -> str:
@@ -83,8 +85,11 @@ class Supervisor:
             PIPELINE_MEMBER=str(member.index), PIPELINE_HEALTH_FILE=str(member.health_path), PYTHONUNBUFFERED="1"
         )
         if self.settings.metrics_port:
-            # Each member its own port: the base plus the member's place in the list.
-            env["PIPELINE_METRICS_PORT"] = str(self.settings.metrics_port + self.members.index(member))
+            # Each member its own port from the base: the lowest one no other member has.
+            if not member.metrics_port:
+                taken = {m.metrics_port for m in self.members}
+                member.metrics_port = next(p for p in range(self.settings.metrics_port, 65536) if p not in taken)
+            env["PIPELINE_METRICS_PORT"] = str(member.metrics_port)
         member.health_path.unlink(missing_ok=True)
         with member.log_path.open("ab") as out:
             member.process = subprocess.Popen(
@@ -107,8 +112,9 @@ class Supervisor:
 
     def _check(self) -> None:
         now = time.monotonic()
+        self._reap_retired(now)
         for member in self.members:
-            if member.process is None:
+            if member.process is None or member.retiring_since is not None:
                 continue
             if member.process.poll() is None:
                 self._kill_if_stuck(member)
@@ -128,6 +134,48 @@ class Supervisor:
             elif now >= member.restart_at:
                 member.restarts += 1
                 self._spawn(member)
+
+    # -- scaling: members added and retired while the others run ------------------
+
+    def resize(self, stage: str, count: int) -> tuple[list[str], list[str]]:
+        """Give ``stage`` ``count`` members: start new ones, or retire the newest (SIGTERM, then reaped).
+
+        The others keep running; cooperative-sticky rebalancing moves only the
+        partitions the new or retiring members take or give up. Returns the
+        names started and retired.
+        """
+        with self.lock:
+            active = [m for m in self.members if m.stage == stage and m.retiring_since is None]
+            started: list[str] = []
+            retired: list[str] = []
+            if count > len(active):
+                # Indexes not held by any member, retiring ones included, so no
+                # two live processes share a transactional id.
+                used = {m.index for m in self.members if m.stage == stage}
+                free = (i for i in range(len(used) + count) if i not in used)
+                for index in [next(free) for _ in range(count - len(active))]:
+                    member = Member(stage, index, self.log_dir / f"{stage}-{index}.log")
+                    self.members.append(member)
+                    self._spawn(member)
+                    started.append(member.name)
+            for member in sorted(active, key=lambda m: m.index)[count:]:
+                member.retiring_since = time.monotonic()
+                if member.process is not None and member.process.poll() is None:
+                    os.killpg(member.process.pid, signal.SIGTERM)
+                retired.append(member.name)
+            self.counts[stage] = count
+            return started, retired
+
+    def _reap_retired(self, now: float) -> None:
+        """Forget retired members that exited; kill those that overran their shutdown time."""
+        for member in [m for m in self.members if m.retiring_since is not None]:
+            process, since = member.process, member.retiring_since or now
+            if process is None or process.poll() is not None:
+                self.members.remove(member)
+                log.info("%s retired", member.name)
+            elif now - since > self.settings.shutdown_timeout_s + 2.0:
+                log.warning("%s did not stop in time; killing it", member.name)
+                os.killpg(process.pid, signal.SIGKILL)
 
     def _kill_if_stuck(self, member: Member) -> None:
         """A member's own watchdog ends it when it stalls; this catches one that cannot (stopped, wedged)."""

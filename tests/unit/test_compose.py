@@ -26,7 +26,7 @@ def services() -> dict[str, Any]:
 
 
 def test_services_are_the_broker_the_topics_job_and_one_per_stage(services: dict[str, Any]) -> None:
-    assert set(services) == {"kafka", "topics", "prometheus", "grafana", *STAGES}
+    assert set(services) == {"kafka", "topics", "prometheus", "grafana", "monitor", *STAGES}
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["topics"]["command"] == ["pipeline", "topics", "apply"]
 
@@ -86,3 +86,14 @@ def test_every_pipeline_variable_is_a_setting(services: dict[str, Any]) -> None:
 def _dockerfile_env(path: Path) -> set[str]:
     words = path.read_text().replace("\\\n", " ").split()
     return {w.split("=", 1)[0] for w in words if w.startswith("PIPELINE_") and "=" in w}
+
+
+def test_the_monitor_service_runs_the_monitor_on_its_port(services: dict[str, Any]) -> None:
+    monitor = services["monitor"]
+    args = build_parser().parse_args(monitor["command"][1:])
+    assert args.command == "monitor" and callable(args.func)
+    port = monitor["environment"]["PIPELINE_MONITOR_PORT"]
+    assert f"{port}:{port}" in monitor["ports"]
+    scrape = yaml.safe_load((PROJECT_ROOT / "ops" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for c in job.get("static_configs", []) for t in c["targets"]]
+    assert f"monitor:{port}" in targets

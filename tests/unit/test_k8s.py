@@ -19,6 +19,7 @@ from pipeline.topics import load_topics
 
 MANIFEST = PROJECT_ROOT / "ops" / "k8s" / "pipeline.yaml"
 DASHBOARD = PROJECT_ROOT / "ops" / "grafana" / "pipeline-dashboard.json"
+MONITOR_STATE = PROJECT_ROOT / "pipeline" / "monitor" / "state.py"
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,15 @@ def test_scalers_never_exceed_the_partitions_of_the_stage_source(docs: list[dict
     for stage in STAGES:
         scaler = kind(docs, "ScaledObject")[f"pipeline-{stage.name}"]["spec"]
         assert 1 <= scaler["minReplicaCount"] <= scaler["maxReplicaCount"] <= partitions[stage.source]
-        [trigger] = scaler["triggers"]
-        assert trigger["metadata"]["consumerGroup"] == stage.name and trigger["metadata"]["topic"] == stage.source
+        lag, advice = scaler["triggers"]
+        assert lag["type"] == "kafka" and lag["metadata"]["allowIdleConsumers"] == "false"
+        assert lag["metadata"]["consumerGroup"] == stage.name and lag["metadata"]["topic"] == stage.source
+        # The monitor's advice for this stage, one replica per advised member.
+        assert advice["type"] == "metrics-api" and advice["metadata"]["valueLocation"] == f"{stage.name}.members"
+        assert (
+            advice["metadata"]["url"].startswith("http://pipeline-monitor:6066/")
+            and advice["metadata"]["targetValue"] == "1"
+        )
 
 
 def test_every_pipeline_variable_in_the_manifests_is_a_setting(docs: list[dict[str, Any]]) -> None:
@@ -69,8 +77,22 @@ def test_every_pipeline_variable_in_the_manifests_is_a_setting(docs: list[dict[s
 
 def test_the_dashboard_only_queries_metrics_the_members_export() -> None:
     exported = {m._name for m in vars(metrics).values() if hasattr(m, "_name") and hasattr(m, "_type")}
+    # ... and the monitor's gauges (pipeline/monitor/state.py).
+    exported |= set(re.findall(r'"(pipeline_(?:monitor|scaling)_[a-z0-9_]+)"', MONITOR_STATE.read_text()))
     dashboard = json.loads(DASHBOARD.read_text())
     used = {re.sub(r"_(bucket|sum|count)$", "", name) for panel in dashboard["panels"] for target in panel["targets"]
-            for name in re.findall(r"pipeline_[a-z_]+", target["expr"])}  # fmt: skip
+            for name in re.findall(r"pipeline_[a-z0-9_]+", target["expr"])}  # fmt: skip
     # prometheus-client strips _total from a Counter's name
     assert used and not {u.removesuffix("_total") for u in used} - exported, sorted(used)
+
+
+def test_the_monitor_runs_once_behind_a_service_with_probes_on_its_web_port(docs: list[dict[str, Any]]) -> None:
+    deployment = kind(docs, "Deployment")["pipeline-monitor"]["spec"]
+    assert deployment["replicas"] == 1 and deployment["strategy"]["type"] == "Recreate"
+    [container] = deployment["template"]["spec"]["containers"]
+    assert build_parser().parse_args(container["command"][1:]).command == "monitor"
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+    assert {e["name"]: e["value"] for e in container["env"]}["PIPELINE_MONITOR_PORT"] == str(port)
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"
+    service = kind(docs, "Service")["pipeline-monitor"]["spec"]
+    assert service["ports"][0]["port"] == port and service["selector"] == {"pipeline/stage": "monitor"}

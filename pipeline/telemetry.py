@@ -1,0 +1,198 @@
+"""The telemetry record every member writes about once a second, for the monitor.
+
+Topic ``telemetry`` (keyed by stage), written **without** transactions: the
+monitor (faust-streaming) reads without read_committed, so it must only ever
+see records that are final, and telemetry must never hold up an answer. One
+:class:`StageReport` sums what one member did in one interval: records taken,
+batches and time in the stage's logic, answers by status (``ok`` or the error
+code), dead letters by code with the latest few, and latency samples per hop
+taken from the answers' ``latency_ms`` (where each request's time went).
+
+:class:`Aggregator` builds the reports from the same two calls the runner
+makes for its Prometheus metrics (``batch`` and ``delivered``); it is pure
+(the clock is passed in), so tests build reports by hand. The producer that
+sends them is :class:`pipeline.kafka.telemetry.TelemetryEmitter`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import orjson
+
+from pipeline.errors import DecodeError
+from pipeline.messages import DEAD_LETTER_PREFIX
+from pipeline.records import Output
+
+TOPIC = "telemetry"
+SAMPLES_PER_HOP = 200  # latency samples per hop and report: enough for a p99 per minute
+LATEST_DEAD = 5
+TOTAL_HOP = "total"  # the end-to-end latency: from the client's produce to the answer
+
+
+@dataclass(frozen=True)
+class StageReport:
+    stage: str
+    member: str
+    at_ms: float  # end of the interval (epoch ms)
+    span_s: float
+    records: int = 0
+    batches: int = 0
+    handler_s: float = 0.0
+    answers: dict[str, int] = field(default_factory=dict)  # "ok" or error code -> count
+    dead_letters: dict[str, int] = field(default_factory=dict)  # code -> count
+    latest_dead: list[dict[str, str]] = field(default_factory=list)  # code, reason, source, key
+    hops_ms: dict[str, list[float]] = field(default_factory=dict)  # hop -> latency samples (ms)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> StageReport:
+        """A report from its bytes; anything else raises :class:`DecodeError`."""
+        try:
+            obj = orjson.loads(data or b"")
+            if not isinstance(obj, dict):
+                raise TypeError(f"expected an object, got {type(obj).__name__}")
+            return cls(
+                stage=str(obj["stage"]),
+                member=str(obj["member"]),
+                at_ms=float(obj["at_ms"]),
+                span_s=float(obj["span_s"]),
+                records=int(obj.get("records", 0)),
+                batches=int(obj.get("batches", 0)),
+                handler_s=float(obj.get("handler_s", 0.0)),
+                answers={str(k): int(v) for k, v in dict(obj.get("answers", {})).items()},
+                dead_letters={str(k): int(v) for k, v in dict(obj.get("dead_letters", {})).items()},
+                latest_dead=[{str(k): str(v) for k, v in dict(d).items()} for d in obj.get("latest_dead", [])],
+                hops_ms={str(k): [float(x) for x in v] for k, v in dict(obj.get("hops_ms", {})).items()},
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"telemetry: not a stage report: {exc}") from exc
+
+
+@dataclass
+class Aggregator:
+    """Sums one member's batches and deliveries into a :class:`StageReport` per interval."""
+
+    stage: str
+    member: str
+    interval_s: float
+    started: float  # epoch seconds the current interval began
+    records: int = 0
+    batches: int = 0
+    handler_s: float = 0.0
+    answers: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    latest_dead: list[dict[str, str]] = field(default_factory=list)
+    hops_ms: dict[str, list[float]] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)  # samples offered per hop (for the reservoir)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def batch(self, records: int, handler_s: float, waits_s: Sequence[float]) -> None:
+        self.records += records
+        self.batches += 1
+        self.handler_s += handler_s
+
+    def delivered(self, outputs: Sequence[Output], commit_s: float) -> None:
+        for output in outputs:
+            if output.topic == "answers" and output.value:
+                self._answer(output.value)
+            elif output.topic == "dead-letters":
+                self._dead_letter(output)
+
+    def due(self, now: float) -> bool:
+        return now - self.started >= self.interval_s
+
+    def take(self, now: float) -> StageReport | None:
+        """The report of the interval ending ``now`` (None if nothing happened), and start the next."""
+        report = None
+        if self.batches or self.answers or self.dead_letters:
+            report = StageReport(self.stage, self.member, now * 1000, round(now - self.started, 3), self.records,
+                                 self.batches, round(self.handler_s, 6), self.answers, self.dead_letters,
+                                 self.latest_dead, self.hops_ms)  # fmt: skip
+        self.started, self.records, self.batches, self.handler_s = now, 0, 0, 0.0
+        self.answers, self.dead_letters, self.latest_dead, self.hops_ms, self.seen = {}, {}, [], {}, {}
+        return report
+
+    def _answer(self, value: bytes) -> None:
+        try:
+            answer = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(answer, dict):
+            return
+        error = answer.get("error") or {}
+        status = "ok" if answer.get("status") == "ok" else str(error.get("code", "error"))
+        self.answers[status] = self.answers.get(status, 0) + 1
+        latency = answer.get("latency_ms") or {}
+        if isinstance(latency, dict) and latency:
+            for hop, ms in latency.items():
+                if isinstance(ms, int | float):
+                    self._sample(str(hop), float(ms))
+            self._sample(TOTAL_HOP, float(sum(v for v in latency.values() if isinstance(v, int | float))))
+
+    def _sample(self, hop: str, ms: float) -> None:
+        """Reservoir sampling: every answer of the interval equally likely to be among the kept samples."""
+        samples = self.hops_ms.setdefault(hop, [])
+        seen = self.seen.get(hop, 0) + 1
+        self.seen[hop] = seen
+        if len(samples) < SAMPLES_PER_HOP:
+            samples.append(round(ms, 3))
+        else:
+            slot = self.rng.randrange(seen)
+            if slot < SAMPLES_PER_HOP:
+                samples[slot] = round(ms, 3)
+
+    def _dead_letter(self, output: Output) -> None:
+        reason = {k[len(DEAD_LETTER_PREFIX) :]: v.decode("utf-8", "replace") for k, v in output.headers
+                  if k.startswith(DEAD_LETTER_PREFIX)}  # fmt: skip
+        code = reason.get("code", "?")
+        self.dead_letters[code] = self.dead_letters.get(code, 0) + 1
+        key = (output.key or b"").decode("utf-8", "replace")
+        entry = {"code": code, "reason": reason.get("reason", "")[:200], "source": reason.get("source", ""), "key": key}
+        self.latest_dead = [*self.latest_dead, entry][-LATEST_DEAD:]
+
+
+# -- what the monitor computes from reports ---------------------------------------------
+
+# Latency histogram buckets (ms, upper bounds): fixed, so windows merge by adding counts.
+BUCKETS_MS: tuple[float, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 1500,
+                                 2000, 3000, 5000, 7000, 10000, 15000, 20000, 30000, 60000, 120000, 300000,
+                                 float("inf"))  # fmt: skip
+
+
+def histogram(samples: Sequence[float]) -> list[int]:
+    """Counts per bucket of :data:`BUCKETS_MS`."""
+    counts = [0] * len(BUCKETS_MS)
+    for ms in samples:
+        counts[next(i for i, bound in enumerate(BUCKETS_MS) if ms <= bound)] += 1
+    return counts
+
+
+def merge_counts(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    if not a:
+        return list(b)
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def quantile(counts: Sequence[int], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` (None without samples), as Prometheus estimates it."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    running = 0
+    for count, bound in zip(counts, BUCKETS_MS, strict=True):
+        running += count
+        if running >= rank:
+            return bound if bound != float("inf") else BUCKETS_MS[-2]
+    return BUCKETS_MS[-2]
+
+
+def error_rate(answers: dict[str, int]) -> float:
+    """The share of answers that are errors (0 when there were none)."""
+    total = sum(answers.values())
+    return 0.0 if not total else round(1 - answers.get("ok", 0) / total, 4)
