@@ -322,8 +322,15 @@ class StageRunner:
         log.info("%s: assigned %s", self.stage, _names(partitions))
         self.lost_at = None
         self.pending_assign.extend(p.partition for p in partitions)
+        # librdkafka keeps a partition's pause flag after it is revoked: one
+        # paused (back-pressure) when taken away would come back paused, and
+        # stay so while this member runs unpaused. So assign here and set every
+        # new partition's flag to the member's state, whatever it was before.
+        consumer.incremental_assign(partitions)
         if self.paused:
             consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish and commit what is running while we still own its partitions,

@@ -85,10 +85,11 @@ class FakeConsumer:
             kind, partitions = self.events.pop(0)
             tps = [TopicPartition(self.topic, p) for p in partitions]
             if kind == "assign":
-                self.assigned += partitions
                 for p in partitions:
                     self.positions[p] = self.committed.get(p, 0)
                 self.callbacks["on_assign"](self, tps)
+                if not set(partitions) <= set(self.assigned):
+                    self.incremental_assign(tps)  # as confluent-kafka does when the callback did not
             else:
                 self.callbacks["on_revoke" if kind == "revoke" else "on_lost"](self, tps)
                 self.assigned = [p for p in self.assigned if p not in partitions]
@@ -109,6 +110,10 @@ class FakeConsumer:
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(self.topic, p) for p in self.assigned]
 
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned += [tp.partition for tp in partitions if tp.partition not in self.assigned]
+
+    # Like librdkafka, a partition's pause flag is kept when it is revoked.
     def pause(self, partitions: list[TopicPartition]) -> None:
         self.paused |= {tp.partition for tp in partitions}
 

@@ -79,6 +79,34 @@ def test_the_consumer_pauses_at_the_in_flight_bound_and_resumes_when_drained() -
     assert len(seen) == 20
 
 
+def test_a_partition_revoked_while_paused_comes_back_flowing() -> None:
+    # Seen after a scale-down: librdkafka keeps a revoked partition's pause
+    # flag, so a partition taken away under back-pressure came back paused to
+    # a member no longer paused, and its records waited for the next rebalance.
+    clients, consumer, _ = fake_clients("in")
+    for i in range(12):
+        consumer.add(0, f"a{i}".encode(), b"v")
+        consumer.add(1, f"b{i}".encode(), b"v")
+    consumer.rebalance("assign", [0, 1])
+    release = threading.Event()
+    seen: list[bytes] = []
+
+    def blocked(records: Sequence[Record]) -> list[Output]:
+        release.wait(10)
+        return copy_handler(seen)(records)
+
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(blocked), Batching(max_batch=2, max_in_flight=4),
+                         clients=clients)  # fmt: skip
+    turn_until(runner, lambda: runner.paused)
+    consumer.rebalance("revoke", [1])  # a new member takes partition 1 while we are paused
+    turn_until(runner, lambda: consumer.assigned == [0])
+    release.set()
+    turn_until(runner, lambda: consumer.committed.get(0) == 12 and not runner.paused)
+    consumer.rebalance("assign", [1])  # the other member leaves: partition 1 comes back
+    turn_until(runner, lambda: consumer.committed.get(1) == 12)
+    assert sorted(seen) == sorted([f"a{i}".encode() for i in range(12)] + [f"b{i}".encode() for i in range(12)])
+
+
 def test_a_batch_of_partitions_lost_while_it_ran_is_dropped_not_committed() -> None:
     clients, consumer, producer = fake_clients("in")
     consumer.add(0, b"k0", b"v")
