@@ -48,7 +48,9 @@ class SteppedEngine:
         self.thread = threading.Thread(target=self._loop, name="test-engine", daemon=True)
         self.thread.start()
 
-    def submit(self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken) -> Future[Generated]:
+    def submit(
+        self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken, deadline_ms: int | None = None
+    ) -> Future[Generated]:  # deadlines: the stage's on_token stops the sequence
         sequence = _Sequence(list(prompt_ids), max_new_tokens, on_token)
         with self.lock:
             self.incoming.append(sequence)

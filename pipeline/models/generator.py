@@ -38,8 +38,14 @@ class Generated:
 class Generator(Protocol):
     """A continuous-batching generation engine (greedy)."""
 
-    def submit(self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken) -> Future[Generated]:
-        """Start a sequence; it joins the running batch at the next step. Thread-safe."""
+    def submit(
+        self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken, deadline_ms: int | None = None
+    ) -> Future[Generated]:
+        """Start a sequence; it joins the running batch at the next step. Thread-safe.
+
+        Past ``deadline_ms`` (epoch ms) the sequence ends ``stopped``, even one
+        still waiting for room in the batch, which never runs then.
+        """
         ...
 
     def close(self) -> None:

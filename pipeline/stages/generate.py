@@ -161,7 +161,7 @@ class Generate(StatefulHooks):
         reply = Reply(prompt, record, headers, history, TextStream(self.tokenizer), now_ms(), done=done)
         budget = reply_budget(self.settings, prompt.max_tokens)
         try:
-            future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token))
+            future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token), headers.deadline_ms)
         except BaseException:
             self.slots.release()
             raise
@@ -217,6 +217,10 @@ class Generate(StatefulHooks):
         end = now_ms()
         text = reply.stream.text.strip()
         result = self._result(reply, generated, end)
+        if generated.stopped == "stopped" and not generated.tokens:
+            # The deadline passed while it waited for room in the batch: nothing was written.
+            error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
+            return [answer_output(Answer.failure(prompt.id, error.code, error.message, task=TASK), reply.headers)]
         if generated.stopped == "stopped":
             message = f"the deadline passed after {len(generated.tokens)} tokens"
             answer = Answer.failure(prompt.id, "partial", message, task=TASK, result=result)

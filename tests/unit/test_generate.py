@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 
 import orjson
 import pytest
 
 from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
+from pipeline.models.generator import Generated
 from pipeline.records import Output, Record, StateTable
 from pipeline.settings import Settings
 from pipeline.stages.generate import Generate
@@ -134,6 +136,29 @@ def test_past_its_deadline_a_prompt_is_not_generated(engine: ScriptedEngine) -> 
     stage, sent, _ = make_stage(engine)
     answer = answers(stage([prompt_record("r", "hi", deadline=now_ms() - 1)]))["r"]
     assert answer.error is not None and answer.error.code == "deadline_exceeded"
+    assert sent.chunks("r") == []
+
+
+class ExpiredInQueue:
+    """An engine whose sequences end at their deadline before their first step (no room in time)."""
+
+    def submit(self, prompt_ids: list[int], max_new_tokens: int, on_token: object,
+               deadline_ms: int | None = None) -> Future[Generated]:  # fmt: skip
+        assert deadline_ms is not None, "the stage hands the request's deadline to the engine"
+        future: Future[Generated] = Future()
+        future.set_result(Generated(tokens=[], stopped="stopped", prompt_tokens=len(prompt_ids)))
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_prompt_the_engine_never_started_is_deadline_exceeded_and_leaves_no_turn() -> None:
+    stage, sent, _ = make_stage(ExpiredInQueue())  # type: ignore[arg-type]
+    outputs = stage([prompt_record("r", "hi", session="s", deadline=now_ms() + 60_000)])
+    answer = answers(outputs)["r"]
+    assert answer.error is not None and answer.error.code == "deadline_exceeded"
+    assert [o.topic for o in outputs] == ["answers"], "no session turn, no cache entry"
     assert sent.chunks("r") == []
 
 
