@@ -219,6 +219,10 @@ class Settings:
     # its batch (the KV cache's bound: about 46 kB a token for SmolLM2-135M).
     # A prompt that does not fit waits for running replies to end.
     generate_max_tokens: int = 16_384
+    # Prompt tokens prefilled in one engine step (at least one prompt). Prompts
+    # that arrive together join a few at a time, between decode steps: the
+    # first gets its first token after its own prefill, not after all of them.
+    generate_prefill_tokens: int = 512
     # ONNX Runtime threads of the generation engine; 0: one per core.
     generate_threads: int = 0
 
@@ -275,7 +279,8 @@ class Settings:
                 f"PIPELINE_SASL_MECHANISM={self.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
             )
         for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens", "chat_default_tokens",
-                     "chat_max_tokens", "generate_max_sequences", "generate_max_tokens"):  # fmt: skip
+                     "chat_max_tokens", "generate_max_sequences", "generate_max_tokens",
+                     "generate_prefill_tokens"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PIPELINE_{name.upper()} must be positive")
 

@@ -20,10 +20,13 @@ or the engine closed): a reply cut short.
 How it runs: one thread owns the batch. A submitted sequence waits until it
 fits (at most ``max_sequences`` rows, and the rows' prompt + ``max_new_tokens``
 summed within ``max_tokens``: the token budget, which bounds the cache's
-memory), then joins at the next step: the sequences joining together are
-prefilled in one call (left-padded among themselves), which gives their first
-token, and their caches are merged into the running batch. Every step then
-feeds each row its last token. The batch's caches are one left-padded tensor
+memory), then joins at the next step: the sequences joining together (their
+prompts within ``max_prefill_tokens``, so that a crowd arriving at once is
+prefilled a few at a time between decode steps, and the first of them streams
+after its own prefill rather than everyone's) are prefilled in one call
+(left-padded among themselves), which gives their first token, and their
+caches are merged into the running batch. Every step then feeds each row its
+last token. The batch's caches are one left-padded tensor
 per layer kept as ONNX Runtime values from one step to the next, so a step
 copies nothing on the Python side; the caches are only rebuilt when the
 batch's rows change (a join, or a finished sequence dropped and the padding
@@ -104,6 +107,7 @@ class OrtEngine:
         threads: int = 0,
         max_sequences: int = 8,
         max_tokens: int = 16_384,
+        max_prefill_tokens: int = 512,
     ) -> None:
         path = exported.path if isinstance(exported, ExportedModel) else Path(exported)
         meta = exported.meta if isinstance(exported, ExportedModel) else ModelMeta.load(path)
@@ -113,6 +117,7 @@ class OrtEngine:
         self.max_positions = meta.max_position_embeddings
         self.eos: set[int] = set(self.shape.eos_token_ids)
         self.max_sequences, self.max_tokens = max(1, max_sequences), max(1, max_tokens)
+        self.max_prefill_tokens = max(1, max_prefill_tokens)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
@@ -196,14 +201,18 @@ class OrtEngine:
             self._finish(sequence, "length")
         rows = len(self.batch.rows)
         budget = self.max_tokens - sum(s.reserve for s in self.batch.rows)
+        prefill = self.max_prefill_tokens
         joining: list[_Sequence] = []
         while self.waiting and rows + len(joining) < self.max_sequences:
             sequence = self.waiting[0]
             alone = rows == 0 and not joining  # a sequence over the whole budget runs alone
             if sequence.reserve > budget and not alone:
                 break
+            if joining and len(sequence.prompt) > prefill:
+                break  # joins after the next decode step
             joining.append(self.waiting.pop(0))
             budget -= sequence.reserve
+            prefill -= len(sequence.prompt)
         return joining
 
     def _expire(self) -> None:
@@ -378,6 +387,7 @@ def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
         threads=settings.generate_threads,
         max_sequences=settings.generate_max_sequences,
         max_tokens=settings.generate_max_tokens,
+        max_prefill_tokens=settings.generate_prefill_tokens,
     )
     return engine, AutoTokenizer.from_pretrained(str(exported.path))
 

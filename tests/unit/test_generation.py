@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -147,6 +147,34 @@ def test_the_token_budget_holds_a_sequence_back_until_there_is_room(
     finally:
         engine.close()
     assert order == [0] * 10 + [1] * 10
+
+
+def test_prompts_arriving_together_are_prefilled_a_few_at_a_time_between_steps(
+    tiny: tuple[Path, ExportedModel], prompts: list[list[int]]
+) -> None:
+    room = max(len(p) for p in prompts[:3])  # one prompt per prefill
+    engine = OrtEngine(tiny[1], threads=1, max_prefill_tokens=room)
+    engine.eos = set()
+    events: list[tuple[int, int]] = []
+    counts = [0, 0, 0]
+
+    def on_token(index: int) -> Callable[[int], bool]:
+        def take(_: int) -> bool:
+            counts[index] += 1
+            events.append((index, counts[index]))
+            return True
+
+        return take
+
+    try:
+        with engine.lock:  # all three wait before the loop looks
+            futures = [engine.submit(prompts[i], 6, on_token(i)) for i in range(3)]
+        results = [f.result(60).tokens for f in futures]
+        alone_tokens = [alone(engine, prompts[i], 6) for i in range(3)]
+    finally:
+        engine.close()
+    assert events.index((0, 2)) < events.index((1, 1)) < events.index((2, 1)), "the first streams before others join"
+    assert results == alone_tokens, "joining later changes no token"
 
 
 def test_stream_replies_yields_each_replys_text_as_it_is_written(
