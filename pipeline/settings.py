@@ -223,6 +223,10 @@ class Settings:
     # that arrive together join a few at a time, between decode steps: the
     # first gets its first token after its own prefill, not after all of them.
     generate_prefill_tokens: int = 512
+    # A reply's text is streamed in a chunk at most this often (its first piece
+    # at once): one record per token would cost the model's cores a produce,
+    # a broker write and a client read per token.
+    chunk_flush_ms: int = 40
     # ONNX Runtime threads of the generation engine; 0: one per core.
     generate_threads: int = 0
 

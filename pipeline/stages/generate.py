@@ -79,6 +79,8 @@ class Reply:
     started_ms: float
     first_token_ms: float | None = None
     seq: int = 0
+    held: str = ""  # text not yet sent: sent when chunk_flush_ms has passed since the last chunk
+    sent_ms: float = 0.0
     done: Future[list[Output]] = field(default_factory=Future)
 
 
@@ -188,9 +190,11 @@ class Generate(StatefulHooks):
         now = now_ms()
         if reply.first_token_ms is None:
             reply.first_token_ms = now
-        delta = reply.stream.push(token)
-        if delta:
-            self._chunk(reply, delta)
+        reply.held += reply.stream.push(token)
+        # The first piece goes at once (time to first token); later ones are
+        # gathered for chunk_flush_ms: fewer records, the same text.
+        if reply.held and (reply.seq == 0 or now - reply.sent_ms >= self.settings.chunk_flush_ms):
+            self._chunk(reply, reply.held)
         deadline = reply.headers.deadline_ms
         return deadline is None or now < deadline
 
@@ -199,6 +203,8 @@ class Generate(StatefulHooks):
             chunk = Chunk(reply.prompt.id, reply.seq, delta)
             self.send(Output("answer-chunks", reply.prompt.id.encode(), chunk.encode()))
         reply.seq += 1
+        reply.held = ""
+        reply.sent_ms = now_ms()
 
     def _finished(self, reply: Reply, session: Session, future: Future[Generated]) -> None:
         """Engine thread: the sequence ended; build its committed outputs."""
@@ -211,7 +217,7 @@ class Generate(StatefulHooks):
 
     def _outputs(self, reply: Reply, session: Session, generated: Generated) -> list[Output]:
         prompt = reply.prompt
-        rest = reply.stream.finish()
+        rest = reply.held + reply.stream.finish()
         if rest:
             self._chunk(reply, rest)
         end = now_ms()
