@@ -21,18 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.commands.common import add_cluster_args, settings_from
+from pipeline.models.bench_generate import QUESTIONS  # the same customer questions as the engine's bench
 from pipeline.settings import PROJECT_ROOT, Settings
-
-QUESTIONS: tuple[str, ...] = (
-    "How do I reset my password?",
-    "Where is my parcel? It should have arrived yesterday.",
-    "Can I return shoes that don't fit?",
-    "Do you ship to Canada, and how much does it cost?",
-    "Which payment methods do you accept?",
-    "How do I cancel my order?",
-    "Can I change my delivery address after ordering?",
-    "How long does a refund take?",
-)
 
 
 @dataclass

@@ -182,7 +182,7 @@ def stop(settings: Settings, *, timeout_s: float = 60.0) -> BrokerStatus:
         return status(settings)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             raise BrokerError(
                 f"broker (pid {pid}) still running {timeout_s:.0f} s after SIGTERM; see {p.log}, "
@@ -222,7 +222,10 @@ def _lock(p: BrokerPaths) -> Iterator[None]:
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -242,7 +245,7 @@ def _running_pid(p: BrokerPaths) -> int | None:
         pid = int(p.pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
-    if not _alive(pid):
+    if not alive(pid):
         return None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.local.broker import alive
 from pipeline.local.supervisor import Supervisor
 from pipeline.settings import Settings
 
@@ -92,7 +93,7 @@ def write_state(supervisor: Supervisor, **extra: Any) -> dict[str, Any]:
 def read_state(log_dir: Path) -> dict[str, Any] | None:
     """The running ``pipeline up``'s state, or None if none runs there."""
     state = _read_json(log_dir / STATE_FILE)
-    if state is None or not _alive(int(state.get("pid", 0))):
+    if state is None or not alive(int(state.get("pid", 0))):
         return None
     return state
 
@@ -162,15 +163,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,25 @@ def verify(wrapper: ExportWrapper, onnx_path: Path, batches: list[dict[str, torc
     return worst
 
 
+def trace_export(wrapper: torch.nn.Module, example: tuple[Any, ...], onnx_path: Path, input_names: Sequence[str],
+                 output_names: Sequence[str], axes: dict[str, dict[int, str]]) -> None:  # fmt: skip
+    """``torch.onnx.export`` by tracing (``dynamo=False``: the TorchScript exporter), then ONNX's checker."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer chatter about constants it handles correctly
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(onnx_path),
+            dynamo=False,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+    onnx.checker.check_model(str(onnx_path))
+
+
 def convert(source: Path, model_name: str, kind: str, out: Path, *, key: str = "") -> ModelMeta:
     """Export ``source`` for ``kind`` into ``out``: model.onnx, meta.json and the tokenizer."""
     torch.manual_seed(0)
@@ -159,20 +179,7 @@ def convert(source: Path, model_name: str, kind: str, out: Path, *, key: str = "
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
     axes.update({name: {0: "batch", 1: "sequence"} if kind == "qa" else {0: "batch"} for name in output_names})
     trace = batches[min(2, len(batches) - 1)]
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer chatter about constants it handles correctly
-        torch.onnx.export(
-            wrapper,
-            tuple(trace[n] for n in input_names),
-            str(onnx_path),
-            dynamo=False,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-        )
-    onnx.checker.check_model(str(onnx_path))
+    trace_export(wrapper, tuple(trace[n] for n in input_names), onnx_path, input_names, output_names, axes)
     max_diff = verify(wrapper, onnx_path, batches)
     if not max_diff <= VERIFY_ATOL:  # also catches NaN
         raise ExportError(

@@ -22,17 +22,16 @@ stacked: stacking would copy the whole cache once more on every step.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 
 from pipeline.errors import ExportError
-from pipeline.models.export import MODEL_FILE, OPSET, DecoderShape, ModelMeta, decoder_names
+from pipeline.models.convert import trace_export
+from pipeline.models.export import MODEL_FILE, DecoderShape, ModelMeta, decoder_names
 
 log = logging.getLogger("pipeline.models.convert_decoder")
 
@@ -198,20 +197,7 @@ def convert_decoder(source: Path, model_name: str, out: Path, *, key: str = "") 
     axes.update({name: {0: "batch", 2: "past"} for name in input_names[3:]})
     axes.update({name: {0: "batch", 2: "total"} for name in output_names[1:]})
     onnx_path = out / MODEL_FILE
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer chatter about constants it handles correctly
-        torch.onnx.export(
-            wrapper,
-            tuple(example),
-            str(onnx_path),
-            dynamo=False,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-        )
-    onnx.checker.check_model(str(onnx_path))
+    trace_export(wrapper, tuple(example), onnx_path, input_names, output_names, axes)
     max_diff = verify(wrapper, onnx_path, sample_feeds(shape))
     if not max_diff <= DECODER_ATOL:  # also catches NaN
         raise ExportError(
