@@ -177,6 +177,11 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         f"and offered the right one in {single.offered_on_misses}"
     )
     print(f"faq top-1 on two-question messages: {pairs.hits}/{pairs.total} = {pairs.top1:.3f}")  # fmt: skip
+    if args.tuning and args.offline:
+        followups = ev.evaluate_pairs(ev.load_followups(), answer)
+        for miss in followups.misses:
+            print(f"  miss    {miss}")
+        print(f"faq top-1 on follow-up messages (tuning): {followups.hits}/{followups.total} = {followups.top1:.3f}")
     return 0
 
 
