@@ -131,9 +131,10 @@ class FaqTask(BaseTask):
         questions = [strip_lead_in(q) for q in split_sentences(text)] or [text.strip()]
         # A sub-question with no topic of its own ("how long does that take?") is scored with the one before it.
         carried = contexts(questions)
-        texts = [prefix + scoring_text(q, c) for q, c in zip(questions, carried, strict=True)]
-        metas = [{"question": q, "lang": lang, **({"context": c} if c else {})} for q, c in zip(questions, carried,
-                 strict=True)]  # fmt: skip
+        texts, metas = [], []
+        for question, context in zip(questions, carried, strict=True):
+            texts.append(prefix + scoring_text(question, context))
+            metas.append({"question": question, "lang": lang} | ({"context": context} if context else {}))
         return make_parts(request, self.name, _encode(tokenizer, texts, settings), metas)
 
     def prepare(self, model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> Runtime:

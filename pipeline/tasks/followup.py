@@ -43,16 +43,16 @@ LEAD_INS: tuple[str, ...] = tuple(
     )
 )  # fmt: skip
 # Words that point back at something said before.
-ANAPHORS = frozenset("it its it's that this they them their those these one ones there same thing".split())
+_ANAPHORS = "it its it's that this they them their those these one ones there same thing"
+ANAPHORS = frozenset(_ANAPHORS.split())
 # Words that frame a question without saying what it is about ("how long does it take").
-FRAME_WORDS = frozenset(
-    """
-    long much many soon often fast quickly take takes taking took work works happen happens possible ok okay
-    also too still then now really sure need want get use make know tell again else any anything something
-    way usually normally exactly instead either both after before until till yet just only even ever
-    always free available
-    """.split()
-)
+_FRAMES = """
+long much many soon often fast quickly take takes taking took work works happen happens possible ok okay
+also too still then now really sure need want get use make know tell again else any anything something
+way usually normally exactly instead either both after before until till yet just only even ever
+always free available
+"""
+FRAME_WORDS = frozenset(_FRAMES.split())
 # A sub-question this short (in words) with no topic word leans on the one before even without "it".
 SHORT = 4
 # A sub-question that refers back ("it", "that") with at most this many topic words leans on the one

@@ -65,7 +65,12 @@ def test_topic_words_leave_out_function_words_pronouns_and_frames() -> None:
 
 
 def test_contexts_carry_the_previous_question_and_chain() -> None:
-    questions = ["Do you ship to Australia?", "How long does that take?", "And how much is it?", "Do you sell gift cards?"]
+    questions = [
+        "Do you ship to Australia?",
+        "How long does that take?",
+        "And how much is it?",
+        "Do you sell gift cards?",
+    ]
     carried = contexts(questions)
     assert carried[0] == "" and carried[3] == ""
     assert carried[1] == "Do you ship to Australia?"
