@@ -49,6 +49,7 @@ def tuning_signals(settings: Settings, items: Sequence[Item]) -> tuple[Signals, 
     from pipeline.stages.infer import build_infer
     from pipeline.stages.split import build_split
     from pipeline.tasks.base import l2_normalise
+    from pipeline.tasks.faq import part_text
 
     served = build_infer(settings, tasks=["faq"]).served["faq"]
     kb = served.runtime.kb
@@ -69,7 +70,7 @@ def tuning_signals(settings: Settings, items: Sequence[Item]) -> tuple[Signals, 
         feeds = pad(batch, served.model.meta.pad_token_id, served.model.input_names)
         vectors.append(served.model.run(feeds)["embedding"][: len(batch)])
     embedded = l2_normalise(np.concatenate(vectors).astype(np.float64))
-    signals = kb.signals(embedded, [str(p.meta.get("question", "")) for p in parts])
+    signals = kb.signals(embedded, [part_text(p) for p in parts])
     column = {entry: i for i, entry in enumerate(kb.entries)}
     unknown = sorted({e for _, e in items if e != NONE and e not in column})
     if unknown:

@@ -8,7 +8,10 @@ synonyms the knowledge base does not use, typos, very short and very long
 messages, and questions the shop cannot answer, ``"expect": "none"``, so the
 threshold is calibrated on data); odd items test. ``faq_eval_heldout.json``
 holds more such questions, written apart from the knowledge base; they only
-ever test. Two-question messages are built from consecutive test questions.
+ever test. Two-question messages are built from consecutive test questions
+(and, for tuning, from consecutive tuning questions); ``faq_tune_followups.json``
+holds tuning messages whose second question leans on the first ("How long
+does that take?"), for the context carry-over in faq's split.
 
 Answers come from the stages' own cores (split → infer → merge) in this
 process, so the numbers are reproducible without a broker; ``pipeline eval``
@@ -50,6 +53,14 @@ def two_question_messages(items: Sequence[Item]) -> list[tuple[str, tuple[str, s
             first = q1.rstrip(" ?.!") + "?"
             joined.append((f"{first} Also, {q2[0].lower() + q2[1:]}", (e1, e2)))
     return joined
+
+
+def load_followups(data: Path = DATA) -> list[tuple[str, tuple[str, str]]]:
+    """Tuning two-question messages whose second question often leans on the first (``faq_tune_followups.json``)."""
+    import json
+
+    items = json.loads((data / "faq_tune_followups.json").read_text(encoding="utf-8"))["items"]
+    return [(item["message"], (item["expect"][0], item["expect"][1])) for item in items]
 
 
 @dataclass

@@ -125,7 +125,7 @@ class Settings:
     faq_lexical_weight: float = 0.2
     faq_title_weight: float = 0.1
     # Best two entries closer than this: the answer says it is unsure and offers both.
-    faq_unsure_margin: float = 0.07
+    faq_unsure_margin: float = 0.068
     model_cache_dir: Path = PROJECT_ROOT / ".cache" / "models"
     # faq in other languages: a second knowledge base, which names its
     # languages in its file ("language": "zh" or a list), served by a

@@ -39,6 +39,12 @@ def register(sub: Any) -> None:
         help="instead: top-1 on the held-out test set (never used for tuning) and on two-question messages "
         "built from it, with the misses and how often the answer said it was unsure",
     )
+    ev.add_argument(
+        "--tuning",
+        action="store_true",
+        help="with --heldout: the same report on the tuning set (and two-question messages built from it), "
+        "to study misses without looking at the test set",
+    )
     ev.add_argument("--offline", action="store_true", help="with --heldout: answer in this process, no broker")
     ev.add_argument(
         "--calibrate",
@@ -143,7 +149,9 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     from pipeline.client import Client
 
     settings = settings_from(args)
-    _, test = ev.load_sets()
+    tuning, test = ev.load_sets()
+    name = "tuning set" if args.tuning else "held-out test set"
+    test = tuning if args.tuning else test
     messages = ev.two_question_messages(test)
     if args.offline:
         answer = ev.offline_answerer(settings)
@@ -163,12 +171,17 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     for miss in pairs.misses:
         print(f"  miss    {miss}")
     print(
-        f"faq top-1 on the held-out test set: {single.hits}/{single.total} = {single.top1:.3f}; "
+        f"faq top-1 on the {name}: {single.hits}/{single.total} = {single.top1:.3f}; "
         f"unsure on {single.unsure} ({single.unsure / max(single.total, 1):.0%}); "
         f"of the {single.answered_misses} misses that got an entry it flagged {single.unsure_on_misses} "
         f"and offered the right one in {single.offered_on_misses}"
     )
     print(f"faq top-1 on two-question messages: {pairs.hits}/{pairs.total} = {pairs.top1:.3f}")  # fmt: skip
+    if args.tuning and args.offline:
+        followups = ev.evaluate_pairs(ev.load_followups(), answer)
+        for miss in followups.misses:
+            print(f"  miss    {miss}")
+        print(f"faq top-1 on follow-up messages (tuning): {followups.hits}/{followups.total} = {followups.top1:.3f}")
     return 0
 
 

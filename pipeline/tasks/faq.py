@@ -2,7 +2,9 @@
 
 split: one part per sentence of the message (:mod:`pipeline.tasks.sentences`),
 so "How do I reset my password? And can I change my delivery address?" asks
-two things and gets two answers. prepare: every question of every KB entry is
+two things and gets two answers; a leading "And"/"Also," is dropped, and a
+sentence with no topic of its own ("How long does that take?") is scored with
+the one before it (:mod:`pipeline.tasks.followup`). prepare: every question of every KB entry is
 embedded once, with the same ONNX session, into a unit-length matrix, and so
 are every entry's answer and title line (id words and keywords); a BM25 index
 holds its words. postprocess: an entry's score fuses the sub-question's
@@ -38,6 +40,7 @@ from pipeline.tasks.base import (
     rows,
     usable,
 )
+from pipeline.tasks.followup import contexts, scoring_text, strip_lead_in
 from pipeline.tasks.language import request_language, route_settings
 from pipeline.tasks.retrieval import Lexical, Signals, Weights, best_per_entry, lexical_document, title_line
 from pipeline.tasks.sentences import split_sentences
@@ -125,9 +128,14 @@ class FaqTask(BaseTask):
         text = require_text(request, "text")
         lang = request_language(request)
         prefix, _ = prefixes_for(route_settings(request, settings).model_for(self.name))
-        questions = split_sentences(text) or [text.strip()]
-        encoding = _encode(tokenizer, [prefix + q for q in questions], settings)
-        return make_parts(request, self.name, encoding, [{"question": q, "lang": lang} for q in questions])
+        questions = [strip_lead_in(q) for q in split_sentences(text)] or [text.strip()]
+        # A sub-question with no topic of its own ("how long does that take?") is scored with the one before it.
+        carried = contexts(questions)
+        texts, metas = [], []
+        for question, context in zip(questions, carried, strict=True):
+            texts.append(prefix + scoring_text(question, context))
+            metas.append({"question": question, "lang": lang} | ({"context": context} if context else {}))
+        return make_parts(request, self.name, _encode(tokenizer, texts, settings), metas)
 
     def prepare(self, model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> Runtime:
         # ``settings`` are the route's: its faq_kb, its model's KB-question prefix.
@@ -142,7 +150,7 @@ class FaqTask(BaseTask):
         if kb is None:
             raise RuntimeError("faq runtime has no knowledge base; build it with FaqTask.prepare")
         vectors = l2_normalise(outputs["embedding"][: len(parts)].astype(np.float64))
-        scores, matched_rows = kb.score(vectors, [str(p.meta.get("question", "")) for p in parts])
+        scores, matched_rows = kb.score(vectors, [part_text(p) for p in parts])
 
         def each(row: int, part: Part) -> PartOutput:
             if not np.all(np.isfinite(scores[row])):
@@ -164,6 +172,11 @@ class FaqTask(BaseTask):
         keys = ("question", "entry", "match", "answer", "score", "matched", "unsure", "alternatives")
         answers = [{key: r.output[key] for key in keys if key in r.output} for r in usable(results)]
         return {"answers": answers, "reply": reply_text(answers)}
+
+
+def part_text(part: Part) -> str:
+    """What a faq part is scored as: its sub-question, after the context split carried over to it, if any."""
+    return scoring_text(str(part.meta.get("question", "")), str(part.meta.get("context", "")))
 
 
 def _entry(kb: KbIndex, row: int, entry: int, scores: np.ndarray, matched_rows: np.ndarray) -> dict[str, Any]:

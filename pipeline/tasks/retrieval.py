@@ -44,6 +44,8 @@ _STOP = """
 a an and are as at be but by can could did do does for from get got have how i if in is it its me my no
 not of on or our please so that the there this to u up was we what when where which who why will with
 would you your im ive dont cant
+wheres whats hows whos thats theres heres isnt arent doesnt didnt havent hasnt wont wouldnt couldnt
+ill id youre theyre weve youve also hi hello hey thanks thank pls plz
 """
 STOP_WORDS = frozenset(_STOP.split())
 # BM25 saturation: a lexical score of k gives 0.5.

@@ -108,10 +108,28 @@ def test_faq_makes_one_part_per_sub_question(tokenizers: dict[str, Tokenizer], m
     parts = get_task("faq").split(Request("r7", "faq", text=message), tokenizers["faq"], model_settings)
     assert [p.meta["question"] for p in parts] == [
         "How do I reset my password?",
-        "And can I change my delivery address?",
+        "Can I change my delivery address?",  # the lead-in "And" only joined it to the message
         "我怎么重置密码？",
         "可以改地址吗？",
     ]
     assert [p.part for p in parts] == [0, 1, 2, 3] and {p.of for p in parts} == {4}
+    assert not any("context" in p.meta for p in parts)  # each names its own topic
     one = get_task("faq").split(Request("r8", "faq", text="hi"), tokenizers["faq"], model_settings)
     assert len(one) == 1 and one[0].meta["question"] == "hi"
+
+
+def test_faq_scores_a_follow_up_without_a_topic_with_the_question_before(
+    tokenizers: dict[str, Tokenizer], model_settings: Settings
+) -> None:
+    message = "How do I return an item? And how long does that take? Do you sell gift cards?"
+    parts = get_task("faq").split(Request("r9", "faq", text=message), tokenizers["faq"], model_settings)
+    assert [p.meta["question"] for p in parts] == [
+        "How do I return an item?",
+        "How long does that take?",
+        "Do you sell gift cards?",
+    ]
+    assert parts[1].meta["context"] == "How do I return an item?"
+    assert "context" not in parts[0].meta and "context" not in parts[2].meta
+    # The follow-up's model input is the earlier question and then its own.
+    joined = tokenizers["faq"]("How do I return an item? How long does that take?")["input_ids"]
+    assert list(parts[1].input_ids) == list(joined)
