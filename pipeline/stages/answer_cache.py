@@ -6,7 +6,8 @@ session history) to the compacted ``answer-cache`` topic, keyed by
 (bounded by bytes and age) and answers a request whose key it holds at once,
 marked ``"cached": true``. The key hashes the task, the normalised text, the
 reply budget and :func:`versions` (the reply model, the retrieval model, the
-knowledge base and the prompt), so a changed model or knowledge base never
+knowledge bases, faq's scoring settings and the prompt), so a changed model,
+knowledge base or scoring never
 serves an old answer: its requests simply miss. A request with a ``session``
 never uses the cache (filter cannot see the session's history).
 """
@@ -31,6 +32,10 @@ CACHED_TASKS = frozenset({"chat"})
 
 _fingerprints: dict[tuple[str, int, float], str] = {}
 
+# The faq scoring settings a grounded reply depends on (besides the models and knowledge bases).
+RETRIEVAL_SETTINGS = ("faq_min_score", "faq_answer_weight", "faq_lexical_weight", "faq_title_weight",
+                      "faq_unsure_margin", "faq_multilingual_min_score")  # fmt: skip
+
 
 def fingerprint(path: str | Path) -> str:
     """A content hash of a model file or folder (remembered per path, size and mtime)."""
@@ -54,9 +59,11 @@ def versions(settings: Settings) -> str:
     """What a cached reply depends on besides the request: models, knowledge base, prompt."""
     from pipeline.stages.prompting import PROMPT_VERSION
 
+    # How entries are chosen decides what the reply is grounded on.
+    scoring = ",".join(str(getattr(settings, name)) for name in RETRIEVAL_SETTINGS)
     return "/".join(
         (fingerprint(settings.chat_model), fingerprint(settings.model_for("chat")), fingerprint(settings.faq_kb),
-         PROMPT_VERSION)
+         fingerprint(settings.faq_multilingual_kb), settings.faq_multilingual_model, scoring, PROMPT_VERSION)
     )  # fmt: skip
 
 

@@ -32,7 +32,9 @@ def test_versions_change_with_the_knowledge_base_and_the_model(tmp_path: Path) -
     kb.write_text('[{"id": "x"}]')
     after_kb = versions(settings)
     (model / "weights.bin").write_bytes(b"\1" * 11)
-    assert len({before, after_kb, versions(settings)}) == 3
+    after_model = versions(settings)
+    rescored = versions(dataclasses.replace(settings, faq_min_score=settings.faq_min_score + 0.01))
+    assert len({before, after_kb, after_model, rescored}) == 4, "kb, model and faq scoring each change the version"
     assert fingerprint(tmp_path / "missing") == f"name:{tmp_path / 'missing'}"
 
 
