@@ -195,6 +195,19 @@ def delete_prefixed(settings: Settings) -> tuple[list[str], list[str]]:
     return topics, groups
 
 
+def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> None:
+    """Create those of ``specs`` the cluster lacks, then wait until the broker shows all of them.
+
+    For topics a tool would otherwise create for itself at start (the
+    monitor's faust changelogs): one that reads the broker's metadata a moment
+    too early sees such a topic with no partitions yet.
+    """
+    admin = _admin(settings)
+    counts = _partition_counts(admin)
+    _create(admin, [spec for spec in specs if spec.topic not in counts])
+    _settle(admin, specs)
+
+
 # -- helpers ----------------------------------------------------------------------
 
 

@@ -27,16 +27,19 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.web import Request, Response, View
+from mode.utils.times import want_seconds
 
 from pipeline.errors import DecodeError
 from pipeline.monitor.page import PAGE
 from pipeline.monitor.state import MonitorState, Window, counter_keys, prometheus_text
 from pipeline.settings import Settings
 from pipeline.telemetry import TOPIC, StageReport
+from pipeline.topics import TopicSpec
 
 log = logging.getLogger("pipeline.monitor")
 
@@ -129,8 +132,30 @@ def build_app(settings: Settings, *, lag_every_s: float = LAG_EVERY_S) -> faust.
     return app
 
 
+def changelog_specs(app: faust.App) -> list[TopicSpec]:
+    """The tables' changelog topics as faust would create them (its name, partitions, cleanup and retention)."""
+    specs: list[TopicSpec] = []
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        flags = [flag for flag, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on]
+        config = {"cleanup.policy": ",".join(flags)} if flags else {}
+        if topic.retention:
+            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
+        name = topic.get_topic_name()
+        specs.append(TopicSpec(name, name, table.partitions or 1, f"faust table {table.name}", config,
+                               Path(__file__)))  # fmt: skip
+    return specs
+
+
 def run(settings: Settings, loglevel: str = "info") -> None:
     """Run the monitor until SIGINT/SIGTERM (faust's worker owns the event loop and the signals)."""
+    from pipeline.kafka.admin import ensure_topics
+
     app = build_app(settings)
+    # faust creates its changelogs at start and may read their metadata before
+    # the broker shows their partitions: the agent then crashes on its first
+    # report (PartitionsMismatch, "0 partitions") and that report's counts are
+    # lost. Created and settled here first, faust finds them as they must be.
+    ensure_topics(settings, changelog_specs(app))
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

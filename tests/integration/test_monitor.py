@@ -106,7 +106,8 @@ def test_the_monitor_counts_telemetry_reads_lag_and_shows_it_on_its_live_page(
     emitter.producer.flush(10)
 
     state = wait_for_state(monitor, lambda s: s["reports"] >= 2 and s["lag_read_at"] is not None
-                           and next(x for x in s["stages"] if x["name"] == "filter")["lag"] == 5)  # fmt: skip
+                           and next(x for x in s["stages"] if x["name"] == "filter")["lag"] == 5
+                           and s["windows"]["1m"]["answers"].get("merge"))  # fmt: skip
     stages = {s["name"]: s for s in state["stages"]}
     assert [s["name"] for s in state["stages"]] == ["filter", "split", "infer", "merge", "generate"]
     assert stages["filter"]["state"] == "stalled" and stages["filter"]["members"] == []
