@@ -87,16 +87,30 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
         tput, cpu = through.naive_row(settings, model, corpus, count, say)
         result["rows"]["naive consumer"] = {"throughput": tput, "batch": 1, "cpu_per_request": cpu}
     rows = [(g, 1) for g in options.guarantees] + [("exactly_once", m) for m in options.members if m != 1]
-    for guarantee, members in rows:
-        say(f"[{time.monotonic() - began:5.0f}s] pipeline, {guarantee}, {members} infer member(s)")
-        row = through.pipeline_row(settings, guarantee, members, corpus, options.plan, say)
-        result["rows"][row.name] = _row_dict(row)
-        result["notes"].extend(f"{row.name}: {n}" for n in row.notes)
+    try:
+        for guarantee, members in rows:
+            say(f"[{time.monotonic() - began:5.0f}s] pipeline, {guarantee}, {members} infer member(s)")
+            row = through.pipeline_row(settings, guarantee, members, corpus, options.plan, say)
+            result["rows"][row.name] = _row_dict(row)
+            result["notes"].extend(f"{row.name}: {n}" for n in row.notes)
+    finally:
+        _clean_up(settings)
     result["load_after"] = _load()
     result["seconds"] = round(time.monotonic() - began, 1)
     result["ratios"] = ratios(result)
     say(f"[{time.monotonic() - began:5.0f}s] done")
     return result
+
+
+def _clean_up(settings: Settings) -> None:
+    """The bench's topics and groups (all under its own prefix) are deleted: they only held its load."""
+    from pipeline.errors import PipelineError
+    from pipeline.kafka.admin import delete_prefixed
+
+    try:
+        delete_prefixed(settings)
+    except PipelineError as exc:  # a leftover is untidy, not a failed bench
+        print(f"could not delete the bench's topics ({settings.prefix}*): {exc}")
 
 
 def _row_dict(row: through.PipelineRow) -> dict[str, Any]:
