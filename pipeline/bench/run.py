@@ -29,6 +29,7 @@ class Options:
     eager: bool = True
     naive: bool = True
     int8: bool = False
+    gpu: bool = False  # CUDA rows (I/O binding, fp16) and the pipeline on CUDA; skipped without CUDA
 
     @property
     def seconds(self) -> float:
@@ -72,6 +73,15 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             result["rows"]["raw ort int8"] = {"throughput": q.best, "batch": q.best_batch, "per_batch": q.per_batch}
         else:
             result["notes"].append(f"no int8 export at {path}: run pipeline model export --task embed --quantize int8")
+    cuda = False
+    if options.gpu:
+        from pipeline.bench.gpu import gpu_rows
+
+        say(f"[{time.monotonic() - began:5.0f}s] CUDA: raw ONNX Runtime with I/O binding, fp32 and fp16")
+        rows_gpu, notes = gpu_rows(exported.onnx_path, tokenizer, corpus, options.batches, options.seconds, say)
+        result["rows"].update(rows_gpu)
+        result["notes"].extend(notes)
+        cuda = bool(rows_gpu)
     if options.eager:
         say(f"[{time.monotonic() - began:5.0f}s] transformers eager")
         eager_batches = (1, sweep.best_batch) if sweep.best_batch != 1 else (1,)
@@ -93,6 +103,11 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             row = through.pipeline_row(settings, guarantee, members, corpus, options.plan, say)
             result["rows"][row.name] = _row_dict(row)
             result["notes"].extend(f"{row.name}: {n}" for n in row.notes)
+        if cuda:
+            say(f"[{time.monotonic() - began:5.0f}s] pipeline on CUDA, exactly_once")
+            row = through.pipeline_row(replace(settings, provider="cuda"), "exactly_once", 1, corpus, options.plan,
+                                       say, label=" cuda")  # fmt: skip
+            result["rows"][row.name] = _row_dict(row)
     finally:
         _clean_up(settings)
     result["load_after"] = _load()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,14 +91,15 @@ def naive_row(settings: Settings, model: Callable[[bytes], bytes], corpus: Seque
 
 
 def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Sequence[str], plan: Plan,
-                 say: Say) -> PipelineRow:  # fmt: skip
+                 say: Say, label: str = "") -> PipelineRow:  # fmt: skip
     """Start the pipeline under ``guarantee`` with ``members`` infer members, measure it, stop it."""
     from pipeline.local.cluster import prepare, wait_ready
     from pipeline.local.supervisor import Supervisor
 
-    tag = "eo" if guarantee == "exactly_once" else "alo"
+    tag = ("eo" if guarantee == "exactly_once" else "alo") + ("gpu" if label else "")
     settings = replace(settings, prefix=f"{settings.prefix}{tag}{members}-", processing_guarantee=guarantee)
-    row = PipelineRow(f"pipeline {guarantee}" + (f", {members} infer" if members != 1 else ""), guarantee, members)
+    name = f"pipeline {guarantee}" + (f", {members} infer" if members != 1 else "") + label
+    row = PipelineRow(name, guarantee, members)
     prepare(settings, say=lambda _: None)
     counts = {stage: members if stage == "infer" else 1 for stage in STAGES}
     log_dir = PROJECT_ROOT / ".cache" / "logs" / "bench" / settings.prefix.rstrip("-")
@@ -143,7 +143,8 @@ def _measure(settings: Settings, supervisor: Any, row: PipelineRow, corpus: Sequ
         if len(arrivals) < plan.burst:
             row.notes.append(f"{plan.burst - len(arrivals)} of {plan.burst} saturation requests unanswered")
         row.light = _latency(sender, timer, make("l"), LIGHT_RATE, plan.light_s)
-        say(f"  {row.name}: light load {LIGHT_RATE:.0f}/s: p50 {row.light.p50_ms:.1f} ms, p99 {row.light.p99_ms:.1f} ms")
+        say(f"  {row.name}: light load {LIGHT_RATE:.0f}/s: p50 {row.light.p50_ms:.1f} ms, "
+            f"p99 {row.light.p99_ms:.1f} ms")  # fmt: skip
         if not math.isnan(row.throughput):
             row.half = _latency(sender, timer, make("h"), row.throughput / 2, plan.half_s)
             say(f"  {row.name}: half load {row.half.rate:.0f}/s: p50 {row.half.p50_ms:.1f} ms, "

@@ -20,13 +20,16 @@ def register(sub: Any) -> None:
     )
     bench.add_argument("--quick", action="store_true", help="small loads, for tests: the numbers are rough")
     bench.add_argument("--threads", type=int, default=0,
-                       help="ONNX Runtime / torch threads of the in-process rows (default: this machine's cores)")  # fmt: skip
+                       help="ORT / torch threads of the in-process rows (default: this machine's cores)")  # fmt: skip
     bench.add_argument("--batches", default="1,8,16,32,64", help="raw ORT batch sizes to sweep (default 1,8,16,32,64)")
     bench.add_argument("--guarantees", default="exactly_once,at_least_once", help="pipeline rows, comma-separated")
     bench.add_argument("--members", default="1", help="infer members to measure, e.g. 1,2 (extra rows: exactly_once)")
     bench.add_argument("--no-eager", action="store_true", help="skip the transformers eager row")
     bench.add_argument("--no-naive", action="store_true", help="skip the naive consumer row")
     bench.add_argument("--int8", action="store_true", help="add a raw ORT row for the int8 export (if exported)")
+    bench.add_argument("--gpu", action="store_true",
+                       help="add CUDA rows (I/O binding, fp16 with a parity check) and the pipeline on CUDA; "
+                       "says 'skipped: no CUDA' where there is none")  # fmt: skip
     bench.add_argument("--json", type=Path, help="also write the result as JSON here")
     add_cluster_args(bench)
     bench.set_defaults(func=cmd_bench)
@@ -48,6 +51,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         eager=not args.no_eager,
         naive=not args.no_naive,
         int8=args.int8,
+        gpu=args.gpu,
     )
     result = run_bench(settings, options, say=lambda line: print(line, flush=True))
     print()
