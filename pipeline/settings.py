@@ -152,8 +152,15 @@ class Settings:
     # "auto" tries TensorRT, CUDA, then CPU; a named provider that is missing
     # is an error, never a silent fallback.
     provider: str = "auto"
-    ort_intra_threads: int = 1
+    # Intra-op threads of infer's sessions; 0: one per core this process may
+    # run on (os.sched_getaffinity), so the model gets the cores the other
+    # stages leave (docs/performance.md).
+    ort_intra_threads: int = 0
     ort_inter_threads: int = 1
+    # ORT's worker threads spin while waiting for work: faster alone, but
+    # on a machine shared with the other stages and the broker the spinning
+    # burns the cores they need. Off unless set.
+    ort_spinning: bool = False
     batch_max_parts: int = 64
     # Padded tokens per batch (rows x longest row): bounds memory and latency.
     batch_max_tokens: int = 16_384
@@ -210,6 +217,10 @@ class Settings:
     # Run the int8 variant of the reply model (ONNX Runtime dynamic quantisation;
     # agreement and speed against fp32 in docs/models.md).
     chat_quantized: bool = False
+    # Serve the sentence encoder (embed, faq, chat retrieval) from its int8
+    # graph; only once `pipeline model export --task embed --quantize int8`
+    # made it and its accuracy check against fp32 passed (docs/performance.md).
+    encoder_int8: bool = False
     # A session with no message for this long is deleted (its tombstone written).
     session_ttl_ms: int = 1_800_000
     # Replies generated at once by one member (its continuous batch); past this

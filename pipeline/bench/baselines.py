@@ -63,7 +63,7 @@ class Sweep:
         return self.per_batch[self.best_batch] if self.per_batch else float("nan")
 
 
-def _timed(run: Callable[[Any], Any], batches: Sequence[Any], seconds: float) -> tuple[int, float, list[float]]:
+def timed(run: Callable[[Any], Any], batches: Sequence[Any], seconds: float) -> tuple[int, float, list[float]]:
     """Run over ``batches`` (cycling) for ``seconds`` (and 3 calls at least); (rows done, elapsed, per-call seconds)."""
     run(batches[0])  # warm-up: first-run allocations and kernel choices
     done, calls, began = 0, [], time.perf_counter()
@@ -109,7 +109,7 @@ def raw_ort(name: str, onnx_path: Path, tokenizer: Any, corpus: Sequence[str], b
             session.run([output], feed)
             return int(feed["input_ids"].shape[0])
 
-        done, elapsed, calls = _timed(run, prepared, seconds)
+        done, elapsed, calls = timed(run, prepared, seconds)
         sweep.per_batch[size] = done / elapsed
         if size == 1:
             sweep.single_ms_p50 = percentile(calls, 0.5) * 1000
@@ -139,7 +139,7 @@ def transformers_eager(model_dir: str, tokenizer: Any, corpus: Sequence[str], ba
                 (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             return int(batch["input_ids"].shape[0])
 
-        done, elapsed, calls = _timed(run, prepared, seconds)
+        done, elapsed, calls = timed(run, prepared, seconds)
         sweep.per_batch[size] = done / elapsed
         if size == 1:
             sweep.single_ms_p50 = percentile(calls, 0.5) * 1000

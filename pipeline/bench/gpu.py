@@ -139,8 +139,9 @@ def gpu_rows(onnx_path: Path, tokenizer: Any, corpus: Sequence[str], batch_sizes
     fp16 = cuda_session(fp16_export(onnx_path))
     cosine, diff = fp16_parity(fp32, fp16, tokenizer, corpus[:512])
     verdict = "passed" if cosine >= MIN_FP16_COSINE else "FAILED"
-    notes = [f"fp16 parity {verdict}: lowest cosine to fp32 {cosine:.5f} (need {MIN_FP16_COSINE}), "
-             f"max |diff| {diff:.2e}"]
+    notes = [
+        f"fp16 parity {verdict}: lowest cosine to fp32 {cosine:.5f} (need {MIN_FP16_COSINE}), max |diff| {diff:.2e}"
+    ]
     say(f"  {notes[0]}")
     if cosine >= MIN_FP16_COSINE:
         half = bound_sweep("raw ort cuda fp16", fp16, tokenizer, corpus, batch_sizes, seconds, say)

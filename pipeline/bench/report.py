@@ -40,20 +40,24 @@ def _ms(value: float | None) -> str:
 
 def table(result: dict[str, Any]) -> str:
     """The rows as a Markdown table (it pastes into docs/performance.md as it is)."""
-    model_ms = result["model_ms_batch1"]
+    default_ms = result["model_ms_batch1"]
     lines = [
-        "| row | texts/s | batch | light p50 ms | light p99 ms | light p50 − model ms | half-load rate | "
+        "| row | texts/s | batch | light p50 ms | light p99 ms | light p50 − model ms¹ | half-load rate | "
         "half p50 ms | half p99 ms | CPU ms/request |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, row in result["rows"].items():
         light = row.get("light_p50_ms")
+        model_ms = row.get("model_ms", default_ms)
+        model_ms = default_ms if model_ms is None or math.isnan(model_ms) else model_ms
         cpu = ", ".join(f"{k} {v * 1000:.2f}" for k, v in sorted(row.get("cpu_per_request", {}).items()))
         lines.append(
             f"| {name} | {row['throughput']:.1f} | {row.get('batch', '')} | {_ms(light)} | "
             f"{_ms(row.get('light_p99_ms'))} | {_ms(light - model_ms if light is not None else None)} | "
             f"{_ms(row.get('half_rate'))} | {_ms(row.get('half_p50_ms'))} | {_ms(row.get('half_p99_ms'))} | {cpu} |"
         )
+    lines.append("")
+    lines.append("¹ the model alone on one text, p50, timed in the bench process just before that row's light load")
     return "\n".join(lines)
 
 

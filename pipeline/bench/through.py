@@ -61,6 +61,7 @@ class PipelineRow:
     half: Latency | None = None
     cpu_per_request: dict[str, float] = field(default_factory=dict)
     errors: int = 0
+    model_ms: float = math.nan  # one text through the model alone, measured between the phases
     notes: list[str] = field(default_factory=list)
 
 
@@ -91,8 +92,11 @@ def naive_row(settings: Settings, model: Callable[[bytes], bytes], corpus: Seque
 
 
 def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Sequence[str], plan: Plan,
-                 say: Say, label: str = "") -> PipelineRow:  # fmt: skip
-    """Start the pipeline under ``guarantee`` with ``members`` infer members, measure it, stop it."""
+                 say: Say, label: str = "", probe: Callable[[], float] | None = None) -> PipelineRow:  # fmt: skip
+    """Start the pipeline under ``guarantee`` with ``members`` infer members, measure it, stop it.
+
+    ``probe`` times one text through the model alone (ms), between saturation and light load.
+    """
     from pipeline.local.cluster import prepare, wait_ready
     from pipeline.local.supervisor import Supervisor
 
@@ -109,14 +113,14 @@ def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Seque
     try:
         if not wait_ready(settings, counts, threading.Event(), timeout_s=300, on_wait=supervisor.check):
             raise SystemExit(f"the pipeline did not come up; see {log_dir}")
-        _measure(settings, supervisor, row, corpus, plan, say)
+        _measure(settings, supervisor, row, corpus, plan, say, probe)
     finally:
         supervisor.stop()
     return row
 
 
 def _measure(settings: Settings, supervisor: Any, row: PipelineRow, corpus: Sequence[str], plan: Plan,
-             say: Say) -> None:  # fmt: skip
+             say: Say, probe: Callable[[], float] | None) -> None:  # fmt: skip
     from pipeline.kafka.timing import AnswerTimer, RequestSender
 
     timer, sender = AnswerTimer(settings), RequestSender(settings)
@@ -136,12 +140,15 @@ def _measure(settings: Settings, supervisor: Any, row: PipelineRow, corpus: Sequ
         before = CpuSnapshot.take(pids)
         ids = _phase(sender, timer, make("s"), plan.burst, 1e9, 120 + plan.burst / 20)
         after = CpuSnapshot.take(pids)
-        arrivals = sorted(timer.arrived[i] for i in ids if i in timer.arrived)
+        # Only answers with a result count: a request shed at its deadline is quick and says nothing.
+        arrivals = sorted(timer.arrived[i] for i in ids if i in timer.arrived and i not in timer.failed)
         row.throughput = rate(len(arrivals), arrivals[0], arrivals[-1]) if arrivals else math.nan
         row.cpu_per_request = cpu_per_request(before, after, len(ids))
-        say(f"  {row.name}: saturation {row.throughput:.1f} texts/s ({len(arrivals)}/{plan.burst} answered)")
+        say(f"  {row.name}: saturation {row.throughput:.1f} texts/s ({len(arrivals)}/{plan.burst} answered ok)")
         if len(arrivals) < plan.burst:
-            row.notes.append(f"{plan.burst - len(arrivals)} of {plan.burst} saturation requests unanswered")
+            row.notes.append(f"{plan.burst - len(arrivals)} of {plan.burst} saturation requests not answered ok")
+        if probe is not None:
+            row.model_ms = probe()  # the model alone, now: under the same load as the latencies that follow
         row.light = _latency(sender, timer, make("l"), LIGHT_RATE, plan.light_s)
         say(f"  {row.name}: light load {LIGHT_RATE:.0f}/s: p50 {row.light.p50_ms:.1f} ms, "
             f"p99 {row.light.p99_ms:.1f} ms")  # fmt: skip

@@ -35,15 +35,16 @@ def naive_consume(settings: Settings, model: Model, count: int, timeout_s: float
             message = consumer.poll(0.5)
             if message is None:
                 continue
-            if message.error() is not None:
-                if message.error().fatal():
-                    raise BrokerError(f"naive consumer: {message.error()}")
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise BrokerError(f"naive consumer: {error}")
                 continue
             answer = model(message.value() or b"")
             producer.produce(settings.topic("answers"), key=message.key(), value=answer)
             if producer.flush(10):
                 raise BrokerError("naive consumer: an answer was not acknowledged in 10 s")
-            offset = TopicPartition(message.topic(), message.partition(), (message.offset() or 0) + 1)
+            offset = TopicPartition(message.topic() or "", message.partition() or 0, (message.offset() or 0) + 1)
             consumer.commit(offsets=[offset], asynchronous=False)
             last = time.perf_counter()
             first = first or last

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,12 +101,20 @@ def open_session(exported: ExportedModel, settings: Settings) -> OrtModel:
 def session_options(settings: Settings) -> ort.SessionOptions:
     """Threads set explicitly (ORT's default is one per core, per session) and full graph optimisation."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.ort_intra_threads
+    options.intra_op_num_threads = intra_threads(settings)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
     options.inter_op_num_threads = settings.ort_inter_threads
     if settings.ort_inter_threads > 1:
         options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
+
+
+def intra_threads(settings: Settings) -> int:
+    """``ort_intra_threads``, or with 0 one thread per core this process may run on."""
+    if settings.ort_intra_threads > 0:
+        return settings.ort_intra_threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _create(
