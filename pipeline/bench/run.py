@@ -30,6 +30,8 @@ class Options:
     naive: bool = True
     int8: bool = False
     gpu: bool = False  # CUDA rows (I/O binding, fp16) and the pipeline on CUDA; skipped without CUDA
+    # Extra exactly_once rows, each with one PIPELINE_* setting changed: defaults A/B'd in one run.
+    variants: tuple[tuple[str, str], ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -107,6 +109,12 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             row = through.pipeline_row(settings, guarantee, members, corpus, plan, say, probe=probe)
             result["rows"][row.name] = _row_dict(row)
             result["notes"].extend(f"{row.name}: {n}" for n in row.notes)
+        for key, value in options.variants:
+            say(f"[{time.monotonic() - began:5.0f}s] pipeline, exactly_once, {key}={value}")
+            changed = Settings.from_env(env={**settings.to_env(secrets=True), key: value})
+            row = through.pipeline_row(changed, "exactly_once", 1, corpus, plan, say, probe=probe,
+                                       label=f" [{key.removeprefix('PIPELINE_').lower()}={value}]")  # fmt: skip
+            result["rows"][row.name] = _row_dict(row)
         if cuda:
             say(f"[{time.monotonic() - began:5.0f}s] pipeline on CUDA, exactly_once")
             row = through.pipeline_row(replace(settings, provider="cuda"), "exactly_once", 1, corpus, plan,

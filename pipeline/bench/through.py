@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,7 +101,7 @@ def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Seque
     from pipeline.local.cluster import prepare, wait_ready
     from pipeline.local.supervisor import Supervisor
 
-    tag = ("eo" if guarantee == "exactly_once" else "alo") + ("gpu" if label else "")
+    tag = ("eo" if guarantee == "exactly_once" else "alo") + (f"v{zlib.crc32(label.encode()) % 10_000}" if label else "")
     settings = replace(settings, prefix=f"{settings.prefix}{tag}{members}-", processing_guarantee=guarantee)
     name = f"pipeline {guarantee}" + (f", {members} infer" if members != 1 else "") + label
     row = PipelineRow(name, guarantee, members)

@@ -30,9 +30,18 @@ def register(sub: Any) -> None:
     bench.add_argument("--gpu", action="store_true",
                        help="add CUDA rows (I/O binding, fp16 with a parity check) and the pipeline on CUDA; "
                        "says 'skipped: no CUDA' where there is none")  # fmt: skip
+    bench.add_argument("--also", action="append", default=[], metavar="PIPELINE_X=VALUE",
+                       help="an extra exactly_once row with this setting changed (repeatable)")  # fmt: skip
     bench.add_argument("--json", type=Path, help="also write the result as JSON here")
     add_cluster_args(bench)
     bench.set_defaults(func=cmd_bench)
+
+
+def _variant(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("PIPELINE_"):
+        raise SystemExit(f"--also {text!r}: write PIPELINE_SETTING=VALUE")
+    return key, value
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -52,6 +61,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         naive=not args.no_naive,
         int8=args.int8,
         gpu=args.gpu,
+        variants=tuple(_variant(v) for v in args.also),
     )
     result = run_bench(settings, options, say=lambda line: print(line, flush=True))
     print()
