@@ -101,7 +101,8 @@ def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Seque
     from pipeline.local.cluster import prepare, wait_ready
     from pipeline.local.supervisor import Supervisor
 
-    tag = ("eo" if guarantee == "exactly_once" else "alo") + (f"v{zlib.crc32(label.encode()) % 10_000}" if label else "")
+    variant = f"v{zlib.crc32(label.encode()) % 10_000}" if label else ""  # rows with a label get topics of their own
+    tag = ("eo" if guarantee == "exactly_once" else "alo") + variant
     settings = replace(settings, prefix=f"{settings.prefix}{tag}{members}-", processing_guarantee=guarantee)
     name = f"pipeline {guarantee}" + (f", {members} infer" if members != 1 else "") + label
     row = PipelineRow(name, guarantee, members)
