@@ -149,9 +149,15 @@ def check_encoder(exported: ExportedModel, settings: Settings) -> EncoderCheck:
     return check
 
 
-def encoder_variant(exported: ExportedModel, settings: Settings, *, unchecked: bool = False) -> ExportedModel:
-    """The graph infer serves for an encoder export: int8 when asked for and checked, else fp32 as it is."""
-    if not settings.encoder_int8 or exported.meta.task != "embed":
+def encoder_variant(
+    exported: ExportedModel, model: str, settings: Settings, *, unchecked: bool = False
+) -> ExportedModel:
+    """The graph infer serves for the export of ``model``: int8 when asked for and checked, else as it is.
+
+    Only the sentence encoder (``embed_model``, which faq and chat share by
+    default) has an int8 variant; the multilingual faq model stays fp32.
+    """
+    if not settings.encoder_int8 or exported.meta.task != "embed" or model != settings.embed_model:
         return exported
     path, check = int8_file(exported), exported.path / CHECK_FILE
     if not unchecked:

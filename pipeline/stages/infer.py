@@ -173,7 +173,8 @@ def build_infer(settings: Settings, tasks: Iterable[str] | None = None, *, unche
                 raise ConfigError(f"task {name!r} has no model: set PIPELINE_{CATALOG[name].model.upper()}")
             key = (model_name, CATALOG[name].kind)
             if key not in loaded:
-                exported = encoder_variant(ensure_exported(model_name, name, settings), settings, unchecked=unchecked)
+                exported = ensure_exported(model_name, name, settings)
+                exported = encoder_variant(exported, model_name, settings, unchecked=unchecked)
                 loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
             model, tokenizer = loaded[key]
             if id(routed) not in prepared:

