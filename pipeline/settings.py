@@ -152,9 +152,9 @@ class Settings:
     # "auto" tries TensorRT, CUDA, then CPU; a named provider that is missing
     # is an error, never a silent fallback.
     provider: str = "auto"
-    # Intra-op threads of infer's sessions; 0: one per core this process may
-    # run on (os.sched_getaffinity), so the model gets the cores the other
-    # stages leave (docs/performance.md).
+    # Intra-op threads of infer's sessions; 0: from the machine, the cores this
+    # process may use (affinity, capped by a cgroup CPU quota) less one for
+    # the member's own loop and the other stages (docs/performance.md).
     ort_intra_threads: int = 0
     ort_inter_threads: int = 1
     # ORT's worker threads spin while waiting for work: faster alone, but

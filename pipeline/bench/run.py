@@ -68,6 +68,8 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
     # About 8 s of work at the limit's rate: long enough to measure, short of the 30 s request deadline.
     plan.burst = min(plan.burst, max(150, int(8 * sweep.best)))
     probe = _probe(exported.onnx_path, tokenizer, corpus, options.threads)
+    if 1 not in options.batches:  # the sweep did not time one text alone
+        result["model_ms_batch1"] = probe()
     result["rows"]["raw ort"] = {"throughput": sweep.best, "batch": sweep.best_batch, "per_batch": sweep.per_batch}
     if options.int8:
         from pipeline.models.quantize_encoder import int8_file
