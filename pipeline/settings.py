@@ -169,6 +169,9 @@ class Settings:
     # at light load a part is not held for company that is not coming (A/B in
     # docs/performance.md: 2.6 ms less on the infer hop, no loss of throughput).
     batch_max_wait_ms: int = 0
+    # Batches infer runs at once; with 2 the model runs the next batch while
+    # the loop commits the previous one (they are committed in order).
+    batch_max_running: int = 1
     # Parts polled but not yet answered; past this the consumer pauses.
     max_in_flight: int = 256
     # librdkafka's max.poll.interval.ms for every stage. The runner keeps
@@ -289,8 +292,9 @@ class Settings:
             raise ConfigError(
                 f"PIPELINE_SASL_MECHANISM={self.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
             )
-        for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens", "chat_default_tokens",
-                     "chat_max_tokens", "generate_max_sequences", "generate_max_tokens"):  # fmt: skip
+        for name in ("batch_max_parts", "batch_max_tokens", "batch_max_running", "max_in_flight", "chunk_tokens",
+                     "chat_default_tokens", "chat_max_tokens", "generate_max_sequences",
+                     "generate_max_tokens"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PIPELINE_{name.upper()} must be positive")
 
