@@ -20,7 +20,7 @@ KAFKA_POM := ops/kafka/pom.xml
 VENV_STAMP := $(VENV)/.installed
 LIBS_STAMP := $(KAFKA_LIBS)/.fetched
 
-.PHONY: help setup demo chat-bench up test test-unit test-integration chaos broker broker-stop broker-secure broker-secure-stop topics lint clean browser monitor
+.PHONY: help setup demo bench chat-bench up test test-unit test-integration chaos broker broker-stop broker-secure broker-secure-stop topics lint clean browser monitor
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -53,6 +53,9 @@ $(LIBS_STAMP): $(KAFKA_POM)
 
 demo: setup ## the main job: start everything, answer a few customer-service messages, a two-turn chat, stop
 	$(PIPELINE) demo
+
+bench: setup ## the pipeline side by side with raw ONNX Runtime, transformers and a naive consumer (docs/performance.md)
+	$(PIPELINE) bench --json .cache/bench/bench.json $(ARGS)
 
 chat-bench: setup ## chat: time to first token and tokens/s at 1 and 8 conversations, through Kafka vs in-process
 	$(PIPELINE) chat-bench

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.ask",  # pipeline ask, pipeline eval
     "pipeline.commands.chat",  # pipeline chat
     "pipeline.commands.chat_bench",  # pipeline chat-bench
+    "pipeline.commands.bench",  # pipeline bench (the pipeline side by side with raw ONNX Runtime)
     "pipeline.commands.demo",  # pipeline demo
     "pipeline.commands.chaos",  # pipeline chaos SCENARIO
     "pipeline.commands.redrive",  # pipeline redrive

@@ -35,7 +35,8 @@ def quick(settings: Settings) -> Batching:
 
 def model_batches(settings: Settings) -> Batching:
     """Wait a little for records of other requests: the model runs them in one batch."""
-    return Batching(settings.batch_max_parts, settings.batch_max_wait_ms, settings.max_in_flight)
+    return Batching(settings.batch_max_parts, settings.batch_max_wait_ms, settings.max_in_flight,
+                    max_running=settings.batch_max_running)  # fmt: skip
 
 
 def generate_batches(settings: Settings) -> Batching:

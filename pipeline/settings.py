@@ -152,12 +152,26 @@ class Settings:
     # "auto" tries TensorRT, CUDA, then CPU; a named provider that is missing
     # is an error, never a silent fallback.
     provider: str = "auto"
-    ort_intra_threads: int = 1
+    # Intra-op threads of infer's sessions; 0: from the machine, the cores this
+    # process may use (affinity, capped by a cgroup CPU quota) less one for
+    # the member's own loop and the other stages (docs/performance.md).
+    ort_intra_threads: int = 0
     ort_inter_threads: int = 1
+    # ORT's worker threads spin while waiting for work: faster alone, but
+    # on a machine shared with the other stages and the broker the spinning
+    # burns the cores they need. Off unless set.
+    ort_spinning: bool = False
     batch_max_parts: int = 64
     # Padded tokens per batch (rows x longest row): bounds memory and latency.
     batch_max_tokens: int = 16_384
-    batch_max_wait_ms: int = 5
+    # How long infer holds a record for others to batch with. 0: none; batches
+    # still fill under load, from what arrives while the previous one runs, and
+    # at light load a part is not held for company that is not coming (A/B in
+    # docs/performance.md: 2.6 ms less on the infer hop, no loss of throughput).
+    batch_max_wait_ms: int = 0
+    # Batches infer runs at once; with 2 the model runs the next batch while
+    # the loop commits the previous one (they are committed in order).
+    batch_max_running: int = 1
     # Parts polled but not yet answered; past this the consumer pauses.
     max_in_flight: int = 256
     # librdkafka's max.poll.interval.ms for every stage. The runner keeps
@@ -210,6 +224,10 @@ class Settings:
     # Run the int8 variant of the reply model (ONNX Runtime dynamic quantisation;
     # agreement and speed against fp32 in docs/models.md).
     chat_quantized: bool = False
+    # Serve the sentence encoder (embed, faq, chat retrieval) from its int8
+    # graph; only once `pipeline model export --task embed --quantize int8`
+    # made it and its accuracy check against fp32 passed (docs/performance.md).
+    encoder_int8: bool = False
     # A session with no message for this long is deleted (its tombstone written).
     session_ttl_ms: int = 1_800_000
     # Replies generated at once by one member (its continuous batch); past this
@@ -282,8 +300,8 @@ class Settings:
             raise ConfigError(
                 f"PIPELINE_SASL_MECHANISM={self.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
             )
-        for name in ("batch_max_parts", "batch_max_tokens", "max_in_flight", "chunk_tokens", "chat_default_tokens",
-                     "chat_max_tokens", "generate_max_sequences", "generate_max_tokens",
+        for name in ("batch_max_parts", "batch_max_tokens", "batch_max_running", "max_in_flight", "chunk_tokens",
+                     "chat_default_tokens", "chat_max_tokens", "generate_max_sequences", "generate_max_tokens",
                      "generate_prefill_tokens"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PIPELINE_{name.upper()} must be positive")

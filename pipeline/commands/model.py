@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
         help="chat: run the check prompts greedy on this quantised reply model and on fp32, side by side (repeatable)",
     )
     export.add_argument("--check-tokens", type=int, default=32, help="with --compare: new tokens per check prompt")
+    export.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="embed/faq/chat encoder: also make its int8 graph (ONNX Runtime dynamic quantisation) and check it "
+        "against fp32 (embedding cosine, faq top-1); PIPELINE_ENCODER_INT8=true serves it once the check passed",
+    )
     export.set_defaults(func=cmd_export)
 
 
@@ -64,9 +70,27 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  labels {', '.join(meta.labels)}")
     print(f"  verified against PyTorch: max abs diff {meta.max_diff:.3e}")
     print(f"  {'from cache' if exported.from_cache else 'exported now'}")
+    if args.quantize:
+        return _quantize_encoder(exported, settings)
     if args.task == "chat" and settings.chat_model:
         _export_decoder(settings, args)
     return 0
+
+
+def _quantize_encoder(exported: Any, settings: Settings) -> int:
+    """The encoder's int8 graph, made and checked against fp32; non-zero when the check fails."""
+    from pipeline.models.quantize_encoder import check_encoder, quantize_encoder
+
+    if exported.meta.task != "embed":
+        print(f"--quantize int8 is for the sentence encoder (embed, faq, chat), not a {exported.meta.task} model")
+        return 2
+    path = quantize_encoder(exported)
+    print(f"{path}  (int8, {path.stat().st_size / 1e6:.0f} MB; fp32 {exported.onnx_path.stat().st_size / 1e6:.0f} MB)")
+    check = check_encoder(exported, settings)
+    print("  " + check.render())
+    if check.passed:
+        print("  serve it with PIPELINE_ENCODER_INT8=true")
+    return 0 if check.passed else 1
 
 
 def _export_decoder(settings: Settings, args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from pipeline.kafka import table
-from pipeline.kafka.config import consumer_config, producer_config
+from pipeline.kafka.config import consumer_config, producer_config, stage_producer_config
 from pipeline.settings import Settings
 
 Restore = Callable[[list[int]], dict[int, dict[bytes, bytes]]]
@@ -36,7 +36,7 @@ def connect(settings: Settings, stage: str, client_id: str, changelog: str | Non
     return Clients(
         consumer=Consumer(consumer_config(settings, group, client_id, instance_id=instance)),
         producer=lambda: Producer(
-            producer_config(settings, client_id, transactional_id=client_id if transactional else None)
+            stage_producer_config(settings, client_id, transactional_id=client_id if transactional else None)
         ),
         side=lambda: Producer(producer_config(settings, f"{client_id}-side")),
         restore=lambda partitions: table.restore(settings, changelog or "", group, partitions),

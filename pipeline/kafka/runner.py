@@ -35,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -175,8 +176,13 @@ class StageRunner:
         elif not self.paused and len(self.buffer) >= limit:
             self._pause(True)  # lag builds in Kafka, not in memory
         self.delivery.poll()
-        # Busy: check back soon for the running batch; idle: wait for data.
-        timeout = 0.005 if self.running or self.buffer else 0.1
+        # Busy: wait for the running batch (a finished one wakes the loop at
+        # once, not after a poll timeout: that would add to every hop's latency),
+        # then take what is fetched; records waiting to batch: check back soon;
+        # idle: wait for data.
+        if self.running:
+            futures.wait([f for _, f in self.running], timeout=0.005, return_when=futures.FIRST_COMPLETED)
+        timeout = 0.0 if self.running else 0.001 if self.buffer else 0.1
         # consume(n, timeout) waits for all n messages or the timeout, so wait
         # for the first with poll() and then take what is already fetched.
         # While paused, poll() only serves heartbeats and callbacks. Whatever

@@ -39,6 +39,7 @@ from pipeline.errors import (
 from pipeline.messages import Headers, Part, Result, now_ms
 from pipeline.models.batching import pad, plan_batches
 from pipeline.models.export import ensure_exported
+from pipeline.models.quantize_encoder import encoder_variant
 from pipeline.models.session import OrtModel, open_session
 from pipeline.models.tokenizer import Tokenizer, load_tokenizer
 from pipeline.records import Output, Record, StageLogic
@@ -155,8 +156,11 @@ def _lost(part: Part) -> PartOutput:  # pragma: no cover - every index is filled
     return error_output(ModelError.code, f"part {part.part} was not processed")
 
 
-def build_infer(settings: Settings, tasks: Iterable[str] | None = None) -> Infer:
-    """Load what infer needs for ``tasks`` (default: every task with a model configured)."""
+def build_infer(settings: Settings, tasks: Iterable[str] | None = None, *, unchecked: bool = False) -> Infer:
+    """Load what infer needs for ``tasks`` (default: every task with a model configured).
+
+    ``unchecked``: serve the int8 encoder even before its check passed (the check itself does).
+    """
     names = list(tasks) if tasks is not None else [name for name in TASK_NAMES if settings.model_for(name)]
     loaded: dict[tuple[str, str], tuple[OrtModel, Tokenizer]] = {}
     served: dict[str, Served] = {}
@@ -170,6 +174,7 @@ def build_infer(settings: Settings, tasks: Iterable[str] | None = None) -> Infer
             key = (model_name, CATALOG[name].kind)
             if key not in loaded:
                 exported = ensure_exported(model_name, name, settings)
+                exported = encoder_variant(exported, model_name, settings, unchecked=unchecked)
                 loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
             model, tokenizer = loaded[key]
             if id(routed) not in prepared:
