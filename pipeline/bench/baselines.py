@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.bench.stats import percentile
+from pipeline.models.session import feeds, ort_session
 
 WORDS = (  # noqa: SIM905 - a sentence of words reads better than a list of 70 strings
     "order parcel refund account password delivery invoice payment address store warranty return shipping "
@@ -33,16 +34,6 @@ def texts(count: int, words: int = 12, seed: int = 7) -> list[str]:
     """``count`` distinct texts of ``words`` words each, the same for every row and every run."""
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(words)) + f" #{i}" for i in range(count)]
-
-
-def feeds(tokenizer: Any, batch: Sequence[str], input_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The model's inputs for ``batch``, padded to its longest text, as int64 arrays."""
-    encoded = tokenizer(list(batch), padding=True, truncation=True, return_tensors="np")
-    return {name: encoded[name].astype(np.int64) for name in input_names if name in encoded} | {
-        name: np.zeros_like(encoded["input_ids"], dtype=np.int64)
-        for name in input_names
-        if name not in encoded  # token_type_ids for a tokenizer that gives none
-    }
 
 
 @dataclass
@@ -78,17 +69,6 @@ def timed(run: Callable[[Any], Any], batches: Sequence[Any], seconds: float) -> 
         elapsed = time.perf_counter() - began
         if elapsed >= seconds and index >= 3:
             return done, elapsed, calls
-
-
-def ort_session(onnx_path: Path, threads: int, providers: Sequence[Any] = ("CPUExecutionProvider",)) -> Any:
-    """A plain session as a user of ONNX Runtime would make it: ``threads`` intra-op threads, full optimisation."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_path), options, providers=list(providers))
 
 
 def raw_ort(name: str, onnx_path: Path, tokenizer: Any, corpus: Sequence[str], batch_sizes: Sequence[int],

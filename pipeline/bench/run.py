@@ -14,6 +14,7 @@ import orjson
 
 from pipeline.bench import baselines, through
 from pipeline.bench.report import ratios
+from pipeline.models.session import feeds, ort_session
 from pipeline.settings import Settings
 
 Say = Callable[[str], None]
@@ -156,9 +157,9 @@ def _probe(onnx_path: Any, tokenizer: Any, corpus: list[str], threads: int) -> C
     """Times one text at a time through the model alone for about a second: the p50 in ms."""
     from pipeline.bench.stats import percentile
 
-    session = baselines.ort_session(onnx_path, threads)
+    session = ort_session(onnx_path, threads)
     names = [i.name for i in session.get_inputs()]
-    prepared = [baselines.feeds(tokenizer, [text], names) for text in corpus[:32]]
+    prepared = [feeds(tokenizer, [text], names) for text in corpus[:32]]
 
     def probe() -> float:
         _, _, calls = baselines.timed(lambda feed: len(session.run(None, feed)), prepared, 1.0)
@@ -169,12 +170,12 @@ def _probe(onnx_path: Any, tokenizer: Any, corpus: list[str], threads: int) -> C
 
 def _naive_model(onnx_path: Any, tokenizer: Any, threads: int) -> Callable[[bytes], bytes]:
     """Request JSON in, answer JSON out: tokenize one text, run it alone, normalise."""
-    session = baselines.ort_session(onnx_path, threads)
+    session = ort_session(onnx_path, threads)
     names = [i.name for i in session.get_inputs()]
 
     def model(value: bytes) -> bytes:
         request = orjson.loads(value)
-        vector = session.run(None, baselines.feeds(tokenizer, [request["text"]], names))[0][0]
+        vector = session.run(None, feeds(tokenizer, [request["text"]], names))[0][0]
         vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return orjson.dumps({"id": request["id"], "status": "ok", "task": "embed",
                              "result": {"embedding": vector.tolist()}})  # fmt: skip

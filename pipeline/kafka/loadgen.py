@@ -104,6 +104,19 @@ class Sender:
         self.producer.poll(0)
 
 
+def assign_answers(consumer: Consumer, settings: Settings, *, from_beginning: bool = False) -> None:
+    """Assign ``consumer`` every partition of ``answers``, from its end (or its start), without a group."""
+    topic = settings.topic("answers")
+    metadata = consumer.list_topics(topic, timeout=10)
+    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+        raise BrokerError(f"topic {topic} not found at {settings.bootstrap_servers}")
+    assignment = []
+    for partition in metadata.topics[topic].partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        assignment.append(TopicPartition(topic, partition, low if from_beginning else high))
+    consumer.assign(assignment)
+
+
 class AnswerReader:
     """Reads ``answers`` (read_committed, no consumer group) from where it was at start."""
 
@@ -115,15 +128,7 @@ class AnswerReader:
         self.stopped = threading.Event()
         client_id = f"{settings.prefix}chaos-reader-{uuid.uuid4().hex[:6]}"
         self.consumer = Consumer(load_consumer_config(settings, f"{client_id}-unused", client_id))
-        topic = settings.topic("answers")
-        metadata = self.consumer.list_topics(topic, timeout=10)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise BrokerError(f"topic {topic} not found at {settings.bootstrap_servers}")
-        assignment = []
-        for partition in metadata.topics[topic].partitions:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-            assignment.append(TopicPartition(topic, partition, low if from_beginning else high))
-        self.consumer.assign(assignment)
+        assign_answers(self.consumer, settings, from_beginning=from_beginning)
         self.thread = threading.Thread(target=self._read, name="chaos-answers", daemon=True)
         self.thread.start()
 

@@ -14,10 +14,11 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
-from pipeline.errors import BrokerError, DecodeError
+from pipeline.errors import DecodeError
 from pipeline.kafka.config import consumer_config, producer_config
+from pipeline.kafka.loadgen import assign_answers
 from pipeline.messages import Answer
 from pipeline.settings import Settings
 
@@ -66,15 +67,7 @@ class AnswerTimer:
         self.stopped = threading.Event()
         client_id = f"{settings.prefix}bench-timer-{uuid.uuid4().hex[:6]}"
         self.consumer = Consumer(consumer_config(settings, f"{client_id}-unused", client_id))
-        topic = settings.topic("answers")
-        metadata = self.consumer.list_topics(topic, timeout=10)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise BrokerError(f"topic {topic} not found at {settings.bootstrap_servers}")
-        assignment = []
-        for partition in metadata.topics[topic].partitions:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-            assignment.append(TopicPartition(topic, partition, high))
-        self.consumer.assign(assignment)
+        assign_answers(self.consumer, settings)
         self.thread = threading.Thread(target=self._read, name="bench-answers", daemon=True)
         self.thread.start()
 

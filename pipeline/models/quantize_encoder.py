@@ -117,8 +117,8 @@ def kept_fp32(onnx_path: Path) -> list[str]:
 
 def check_encoder(exported: ExportedModel, settings: Settings) -> EncoderCheck:
     """Compare int8 with fp32 (embeddings and faq top-1), write ``int8.check.json``, return the outcome."""
-    from pipeline.bench.baselines import feeds, ort_session
     from pipeline.evaluation import evaluate, load_sets, offline_answerer
+    from pipeline.models.session import feeds, ort_session
     from pipeline.models.tokenizer import load_tokenizer
     from pipeline.stages.infer import build_infer
     from pipeline.tasks.kb import load_eval

@@ -19,6 +19,7 @@ import io
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,25 @@ def _preload_gpu_libraries() -> None:
         log.debug("preloading GPU libraries failed: %s", exc)
     if chatter.getvalue().strip():
         log.debug("preloading GPU libraries: %s", chatter.getvalue().strip())
+
+
+# -- plain sessions (benchmarks, quantisation checks) ------------------------------
+
+
+def ort_session(onnx_path: Path, threads: int, providers: Sequence[Any] = ("CPUExecutionProvider",)) -> Any:
+    """A plain session as a user of ONNX Runtime would make it: ``threads`` intra-op threads, full optimisation."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+
+
+def feeds(tokenizer: Any, batch: Sequence[str], input_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The model's inputs for ``batch``, padded to its longest text, as int64 arrays."""
+    encoded = tokenizer(list(batch), padding=True, truncation=True, return_tensors="np")
+    return {name: encoded[name].astype(np.int64) for name in input_names if name in encoded} | {
+        name: np.zeros_like(encoded["input_ids"], dtype=np.int64)
+        for name in input_names
+        if name not in encoded  # token_type_ids for a tokenizer that gives none
+    }
