@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pipeline.chaos.cluster import ChaosBroker, Pipeline, running
 from pipeline.chaos.fuzz import run_fuzz
 from pipeline.chaos.load import Load, Say
-from pipeline.chaos.tally import Row, percentile
+from pipeline.chaos.tally import Row, percentile, recovery
 from pipeline.flow import STAGE_NAMES
+from pipeline.kafka.loadgen import Arrival
 
 
 @dataclass(frozen=True)
@@ -82,23 +83,50 @@ def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         load = Load(pipeline.settings, "kill-each", opts.timeout_ms, _pids(broker, pipeline))
         load.start(opts.rate)
         time.sleep(5.0)
-        kills: list[float] = []
-        notes: list[str] = []
-        for round_ in range(rounds):
+        kills: list[tuple[str, float, float | None]] = []  # member, killed at, new process at
+        for _ in range(rounds):
             for stage in STAGE_NAMES:
                 member = f"{stage}-0"
                 killed_at = time.time()
                 old = pipeline.signal(member, signal.SIGKILL)
-                kills.append(killed_at)
-                respawned = pipeline.wait_restarted(member, old)
-                took = "never" if respawned is None else f"{respawned - killed_at:.1f} s"
-                notes.append(f"{member} round {round_ + 1}: restarted after {took}")
+                kills.append((member, killed_at, pipeline.wait_restarted(member, old)))
                 time.sleep(max(0.0, gap - (time.time() - killed_at)))
         time.sleep(5.0)
         load.drain(say)
-        row = load.row(kills, pipeline.restarts(), pipeline.startup_restarts)
-    row.notes.extend(notes)
+        acked = dict(load.sender.acked)
+        row = load.row([k for _, k, _ in kills], pipeline.restarts(), pipeline.startup_restarts)
+    row.notes.extend(kill_recoveries(kills, acked, load.reader.snapshot()))
     return row
+
+
+def kill_recoveries(
+    kills: list[tuple[str, float, float | None]], acked: dict[str, float], arrivals: list[Arrival]
+) -> list[str]:
+    """Per stage: SIGKILL -> new process, and SIGKILL -> first answer to a request sent after the kill.
+
+    With one member per stage, a request produced after the kill reaches the
+    killed stage only through its new process, so the second time is the
+    restart, the member's start (imports, model load, joining its group) and
+    its first committed batch, plus the rest of the pipeline's latency for
+    that one request: an upper bound on "restart to processing".
+    """
+    first: dict[str, Arrival] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.id, arrival)
+    notes = []
+    for member in dict.fromkeys(m for m, _, _ in kills):
+        spawned, answered = [], []
+        for name, killed_at, respawned in kills:
+            if name != member:
+                continue
+            spawned.append("never" if respawned is None else f"{respawned - killed_at:.1f}")
+            back = recovery(killed_at, acked, first)
+            answered.append("never" if back is None else f"{back:.1f}")
+        notes.append(
+            f"{member}: SIGKILL -> new process {' / '.join(spawned)} s; "
+            f"SIGKILL -> first answer to a request sent after it {' / '.join(answered)} s"
+        )
+    return notes
 
 
 def stop_infer(broker: ChaosBroker, opts: Options, say: Say) -> Row:
