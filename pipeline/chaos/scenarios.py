@@ -80,8 +80,10 @@ def broker_outage(broker: ChaosBroker, opts: Options, say: Say) -> Row:
 def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     rounds, gap = (1, 6.0) if opts.short else (3, 8.0)
     with running(broker.settings, opts.counts, "kill-each") as pipeline:
+        # Full: at half of the capacity measured now (issue 7 point 2); the machine's other work moves it.
+        rate = opts.rate if opts.short else (opts.capacity or measure_capacity(pipeline, opts, say)) / 2
         load = Load(pipeline.settings, "kill-each", opts.timeout_ms, _pids(broker, pipeline))
-        load.start(opts.rate)
+        load.start(rate)
         time.sleep(5.0)
         kills: list[tuple[str, float, float | None]] = []  # member, killed at, new process at
         for _ in range(rounds):
@@ -95,6 +97,7 @@ def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         load.drain(say)
         acked = dict(load.sender.acked)
         row = load.row([k for _, k, _ in kills], pipeline.restarts(), pipeline.startup_restarts)
+    row.notes.append(f"{rate:.1f} requests/s, {rounds} round(s) of SIGKILL, {gap:.0f} s apart")
     row.notes.extend(kill_recoveries(kills, acked, load.reader.snapshot()))
     return row
 
@@ -178,9 +181,11 @@ def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         capacity = opts.capacity or measure_capacity(pipeline, opts, say)
         load = Load(pipeline.settings, "overload", opts.timeout_ms, _pids(broker, pipeline))
         normal = capacity / 2
+        began = time.time()
         load.start(normal)
         time.sleep(10.0)
         load.stop_sending()
+        burst = time.time()
         load.start(3 * capacity)
         time.sleep(burst_s)
         load.stop_sending()
@@ -188,9 +193,52 @@ def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         load.start(normal)
         time.sleep(20.0 if opts.short else 40.0)
         load.drain(say)
+        acked = dict(load.sender.acked)
         row = load.row([ended], pipeline.restarts(), pipeline.startup_restarts)
     row.notes.append(f"capacity {capacity:.1f}/s; burst {3 * capacity:.1f}/s for {burst_s:.0f} s, then {normal:.1f}/s")
+    row.notes.extend(p50_return(acked, load.reader.snapshot(), began, burst, ended))
     return row
+
+
+def p50_return(acked: dict[str, float], arrivals: list[Arrival], began: float, burst: float, ended: float) -> list[str]:
+    """How long after the burst's backlog drained p50 was back to what it was before the burst.
+
+    *Normal* is the p50 of requests sent before the burst; the backlog has
+    drained when the last request sent during the burst is answered; p50 is
+    back when the requests sent in a 1-s window after the burst, and in every
+    window after it, have a p50 within 1.5x normal (+20 ms). The time is that
+    window's first answer minus the drain; negative when new requests were
+    answered normally while the burst's last ones were still being shed.
+    """
+    first: dict[str, float] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.id, arrival.at)
+    answered = {i: (t, first[i]) for i, t in acked.items() if i in first}
+    before = sorted((a - t) * 1000 for t, a in answered.values() if began <= t < burst)
+    during = [a for t, a in answered.values() if burst <= t < ended]
+    normal = percentile(before, 50)
+    if normal is None or not during:
+        return ["p50 after the burst: not measured (no answers before or during it)"]
+    drained = max(during)
+    limit = 1.5 * normal + 20
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for t, a in answered.values():
+        if t >= ended:
+            windows.setdefault(int(t - ended), []).append((t, a))
+    back_at = None
+    for second in sorted(windows, reverse=True):  # walk back from the end while windows stay normal
+        lat = sorted((a - t) * 1000 for t, a in windows[second])
+        p50 = percentile(lat, 50)
+        if p50 is None or p50 > limit:
+            break
+        back_at = min(a for _, a in windows[second])
+    drain_s = drained - ended
+    if back_at is None:
+        return [f"p50 normal {normal:.0f} ms; backlog drained {drain_s:.1f} s after the burst; p50 not back by the end"]
+    return [
+        f"p50 normal {normal:.0f} ms; backlog drained {drain_s:.1f} s after the burst; "
+        f"p50 back within 1.5x normal {back_at - drained:+.1f} s from the drain"
+    ]
 
 
 def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer as RustTokenizer
     from transformers import PreTrainedTokenizerBase
 
-Tokenizer: TypeAlias = "PreTrainedTokenizerBase | FastTokenizer"
+Tokenizer: TypeAlias = "PreTrainedTokenizerBase | FastTokenizer | LazyTokenizer"
 
 # transformers' default model inputs, and the tokenizer classes that leave out token_type_ids.
 DEFAULT_INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
@@ -101,7 +101,29 @@ class FastTokenizer:
                 if n != "token_type_ids" or config.get("tokenizer_class") not in NO_TYPE_IDS
             ]
         self.model_input_names = [str(n) for n in names]
+        self.special = {key[: -len("_token")]: value for key, value in config.items()
+                        if key.endswith("_token") and isinstance(value, str)}  # fmt: skip
         self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        # cls_token_id, sep_token_id, pad_token_id, ...: from tokenizer_config.json's *_token names.
+        if name.endswith("_token_id") and name != "special_token_id" and "special" in self.__dict__:
+            token = self.special.get(name[: -len("_token_id")])
+            return None if token is None else self.backend.token_to_id(token)
+        raise AttributeError(name)
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int]) -> Any:
+        if isinstance(ids, int):
+            return self.backend.id_to_token(ids)
+        return [self.backend.id_to_token(i) for i in ids]
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> Any:
+        if isinstance(tokens, str):
+            return self.backend.token_to_id(tokens)
+        return [self.backend.token_to_id(t) for t in tokens]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return str(self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
     @classmethod
     def load(cls, folder: Path) -> FastTokenizer:
@@ -165,3 +187,31 @@ class FastTokenizer:
         elif not batched:  # one input, no overflow: transformers drops the batch axis
             data = {key: value[0] for key, value in data.items()}
         return Encoded(data, rows)
+
+
+class LazyTokenizer:
+    """A tokenizer loaded on first use: infer needs one only to embed a knowledge base not yet cached.
+
+    Loading the multilingual tokenizer takes about half a second here, time a
+    restarted infer member does not have (issue 7); with the KB embeddings in
+    the cache (``pipeline.models.embed_cache``) it is never used.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.loaded: Tokenizer | None = None
+        self.lock = threading.Lock()
+
+    def get(self) -> Tokenizer:
+        with self.lock:
+            if self.loaded is None:
+                self.loaded = load_tokenizer(self.path)
+            return self.loaded
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("path", "loaded", "lock"):  # not set yet (during __init__ or unpickling)
+            raise AttributeError(name)
+        return getattr(self.get(), name)

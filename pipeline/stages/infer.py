@@ -40,7 +40,7 @@ from pipeline.messages import Headers, Part, Result, now_ms
 from pipeline.models.batching import pad, plan_batches
 from pipeline.models.export import ensure_exported
 from pipeline.models.session import OrtModel, open_session
-from pipeline.models.tokenizer import Tokenizer, load_tokenizer
+from pipeline.models.tokenizer import LazyTokenizer, Tokenizer
 from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
 from pipeline.stages.base import dead_letter
@@ -170,7 +170,7 @@ def build_infer(settings: Settings, tasks: Iterable[str] | None = None) -> Infer
             key = (model_name, CATALOG[name].kind)
             if key not in loaded:
                 exported = ensure_exported(model_name, name, settings)
-                loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
+                loaded[key] = (open_session(exported, settings), LazyTokenizer(exported.path))
             model, tokenizer = loaded[key]
             if id(routed) not in prepared:
                 prepared[id(routed)] = Served(task, model, task.prepare(model, tokenizer, routed))

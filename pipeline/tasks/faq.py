@@ -221,8 +221,9 @@ def _embed(texts: list[str], model: OrtModel, tokenizer: Tokenizer, settings: Se
 
     if not model.meta.key:  # an export without a key cannot name its cache entry
         return _embed_now(texts, model, tokenizer, settings)
-    cut = {"chunk_tokens": settings.chunk_tokens, "max_length": model_max_length(tokenizer),
-           "batch_max_parts": settings.batch_max_parts, "batch_max_tokens": settings.batch_max_tokens}  # fmt: skip
+    # The export's key covers its tokenizer (and so its length limit): a cache hit needs no tokenizer loaded.
+    cut = {"chunk_tokens": settings.chunk_tokens, "batch_max_parts": settings.batch_max_parts,
+           "batch_max_tokens": settings.batch_max_tokens}  # fmt: skip
     key = cache_key(model.meta.key, model.provider, texts, cut)
     folder = settings.model_cache_dir / "embeddings"
     return cached_matrix(folder, key, lambda: _embed_now(texts, model, tokenizer, settings))

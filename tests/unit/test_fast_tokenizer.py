@@ -53,6 +53,11 @@ def test_same_as_transformers(tiny_models: dict[str, Path]) -> None:
         assert ours.num_special_tokens_to_add(pair=False) == theirs.num_special_tokens_to_add(pair=False), where
         assert ours.num_special_tokens_to_add(pair=True) == theirs.num_special_tokens_to_add(pair=True), where
         assert ours.model_max_length == theirs.model_max_length or theirs.model_max_length > 1e9, where
+        for name in ("cls_token_id", "sep_token_id", "pad_token_id", "unk_token_id"):
+            assert getattr(ours, name) == getattr(theirs, name), (where, name)
+        ids = theirs(TEXTS[3])["input_ids"]
+        assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids), where
+        assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True), where
         for text in TEXTS:
             # split_chunks (classify, embed, chat)
             kwargs: dict[str, Any] = dict(truncation=True, max_length=32, stride=0, return_overflowing_tokens=True)
