@@ -66,4 +66,6 @@ def test_p50_return_after_the_burst() -> None:
         acked[f"a{i}"] = sent
         arrivals.append(Arrival(f"a{i}", "ok", None, sent + (5.0 if sent < 31 else 0.1)))
     [note] = p50_return(acked, arrivals, 0.0, 10.0, 20.0)
-    assert note == "p50 normal 100 ms; backlog drained 10.0 s after the burst; p50 back within 1.5x normal +1.1 s from the drain"
+    assert note == (
+        "p50 normal 100 ms; backlog drained 10.0 s after the burst; p50 back within 1.5x normal +1.1 s from the drain"
+    )
