@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.chaos.cluster import ChaosBroker, Pipeline, running
 from pipeline.chaos.fuzz import run_fuzz
@@ -99,7 +100,41 @@ def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         row = load.row([k for _, k, _ in kills], pipeline.restarts(), pipeline.startup_restarts)
     row.notes.append(f"{rate:.1f} requests/s, {rounds} round(s) of SIGKILL, {gap:.0f} s apart")
     row.notes.extend(kill_recoveries(kills, acked, load.reader.snapshot()))
+    row.notes.extend(restart_to_assigned(kills, pipeline.log_dir))
     return row
+
+
+def restart_to_assigned(kills: list[tuple[str, float, float | None]], log_dir: Path) -> list[str]:
+    """Per member: new process -> its partitions assigned again, from the member's log (its start, model
+    load and group join; static membership gives its own partitions back without a rebalance)."""
+    notes = []
+    for member in dict.fromkeys(m for m, _, _ in kills):
+        stamps = _assigned_times(log_dir / f"{member}.log")
+        took = []
+        for name, _, respawned in kills:
+            if name != member:
+                continue
+            later = [t for t in stamps if respawned is not None and t >= respawned]
+            took.append(f"{min(later) - respawned:.1f}" if later and respawned is not None else "never")
+        notes.append(f"{member}: new process -> partitions assigned {' / '.join(took)} s")
+    return notes
+
+
+def _assigned_times(path: Path) -> list[float]:
+    # Lines like "2026-11-29 01:37:16,862 INFO pipeline.runner split: assigned ..." (local time).
+    found = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        if " pipeline.runner " in line and ": assigned " in line:
+            try:
+                stamp, millis = line[:23].split(",")
+                found.append(time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000)
+            except ValueError:
+                continue
+    return found
 
 
 def kill_recoveries(
