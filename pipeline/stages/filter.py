@@ -31,6 +31,11 @@ from pipeline.stages.base import answer_output, reject
 from pipeline.stages.queue_wait import QueueWait
 
 STAGE = "filter"
+# Shedding (pipeline.stages.queue_wait): only once requests wait this long downstream, and with room to
+# spare: the head of a growing queue has waited less than its tail will, and a request admitted at the
+# edge would only come back partial at its deadline.
+SHED_FROM_MS = 1_000.0
+SHED_FACTOR = 1.5
 # Headers of one request, all together: far above what tracing and routing need.
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -123,7 +128,7 @@ def filter_one(
         if cached is not None:
             return answer_output(cached, headers)
     ahead = queue.wait_ms() if queue is not None else 0.0
-    if ahead > 0 and deadline - now < ahead:
+    if ahead >= SHED_FROM_MS and deadline - now < SHED_FACTOR * ahead:
         # Shed at once: it would queue through split and infer only to miss its deadline there.
         raise DeadlineExceededError(
             f"{deadline - now:.0f} ms left, but requests now wait about {ahead:.0f} ms in the stages after filter",

@@ -6,6 +6,8 @@ those ages in the background (:class:`pipeline.kafka.queue_age.QueueAges`,
 every ``EVERY_S``) and answers ``deadline_exceeded`` at once a request whose
 time left is shorter than the predicted wait, instead of letting it queue
 through split and infer to be shed there at its deadline (issue 7 point 4).
+filter sheds only from a predicted wait of a second, and keeps a margin
+(``SHED_FROM_MS``, ``SHED_FACTOR`` in ``pipeline.stages.filter``).
 
 Per stage the prediction is the median head age over the partitions of its
 source (0 where nothing waits): a request's parts spread over partitions,

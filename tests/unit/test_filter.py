@@ -92,7 +92,7 @@ def test_sheds_a_request_that_cannot_make_its_deadline(settings: Settings) -> No
     assert predicted_wait_s(ages) == 7.5  # medians (low): 0 + 7.5 + 0; one stalled partition sheds nothing
     queue = QueueWait(settings, probe=lambda: ages)
     queue.update(ages)
-    soon = int(now_ms()) + 5_000
+    soon = int(now_ms()) + 10_000  # less than 1.5 x 7.5 s
     late = int(now_ms()) + 20_000
     near = orjson.dumps({"id": "r-near", "task": "faq", "text": "Where is my order?", "deadline_ms": soon})
     far = orjson.dumps({"id": "r-far", "task": "faq", "text": "Where is my order?", "deadline_ms": late})
