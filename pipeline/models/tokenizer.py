@@ -93,6 +93,8 @@ class FastTokenizer:
         self.backend.no_padding()
         self.model_max_length = int(config.get("model_max_length") or 0) or 1_000_000_000
         self.truncation_side = str(config.get("truncation_side") or "right")
+        self.padding_side = str(config.get("padding_side") or "right")
+        self.pad_type_id = int(config.get("pad_token_type_id") or 0)
         names = config.get("model_input_names")
         if not isinstance(names, list):
             names = [
@@ -152,7 +154,11 @@ class FastTokenizer:
         stride: int = 0,
         return_overflowing_tokens: bool = False,
         return_offsets_mapping: bool = False,
+        padding: bool = False,
+        return_tensors: str | None = None,
     ) -> Encoded:
+        if return_tensors not in (None, "np"):
+            raise TypeError(f"return_tensors={return_tensors!r}: only 'np' is supported")
         batched = not isinstance(text, str)
         if batched and text_pair is not None:
             raise TypeError("a list of texts with a text_pair is not supported")
@@ -166,7 +172,16 @@ class FastTokenizer:
                 )  # fmt: skip
             else:
                 self.backend.no_truncation()
-            results = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            if padding:  # to the longest in the batch, as transformers' padding=True
+                pad = self.special.get("pad", "[PAD]")
+                self.backend.enable_padding(
+                    pad_id=self.backend.token_to_id(pad) or 0, pad_token=pad, pad_type_id=self.pad_type_id,
+                    direction=self.padding_side,
+                )  # fmt: skip
+            try:
+                results = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            finally:
+                self.backend.no_padding()
         rows: list[Encoding] = []
         samples: list[int] = []
         per_input: list[list[Encoding]] = []
@@ -186,6 +201,10 @@ class FastTokenizer:
             data["overflow_to_sample_mapping"] = samples
         elif not batched:  # one input, no overflow: transformers drops the batch axis
             data = {key: value[0] for key, value in data.items()}
+        if return_tensors == "np":
+            import numpy as np
+
+            data = {key: np.array(value, dtype=np.int64) for key, value in data.items()}
         return Encoded(data, rows)
 
 

@@ -72,6 +72,12 @@ def test_same_as_transformers(tiny_models: dict[str, Path]) -> None:
                 assert _plain(mine) == _plain(other), (where, text)
                 for row in range(len(other["input_ids"])):
                     assert mine.sequence_ids(row) == other.sequence_ids(row), (where, text, row)
+        # padded batches as numpy (the export checks)
+        mine_np = ours(TEXTS, truncation=True, max_length=32, padding=True, return_tensors="np")
+        theirs_np = theirs(TEXTS, truncation=True, max_length=32, padding=True, return_tensors="np")
+        assert sorted(mine_np) == sorted(theirs_np), where
+        for key in theirs_np:
+            assert (mine_np[key] == theirs_np[key]).all() and mine_np[key].dtype == theirs_np[key].dtype, (where, key)
         # faq: a list of sentences, each cut, not split
         assert dict(ours(TEXTS, truncation=True, max_length=32)) == dict(theirs(TEXTS, truncation=True, max_length=32))
 
