@@ -232,7 +232,22 @@ def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         row = load.row([ended], pipeline.restarts(), pipeline.startup_restarts)
     row.notes.append(f"capacity {capacity:.1f}/s; burst {3 * capacity:.1f}/s for {burst_s:.0f} s, then {normal:.1f}/s")
     row.notes.extend(p50_return(acked, load.reader.snapshot(), began, burst, ended))
+    row.notes.append(shed_timing(acked, load.reader.snapshot()))
     return row
+
+
+def shed_timing(acked: dict[str, float], arrivals: list[Arrival]) -> str:
+    """How early the answers other than ok came: shed at once, or only at the deadline."""
+    first: dict[str, Arrival] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.id, arrival)
+    parts = []
+    for code in ("deadline_exceeded", "partial"):
+        waits = sorted(a.at - acked[i] for i, a in first.items() if a.code == code and i in acked)
+        if waits:
+            early = sum(w < 5.0 for w in waits)
+            parts.append(f"{code} {len(waits)}: {early} within 5 s of produce, p50 {percentile(waits, 50):.1f} s")
+    return "answers not ok: " + ("; ".join(parts) if parts else "none")
 
 
 def p50_return(acked: dict[str, float], arrivals: list[Arrival], began: float, burst: float, ended: float) -> list[str]:

@@ -69,3 +69,16 @@ def test_p50_return_after_the_burst() -> None:
     assert note == (
         "p50 normal 100 ms; backlog drained 10.0 s after the burst; p50 back within 1.5x normal +1.1 s from the drain"
     )
+
+
+def test_shed_timing_counts_early_answers() -> None:
+    from pipeline.chaos.scenarios import shed_timing
+
+    acked = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
+    arrivals = [
+        Arrival("a", "error", "deadline_exceeded", 0.4),
+        Arrival("b", "error", "deadline_exceeded", 30.1),
+        Arrival("c", "error", "deadline_exceeded", 0.6),
+        Arrival("d", "ok", None, 0.2),
+    ]
+    assert shed_timing(acked, arrivals) == "answers not ok: deadline_exceeded 3: 2 within 5 s of produce, p50 0.6 s"
