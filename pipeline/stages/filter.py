@@ -138,7 +138,8 @@ def filter_one(
 
 
 def build(settings: Settings) -> StageLogic:
-    """filter's core is a pure function of the record, the settings and the answer cache it follows."""
+    """filter's core: a function of the record, the settings, the answer cache it follows and the
+    predicted wait downstream (read in the background once the member handles its first batch)."""
     cache = AnswerCache(settings)
     queue = QueueWait(settings)
     return StageLogic(partial(filter_records, settings=settings, cache=cache, queue=queue), cache)
