@@ -30,6 +30,8 @@ log = logging.getLogger("pipeline.stages.filter")
 
 EVERY_S = 1.0
 STALE_S = 10.0
+LOG_FROM_S = 1.0  # log the queues when a head waited this long, at most every LOG_EVERY_S
+LOG_EVERY_S = 5.0
 DOWNSTREAM = [("split", "filtered"), ("infer", "parts"), ("merge", "results")]
 
 Probe = Callable[[], dict[str, list[float]]]
@@ -48,6 +50,7 @@ class QueueWait:
         self.probe = probe
         self.wait_s = 0.0
         self.at = 0.0
+        self.logged = 0.0
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -68,6 +71,13 @@ class QueueWait:
     def update(self, ages: dict[str, list[float]]) -> None:
         self.wait_s = predicted_wait_s(ages)
         self.at = time.monotonic()
+        worst = max((max(values) for values in ages.values() if values), default=0.0)
+        if worst >= LOG_FROM_S and self.at - self.logged >= LOG_EVERY_S:
+            self.logged = self.at
+            log.info(
+                "queues after filter: predicted wait %.1f s; head ages (median/max s) %s", self.wait_s,
+                ", ".join(f"{stage} {statistics.median_low(v):.1f}/{max(v):.1f}" for stage, v in ages.items() if v),
+            )  # fmt: skip
 
     def _run(self) -> None:
         probe = self.probe
