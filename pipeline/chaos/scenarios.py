@@ -20,12 +20,14 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.chaos.cluster import ChaosBroker, Pipeline, running
 from pipeline.chaos.fuzz import run_fuzz
 from pipeline.chaos.load import Load, Say
-from pipeline.chaos.tally import Row, percentile
+from pipeline.chaos.tally import Row, percentile, recovery
 from pipeline.flow import STAGE_NAMES
+from pipeline.kafka.loadgen import Arrival
 
 
 @dataclass(frozen=True)
@@ -79,26 +81,90 @@ def broker_outage(broker: ChaosBroker, opts: Options, say: Say) -> Row:
 def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     rounds, gap = (1, 6.0) if opts.short else (3, 8.0)
     with running(broker.settings, opts.counts, "kill-each") as pipeline:
+        # Full: at half of the capacity measured now (issue 7 point 2); the machine's other work moves it.
+        rate = opts.rate if opts.short else (opts.capacity or measure_capacity(pipeline, opts, say)) / 2
         load = Load(pipeline.settings, "kill-each", opts.timeout_ms, _pids(broker, pipeline))
-        load.start(opts.rate)
+        load.start(rate)
         time.sleep(5.0)
-        kills: list[float] = []
-        notes: list[str] = []
-        for round_ in range(rounds):
+        kills: list[tuple[str, float, float | None]] = []  # member, killed at, new process at
+        for _ in range(rounds):
             for stage in STAGE_NAMES:
                 member = f"{stage}-0"
                 killed_at = time.time()
                 old = pipeline.signal(member, signal.SIGKILL)
-                kills.append(killed_at)
-                respawned = pipeline.wait_restarted(member, old)
-                took = "never" if respawned is None else f"{respawned - killed_at:.1f} s"
-                notes.append(f"{member} round {round_ + 1}: restarted after {took}")
+                kills.append((member, killed_at, pipeline.wait_restarted(member, old)))
                 time.sleep(max(0.0, gap - (time.time() - killed_at)))
         time.sleep(5.0)
         load.drain(say)
-        row = load.row(kills, pipeline.restarts(), pipeline.startup_restarts)
-    row.notes.extend(notes)
+        acked = dict(load.sender.acked)
+        row = load.row([k for _, k, _ in kills], pipeline.restarts(), pipeline.startup_restarts)
+    row.notes.append(f"{rate:.1f} requests/s, {rounds} round(s) of SIGKILL, {gap:.0f} s apart")
+    row.notes.extend(kill_recoveries(kills, acked, load.reader.snapshot()))
+    row.notes.extend(restart_to_assigned(kills, pipeline.log_dir))
     return row
+
+
+def restart_to_assigned(kills: list[tuple[str, float, float | None]], log_dir: Path) -> list[str]:
+    """Per member: new process -> its partitions assigned again, from the member's log (its start, model
+    load and group join; static membership gives its own partitions back without a rebalance)."""
+    notes = []
+    for member in dict.fromkeys(m for m, _, _ in kills):
+        stamps = _assigned_times(log_dir / f"{member}.log")
+        took = []
+        for name, _, respawned in kills:
+            if name != member:
+                continue
+            later = [t for t in stamps if respawned is not None and t >= respawned]
+            took.append(f"{min(later) - respawned:.1f}" if later and respawned is not None else "never")
+        notes.append(f"{member}: new process -> partitions assigned {' / '.join(took)} s")
+    return notes
+
+
+def _assigned_times(path: Path) -> list[float]:
+    # Lines like "2026-11-29 01:37:16,862 INFO pipeline.runner split: assigned ..." (local time).
+    found = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        if " pipeline.runner " in line and ": assigned " in line:
+            try:
+                stamp, millis = line[:23].split(",")
+                found.append(time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000)
+            except ValueError:
+                continue
+    return found
+
+
+def kill_recoveries(
+    kills: list[tuple[str, float, float | None]], acked: dict[str, float], arrivals: list[Arrival]
+) -> list[str]:
+    """Per stage: SIGKILL -> new process, and SIGKILL -> first answer to a request sent after the kill.
+
+    With one member per stage, a request produced after the kill reaches the
+    killed stage only through its new process, so the second time is the
+    restart, the member's start (imports, model load, joining its group) and
+    its first committed batch, plus the rest of the pipeline's latency for
+    that one request: an upper bound on "restart to processing".
+    """
+    first: dict[str, Arrival] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.id, arrival)
+    notes = []
+    for member in dict.fromkeys(m for m, _, _ in kills):
+        spawned, answered = [], []
+        for name, killed_at, respawned in kills:
+            if name != member:
+                continue
+            spawned.append("never" if respawned is None else f"{respawned - killed_at:.1f}")
+            back = recovery(killed_at, acked, first)
+            answered.append("never" if back is None else f"{back:.1f}")
+        notes.append(
+            f"{member}: SIGKILL -> new process {' / '.join(spawned)} s; "
+            f"SIGKILL -> first answer to a request sent after it {' / '.join(answered)} s"
+        )
+    return notes
 
 
 def stop_infer(broker: ChaosBroker, opts: Options, say: Say) -> Row:
@@ -150,9 +216,11 @@ def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         capacity = opts.capacity or measure_capacity(pipeline, opts, say)
         load = Load(pipeline.settings, "overload", opts.timeout_ms, _pids(broker, pipeline))
         normal = capacity / 2
+        began = time.time()
         load.start(normal)
         time.sleep(10.0)
         load.stop_sending()
+        burst = time.time()
         load.start(3 * capacity)
         time.sleep(burst_s)
         load.stop_sending()
@@ -160,9 +228,67 @@ def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         load.start(normal)
         time.sleep(20.0 if opts.short else 40.0)
         load.drain(say)
+        acked = dict(load.sender.acked)
         row = load.row([ended], pipeline.restarts(), pipeline.startup_restarts)
     row.notes.append(f"capacity {capacity:.1f}/s; burst {3 * capacity:.1f}/s for {burst_s:.0f} s, then {normal:.1f}/s")
+    row.notes.extend(p50_return(acked, load.reader.snapshot(), began, burst, ended))
+    row.notes.append(shed_timing(acked, load.reader.snapshot()))
     return row
+
+
+def shed_timing(acked: dict[str, float], arrivals: list[Arrival]) -> str:
+    """How early the answers other than ok came: shed at once, or only at the deadline."""
+    first: dict[str, Arrival] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.id, arrival)
+    parts = []
+    for code in ("deadline_exceeded", "partial"):
+        waits = sorted(a.at - acked[i] for i, a in first.items() if a.code == code and i in acked)
+        if waits:
+            early = sum(w < 5.0 for w in waits)
+            parts.append(f"{code} {len(waits)}: {early} within 5 s of produce, p50 {percentile(waits, 50):.1f} s")
+    return "answers not ok: " + ("; ".join(parts) if parts else "none")
+
+
+def p50_return(acked: dict[str, float], arrivals: list[Arrival], began: float, burst: float, ended: float) -> list[str]:
+    """How long after the burst's backlog drained p50 was back to what it was before the burst.
+
+    *Normal* is the p50 of requests sent before the burst; the backlog has
+    drained when the last request sent during the burst is answered; p50 is
+    back when the requests sent in a 1-s window after the burst, and in every
+    window after it, have a p50 within 1.5x normal (+20 ms). The time is that
+    window's first answer minus the drain; negative when new requests were
+    answered normally while the burst's last ones were still being shed.
+    """
+    first: dict[str, float] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.id, arrival.at)
+    answered = {i: (t, first[i]) for i, t in acked.items() if i in first}
+    before = sorted((a - t) * 1000 for t, a in answered.values() if began <= t < burst)
+    during = [a for t, a in answered.values() if burst <= t < ended]
+    normal = percentile(before, 50)
+    if normal is None or not during:
+        return ["p50 after the burst: not measured (no answers before or during it)"]
+    drained = max(during)
+    limit = 1.5 * normal + 20
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for t, a in answered.values():
+        if t >= ended:
+            windows.setdefault(int(t - ended), []).append((t, a))
+    back_at = None
+    for second in sorted(windows, reverse=True):  # walk back from the end while windows stay normal
+        lat = sorted((a - t) * 1000 for t, a in windows[second])
+        p50 = percentile(lat, 50)
+        if p50 is None or p50 > limit:
+            break
+        back_at = min(a for _, a in windows[second])
+    drain_s = drained - ended
+    if back_at is None:
+        return [f"p50 normal {normal:.0f} ms; backlog drained {drain_s:.1f} s after the burst; p50 not back by the end"]
+    return [
+        f"p50 normal {normal:.0f} ms; backlog drained {drain_s:.1f} s after the burst; "
+        f"p50 back within 1.5x normal {back_at - drained:+.1f} s from the drain"
+    ]
 
 
 def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:

@@ -23,7 +23,9 @@ def register(sub: Any) -> None:
     chaos = sub.add_parser("chaos", help="run chaos scenarios against a broker of its own; print one table")
     chaos.add_argument("scenario", choices=(*ORDER, "all"), help="what to break ('all': each in turn)")
     chaos.add_argument("--short", action="store_true", help="a few hundred requests, under a minute of load each")
-    chaos.add_argument("--rate", type=float, default=10.0, help="steady requests per second (10)")
+    chaos.add_argument(
+        "--rate", type=float, default=10.0, help="steady requests per second (10; full kill-each: half the capacity)"
+    )
     chaos.add_argument(
         "--capacity", type=float, help="requests/s the pipeline answers (measured with a 100/s stream when not given)"
     )

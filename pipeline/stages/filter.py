@@ -28,8 +28,14 @@ from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import AnswerCache
 from pipeline.stages.base import answer_output, reject
+from pipeline.stages.queue_wait import QueueWait
 
 STAGE = "filter"
+# Shedding (pipeline.stages.queue_wait): only once requests wait this long downstream, and with room to
+# spare: the head of a growing queue has waited less than its tail will, and a request admitted at the
+# edge would only come back partial at its deadline.
+SHED_FROM_MS = 1_000.0
+SHED_FACTOR = 1.5
 # Headers of one request, all together: far above what tracing and routing need.
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -82,18 +88,24 @@ def check_request(request: Request, settings: Settings, now: float) -> Request:
     )
 
 
-def filter_records(records: Sequence[Record], settings: Settings, cache: AnswerCache | None = None) -> list[Output]:
+def filter_records(
+    records: Sequence[Record], settings: Settings, cache: AnswerCache | None = None, queue: QueueWait | None = None
+) -> list[Output]:
     """The filter stage's core: each record becomes a filtered request, a cached answer or a rejection."""
+    if queue is not None:
+        queue.start()  # a member's first batch: from now on it predicts the wait downstream
     outputs: list[Output] = []
     for record in records:
         try:
-            outputs.append(filter_one(record, settings, cache))
+            outputs.append(filter_one(record, settings, cache, queue))
         except RequestError as exc:
             outputs.extend(reject(record, exc.at(record.where), STAGE))
     return outputs
 
 
-def filter_one(record: Record, settings: Settings, cache: AnswerCache | None = None) -> Output:
+def filter_one(
+    record: Record, settings: Settings, cache: AnswerCache | None = None, queue: QueueWait | None = None
+) -> Output:
     now = now_ms()
     if record.value is not None and len(record.value) > settings.max_request_bytes:
         raise TooLargeError(f"request is {len(record.value)} bytes; the limit is {settings.max_request_bytes}")
@@ -115,10 +127,19 @@ def filter_one(record: Record, settings: Settings, cache: AnswerCache | None = N
         cached = cache.answer(request)
         if cached is not None:
             return answer_output(cached, headers)
+    ahead = queue.wait_ms() if queue is not None else 0.0
+    if ahead >= SHED_FROM_MS and deadline - now < SHED_FACTOR * ahead:
+        # Shed at once: it would queue through split and infer only to miss its deadline there.
+        raise DeadlineExceededError(
+            f"{deadline - now:.0f} ms left, but requests now wait about {ahead:.0f} ms in the stages after filter",
+            request_id=request.id,
+        )
     return Output("filtered", request.id.encode(), request.encode(), headers.to_list())
 
 
 def build(settings: Settings) -> StageLogic:
-    """filter's core is a pure function of the record, the settings and the answer cache it follows."""
+    """filter's core: a function of the record, the settings, the answer cache it follows and the
+    predicted wait downstream (read in the background once the member handles its first batch)."""
     cache = AnswerCache(settings)
-    return StageLogic(partial(filter_records, settings=settings, cache=cache), cache)
+    queue = QueueWait(settings)
+    return StageLogic(partial(filter_records, settings=settings, cache=cache, queue=queue), cache)

@@ -41,7 +41,7 @@ from pipeline.models.batching import pad, plan_batches
 from pipeline.models.export import ensure_exported
 from pipeline.models.quantize_encoder import encoder_variant
 from pipeline.models.session import OrtModel, open_session
-from pipeline.models.tokenizer import Tokenizer, load_tokenizer
+from pipeline.models.tokenizer import LazyTokenizer, Tokenizer
 from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
 from pipeline.stages.base import dead_letter
@@ -175,7 +175,7 @@ def build_infer(settings: Settings, tasks: Iterable[str] | None = None, *, unche
             if key not in loaded:
                 exported = ensure_exported(model_name, name, settings)
                 exported = encoder_variant(exported, model_name, settings, unchecked=unchecked)
-                loaded[key] = (open_session(exported, settings), load_tokenizer(exported.path))
+                loaded[key] = (open_session(exported, settings), LazyTokenizer(exported.path))
             model, tokenizer = loaded[key]
             if id(routed) not in prepared:
                 prepared[id(routed)] = Served(task, model, task.prepare(model, tokenizer, routed))

@@ -229,7 +229,20 @@ def weights_of(settings: Settings) -> Weights:
 
 
 def _embed(texts: list[str], model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> np.ndarray:
-    """Unit embeddings of ``texts``, batched like live traffic."""
+    """Unit embeddings of ``texts``, batched like live traffic; kept in the model cache across restarts."""
+    from pipeline.models.embed_cache import cache_key, cached_matrix
+
+    if not model.meta.key:  # an export without a key cannot name its cache entry
+        return _embed_now(texts, model, tokenizer, settings)
+    # The export's key covers its tokenizer (and so its length limit): a cache hit needs no tokenizer loaded.
+    cut = {"chunk_tokens": settings.chunk_tokens, "batch_max_parts": settings.batch_max_parts,
+           "batch_max_tokens": settings.batch_max_tokens}  # fmt: skip
+    key = cache_key(model.meta.key, model.provider, texts, cut)
+    folder = settings.model_cache_dir / "embeddings"
+    return cached_matrix(folder, key, lambda: _embed_now(texts, model, tokenizer, settings))
+
+
+def _embed_now(texts: list[str], model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> np.ndarray:
     encoding = _encode(tokenizer, texts, settings)
     parts = make_parts(Request(id="kb", task="faq"), "faq", encoding, [{} for _ in texts])
     matrix = np.zeros((len(parts), 0))

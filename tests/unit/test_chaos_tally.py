@@ -35,3 +35,50 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([], 50) is None
+
+
+def test_kill_recoveries_per_member() -> None:
+    from pipeline.chaos.scenarios import kill_recoveries
+
+    kills = [("split-0", 10.0, 10.7), ("infer-0", 20.0, None)]
+    acked = {"a": 9.0, "b": 10.5, "c": 21.0}
+    arrivals = [Arrival("a", "ok", None, 9.2), Arrival("b", "ok", None, 12.5), Arrival("c", "ok", None, 24.0)]
+    notes = kill_recoveries(kills, acked, arrivals)
+    assert notes[0] == (
+        "split-0: SIGKILL -> new process 0.7 s; SIGKILL -> first answer to a request sent after it 2.5 s"
+    )
+    assert notes[1].startswith("infer-0: SIGKILL -> new process never s") and notes[1].endswith("4.0 s")
+
+
+def test_p50_return_after_the_burst() -> None:
+    from pipeline.chaos.scenarios import p50_return
+
+    acked: dict[str, float] = {}
+    arrivals = []
+    for i in range(10):  # before the burst (0..10 s): 100 ms each
+        acked[f"n{i}"] = float(i)
+        arrivals.append(Arrival(f"n{i}", "ok", None, i + 0.1))
+    for i in range(10):  # the burst (10..20 s): answered late, the last at 30 s
+        acked[f"b{i}"] = 10.0 + i
+        arrivals.append(Arrival(f"b{i}", "ok", None, 21.0 + i))
+    for i in range(20):  # after (20..40 s): slow until 31 s, normal (100 ms) from the request sent at 31 s
+        sent = 20.0 + i
+        acked[f"a{i}"] = sent
+        arrivals.append(Arrival(f"a{i}", "ok", None, sent + (5.0 if sent < 31 else 0.1)))
+    [note] = p50_return(acked, arrivals, 0.0, 10.0, 20.0)
+    assert note == (
+        "p50 normal 100 ms; backlog drained 10.0 s after the burst; p50 back within 1.5x normal +1.1 s from the drain"
+    )
+
+
+def test_shed_timing_counts_early_answers() -> None:
+    from pipeline.chaos.scenarios import shed_timing
+
+    acked = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
+    arrivals = [
+        Arrival("a", "error", "deadline_exceeded", 0.4),
+        Arrival("b", "error", "deadline_exceeded", 30.1),
+        Arrival("c", "error", "deadline_exceeded", 0.6),
+        Arrival("d", "ok", None, 0.2),
+    ]
+    assert shed_timing(acked, arrivals) == "answers not ok: deadline_exceeded 3: 2 within 5 s of produce, p50 0.6 s"

@@ -82,3 +82,34 @@ def test_one_bad_record_does_not_stop_the_batch(settings: Settings) -> None:
     good = orjson.dumps({"id": "ok", "task": "embed", "text": "fine"})
     outputs = filter_records([record(b"junk", key=b"bad"), record(good, key=b"ok")], settings)
     assert [o.topic for o in outputs] == ["answers", "dead-letters", "filtered"]
+
+
+def test_sheds_a_request_that_cannot_make_its_deadline(settings: Settings) -> None:
+    from pipeline.stages.queue_wait import QueueWait, predicted_wait_s
+
+    # split: nothing waits; infer: 3 of 4 partitions' heads waited ~8 s; merge: one stalled partition only.
+    ages = {"split": [0.0, 0.0], "infer": [8.0, 7.5, 9.0, 0.0], "merge": [0.0, 0.0, 60.0]}
+    assert predicted_wait_s(ages) == 7.5  # medians (low): 0 + 7.5 + 0; one stalled partition sheds nothing
+    queue = QueueWait(settings, probe=lambda: ages)
+    queue.update(ages)
+    soon = int(now_ms()) + 10_000  # less than 1.5 x 7.5 s
+    late = int(now_ms()) + 20_000
+    near = orjson.dumps({"id": "r-near", "task": "faq", "text": "Where is my order?", "deadline_ms": soon})
+    far = orjson.dumps({"id": "r-far", "task": "faq", "text": "Where is my order?", "deadline_ms": late})
+    outputs = filter_records([record(near, key=b"r-near"), record(far, key=b"r-far")], settings, queue=queue)
+    queue.stop()
+    by_topic = {out.topic: out for out in outputs}
+    assert sorted(by_topic) == ["answers", "dead-letters", "filtered"], [o.topic for o in outputs]
+    answer = Answer.decode(by_topic["answers"].value)
+    assert answer.id == "r-near" and answer.error is not None
+    assert answer.error.code == "deadline_exceeded" and "7500 ms" in answer.error.message
+    assert by_topic["filtered"].key == b"r-far"
+
+
+def test_a_stale_prediction_sheds_nothing(settings: Settings) -> None:
+    from pipeline.stages.queue_wait import QueueWait
+
+    queue = QueueWait(settings)
+    queue.update({"infer": [100.0]})
+    queue.at -= 60  # read a minute ago
+    assert queue.wait_ms() == 0.0
