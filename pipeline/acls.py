@@ -22,7 +22,7 @@ from pipeline.telemetry import TOPIC as TELEMETRY
 from pipeline.topics import load_topics
 
 RESOURCES = ("topic", "group", "transactional_id")
-OPERATIONS = ("read", "write", "describe", "create")
+OPERATIONS = ("read", "write", "describe", "create", "describe_configs")
 _STAGE_KEYS = frozenset({"writes", "reads"})
 _PRINCIPAL_KEYS = frozenset({"does", "writes", "reads", "stage_sources", "stage_groups", "own_group", "own_topics"})
 
@@ -35,7 +35,7 @@ class Acl:
     resource: str  # topic, group or transactional_id
     name: str  # the cluster-side name (prefix included)
     prefixed: bool  # name is a prefix: every resource whose name starts with it
-    operation: str  # read, write, describe or create
+    operation: str  # one of OPERATIONS
     why: str = field(default="", compare=False)
 
     def __str__(self) -> str:

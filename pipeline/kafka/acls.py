@@ -49,6 +49,7 @@ _OPERATION = {
     "write": AclOperation.WRITE,
     "describe": AclOperation.DESCRIBE,
     "create": AclOperation.CREATE,
+    "describe_configs": AclOperation.DESCRIBE_CONFIGS,
 }
 SCRAM_ITERATIONS = 8192  # Kafka's default for SCRAM-SHA-512 credentials (kafka-configs)
 _MECHANISM = {"SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512, "SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256}
