@@ -18,12 +18,13 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.flow import STAGE_NAMES, STAGES, Stage
 from pipeline.settings import Settings
+from pipeline.telemetry import TOPIC as TELEMETRY
 from pipeline.topics import load_topics
 
 RESOURCES = ("topic", "group", "transactional_id")
-OPERATIONS = ("read", "write", "describe")
+OPERATIONS = ("read", "write", "describe", "create", "describe_configs")
 _STAGE_KEYS = frozenset({"writes", "reads"})
-_PRINCIPAL_KEYS = frozenset({"does", "writes", "reads", "stage_sources", "stage_groups"})
+_PRINCIPAL_KEYS = frozenset({"does", "writes", "reads", "stage_sources", "stage_groups", "own_group", "own_topics"})
 
 
 @dataclass(frozen=True, order=True)
@@ -34,7 +35,7 @@ class Acl:
     resource: str  # topic, group or transactional_id
     name: str  # the cluster-side name (prefix included)
     prefixed: bool  # name is a prefix: every resource whose name starts with it
-    operation: str  # read, write or describe
+    operation: str  # one of OPERATIONS
     why: str = field(default="", compare=False)
 
     def __str__(self) -> str:
@@ -52,6 +53,8 @@ class Principal:
     reads: tuple[str, ...] = ()
     stage_sources: str | None = None  # an operation on every stage's source topic
     stage_groups: str | None = None  # an operation on every stage's group
+    own_group: str | None = None  # an operation on the group named like the principal ({prefix}role)
+    own_topics: tuple[str, ...] = ()  # operations on every topic starting "{prefix}role-" (its app's own)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,11 @@ def load_acls(settings: Settings) -> AclDeclaration:
             raise fail(f"{what} = {value!r}: use one of {list(OPERATIONS)}")
         return str(value)
 
+    def operations(value: Any, what: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise fail(f"{what} must be a list of operations: {list(OPERATIONS)}")
+        return tuple(str(operation(v, what)) for v in value)
+
     unknown = sorted(set(data) - {"stages", "principals"})
     if unknown:
         raise fail(f"unknown tables {unknown}; the file has [stages.NAME] and [principals.NAME]")
@@ -124,6 +132,8 @@ def load_acls(settings: Settings) -> AclDeclaration:
                 reads=topics(table.get("reads", []), f"[principals.{role}] reads"),
                 stage_sources=operation(table.get("stage_sources"), f"[principals.{role}] stage_sources"),
                 stage_groups=operation(table.get("stage_groups"), f"[principals.{role}] stage_groups"),
+                own_group=operation(table.get("own_group"), f"[principals.{role}] own_group"),
+                own_topics=operations(table.get("own_topics", []), f"[principals.{role}] own_topics"),
             )
         )
     return AclDeclaration(writes, reads, tuple(principals), path)
@@ -156,6 +166,8 @@ def stage_acls(settings: Settings, stage: Stage, declaration: AclDeclaration) ->
         reads[stage.changelog] = "its changelog, restored on assignment"
     reads.update({t: "declared in topics/acls" for t in declaration.extra_reads.get(stage.name, ())})
     writes = {t: "a sink" for t in stage.sinks}
+    # Every member's runner reports to the monitor (pipeline/kafka/telemetry.py), outside transactions.
+    writes[TELEMETRY] = "its members' telemetry reports, for the monitor"
     writes.update({t: "declared in topics/acls" for t in declaration.extra_writes.get(stage.name, ())})
     for topic, why in reads.items():
         yield Acl(who, "topic", settings.topic(topic), False, "read", why)
@@ -179,3 +191,8 @@ def principal_acls(settings: Settings, principal: Principal) -> Iterable[Acl]:
             yield Acl(who, "topic", settings.topic(stage.source), False, principal.stage_sources, principal.does)
         if principal.stage_groups:
             yield Acl(who, "group", settings.group(stage.name), False, principal.stage_groups, principal.does)
+    if principal.own_group:
+        yield Acl(who, "group", settings.group(principal.role), False, principal.own_group, "its own consumer group")
+    for op in principal.own_topics:
+        # PREFIXED: the topics an app makes for itself, named after its group (faust's changelogs).
+        yield Acl(who, "topic", f"{settings.group(principal.role)}-", True, op, "the topics its app makes for itself")

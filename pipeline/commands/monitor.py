@@ -24,8 +24,10 @@ def register(sub: Any) -> None:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from pipeline.monitor.app import run
+    from pipeline.monitor.auth import as_monitor
 
-    settings = settings_from(args, monitor_port=args.port)
+    # On a secured cluster the monitor is the monitor principal unless told otherwise (topics/acls/).
+    settings = as_monitor(settings_from(args, monitor_port=args.port))
     print(f"pipeline monitor: http://127.0.0.1:{settings.monitor_port}/ (Ctrl-C stops)", flush=True)
     run(settings, args.loglevel)
     return 0

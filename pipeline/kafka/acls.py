@@ -44,7 +44,13 @@ _RESOURCE = {
     "group": ResourceType.GROUP,
     "transactional_id": ResourceType.TRANSACTIONAL_ID,
 }
-_OPERATION = {"read": AclOperation.READ, "write": AclOperation.WRITE, "describe": AclOperation.DESCRIBE}
+_OPERATION = {
+    "read": AclOperation.READ,
+    "write": AclOperation.WRITE,
+    "describe": AclOperation.DESCRIBE,
+    "create": AclOperation.CREATE,
+    "describe_configs": AclOperation.DESCRIBE_CONFIGS,
+}
 SCRAM_ITERATIONS = 8192  # Kafka's default for SCRAM-SHA-512 credentials (kafka-configs)
 _MECHANISM = {"SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512, "SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256}
 

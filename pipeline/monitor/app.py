@@ -19,6 +19,8 @@ Built by :func:`build_app` from Settings (nothing happens at import time):
 
 At-least-once is fine here: a report counted twice after a crash only nudges
 a dashboard. It runs as one instance (the telemetry topic has one partition).
+On a secured cluster it connects with the same TLS and SASL settings as every
+other client (:mod:`pipeline.monitor.auth`), as the ``monitor`` principal.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from faust.web import Request, Response, View
 from mode.utils.times import want_seconds
 
 from pipeline.errors import DecodeError
+from pipeline.monitor.auth import credentials
 from pipeline.monitor.page import PAGE
 from pipeline.monitor.state import MonitorState, Window, counter_keys, prometheus_text
 from pipeline.settings import Settings
@@ -54,6 +57,8 @@ def build_app(settings: Settings, *, lag_every_s: float = LAG_EVERY_S) -> faust.
     app = faust.App(
         settings.group("monitor"),  # the consumer group (and prefix of faust's own topics)
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        # TLS and SASL as PIPELINE_SECURITY_PROTOCOL etc. say (None on PLAINTEXT).
+        broker_credentials=credentials(settings),
         store="memory://",  # windows of the last minutes: rebuilt from their changelogs on restart
         topic_partitions=1,  # the tables' changelogs, like the telemetry topic they follow
         web_port=settings.monitor_port,

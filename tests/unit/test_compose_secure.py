@@ -36,12 +36,13 @@ def _property(env_name: str) -> str:
     return name.replace("\0", "_").lower()
 
 
-@pytest.mark.parametrize("stage", STAGE_NAMES)
+@pytest.mark.parametrize("stage", [*STAGE_NAMES, "monitor"])
 def test_each_stage_logs_in_as_itself_with_its_own_password_file(compose: dict[str, Any], stage: str) -> None:
+    # The monitor too: `pipeline monitor` with no user is the monitor principal (pipeline/monitor/auth.py).
     service = compose["services"][stage]
     env = service["environment"]
     assert env["PIPELINE_SECURITY_PROTOCOL"] == "SASL_SSL"
-    assert "PIPELINE_SASL_USERNAME" not in env  # pipeline run STAGE: the stage's principal
+    assert "PIPELINE_SASL_USERNAME" not in env  # pipeline run STAGE / pipeline monitor: its own principal
     assert env["PIPELINE_SASL_PASSWORD_FILE"] == "/run/secrets/password"
     assert {"source": f"{stage}_password", "target": "password"} in service["secrets"]
     assert compose["secrets"][f"{stage}_password"]["file"] == f"{FOLDER}secrets/{stage}"

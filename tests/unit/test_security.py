@@ -164,7 +164,24 @@ def test_split_may_not_read_answers_nor_write_requests_and_clients_have_no_group
         ("read", "topic", "answers"),
         ("read", "topic", "answer-chunks"),
     }
-    assert not any(a.prefixed for a in acls if a.resource != "transactional_id")
+    # Prefixed patterns only for transactional ids and the topics faust makes for the monitor.
+    prefixed = {(a.principal, a.resource, a.name) for a in acls if a.prefixed and a.resource != "transactional_id"}
+    assert prefixed == {("User:monitor", "topic", "monitor-")}
+
+
+def test_every_stage_may_write_telemetry_and_the_monitor_may_read_it_and_run_faust() -> None:
+    settings = Settings(prefix="p-")
+    acls = bindings(settings)
+    for stage in STAGES:
+        assert Acl(f"User:p-{stage.name}", "topic", "p-telemetry", False, "write") in acls, stage.name
+    monitor = {(a.operation, a.resource, a.name, a.prefixed) for a in _of(acls, "monitor", settings)}
+    assert ("read", "topic", "p-telemetry", False) in monitor
+    assert ("read", "group", "p-monitor", False) in monitor  # faust's app id is its group
+    for operation in ("create", "read", "write", "describe_configs"):  # faust's topics, made by ensure_topics
+        assert (operation, "topic", "p-monitor-", True) in monitor, operation
+    # Nothing it writes outside its own topics, and no stage's group beyond describing it.
+    assert {a[2] for a in monitor if a[0] in ("write", "create")} == {"p-monitor-"}
+    assert {a[2] for a in monitor if a[1] == "group" and a[0] != "describe"} == {"p-monitor"}
 
 
 def test_every_topic_a_stage_module_writes_is_allowed_to_its_stage() -> None:
