@@ -107,8 +107,15 @@ def transformers_eager(model_dir: str, tokenizer: Any, corpus: Sequence[str], ba
     model = AutoModel.from_pretrained(model_dir).eval()
     sweep = Sweep("transformers eager")
     for size in batch_sizes:
+        # The same tokenizer as the other rows (numpy out), handed to PyTorch as tensors.
         prepared = [
-            tokenizer(list(corpus[i : i + size]), padding=True, truncation=True, return_tensors="pt")
+            {
+                name: torch.from_numpy(np.asarray(values, dtype=np.int64))
+                for name, values in tokenizer(
+                    list(corpus[i : i + size]), padding=True, truncation=True, return_tensors="np"
+                ).items()
+                if name in ("input_ids", "attention_mask", "token_type_ids")
+            }
             for i in range(0, min(len(corpus) - size + 1, 64 * size), size)
         ]
 
