@@ -172,6 +172,11 @@ class Settings:
     # Batches infer runs at once; with 2 the model runs the next batch while
     # the loop commits the previous one (they are committed in order).
     batch_max_running: int = 1
+    # Every stage hands its next batch to the handler before it commits the
+    # finished one, so the model (or a stage's own work) runs during the
+    # commit's round trips to the broker; off: one after the other (the
+    # bench's A/B, docs/performance.md).
+    commit_overlap: bool = True
     # Parts polled but not yet answered; past this the consumer pauses.
     max_in_flight: int = 256
     # librdkafka's max.poll.interval.ms for every stage. The runner keeps

@@ -88,6 +88,7 @@ class StageRunner:
         self.state = StateTable(changelog) if changelog else None
         self.client_id = settings.client_id(stage)
         self.transactional = settings.processing_guarantee == "exactly_once"
+        self.overlap = settings.commit_overlap
         clients = clients or connect(settings, stage, self.client_id, changelog)
         self.consumer = clients.consumer
         self.lost_at: float | None = None  # when the group session ended, until the next assignment
@@ -144,6 +145,11 @@ class StageRunner:
         self.hooks.tick(now_ms())
         self._poll()
         self._restore_pending()
+        if self.overlap:
+            # The next batch goes to the handler first, then the finished one
+            # is committed: the model runs while the transaction's round trips
+            # do (they are the loop's own wait, not CPU), instead of after them.
+            self._start_batch()
         self._finish_batch(wait=False)
         self._start_batch()
 
@@ -222,7 +228,13 @@ class StageRunner:
         self.hooks.assigned(partitions)
 
     def _start_batch(self) -> None:
-        if len(self.running) >= self.batching.max_running or not self.buffer or self.pending_assign:
+        if not self.buffer or self.pending_assign:
+            return
+        # max_running bounds the batches in the handler; with overlap, a batch
+        # that finished and waits for its commit does not count (at most one
+        # such, the commit follows in the same turn).
+        computing = sum(1 for _, future in self.running if not future.done()) if self.overlap else len(self.running)
+        if computing >= self.batching.max_running or len(self.running) > self.batching.max_running:
             return
         oldest = self.buffer[0].timestamp()[1] if self.batching.max_wait_ms else None
         waited_ms = time.time() * 1000 - oldest if oldest and oldest > 0 else float("inf")

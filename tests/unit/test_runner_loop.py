@@ -207,6 +207,32 @@ def test_several_running_batches_commit_per_partition_in_order() -> None:
     assert [key for _, key, _, _ in producer.committed] == [b"p1", b"slow", b"p0-late"]
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_next_batch_is_in_the_handler_while_the_previous_one_commits(overlap: bool) -> None:
+    """commit_overlap: the model runs during a commit's round trips, not after them; off, one after the other."""
+    clients, consumer, producer = fake_clients("in")
+    for i in range(3):
+        consumer.add(0, f"k{i}".encode(), b"v")
+    consumer.rebalance("assign", [0])
+    runner = StageRunner(Settings(prefix="", member="0", commit_overlap=overlap), "stage", "in",
+                         StageLogic(copy_handler([])), Batching(max_batch=1), clients=clients)  # fmt: skip
+    in_handler_at_commit: list[list[bytes]] = []
+    commit = producer.commit_transaction
+
+    def watched(timeout: float) -> None:
+        in_handler_at_commit.append([m.key() for batch, _ in runner.running for m in batch])
+        commit(timeout)
+
+    producer.commit_transaction = watched  # type: ignore[method-assign]
+    turn_until(runner, lambda: consumer.committed.get(0) == 3)
+    assert [key for _, key, _, _ in producer.committed] == [b"k0", b"k1", b"k2"], "committed once, in order"
+    # (the committing batch has left runner.running; what is there is the next)
+    if overlap:
+        assert [b"k2"] in in_handler_at_commit, in_handler_at_commit
+    else:
+        assert in_handler_at_commit == [[], [], []]
+
+
 def test_after_the_session_is_lost_the_next_transaction_uses_a_new_producer() -> None:
     clients, consumer, producer = fake_clients("in")
     made = []
