@@ -112,11 +112,14 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             row = through.pipeline_row(settings, guarantee, members, corpus, plan, say, probe=probe)
             result["rows"][row.name] = _row_dict(row)
             result["notes"].extend(f"{row.name}: {n}" for n in row.notes)
-        for key, value in options.variants:
+        for n, (key, value) in enumerate(options.variants):
             say(f"[{time.monotonic() - began:5.0f}s] pipeline, exactly_once, {key}={value}")
             changed = Settings.from_env(env={**settings.to_env(secrets=True), key: value})
+            label = f" [{key.removeprefix('PIPELINE_').lower()}={value}]"
+            # A-B-A-B runs repeat a variant: each repeat is its own row, on its own topics.
+            repeat = options.variants[:n].count((key, value))
             row = through.pipeline_row(changed, "exactly_once", 1, corpus, plan, say, probe=probe,
-                                       label=f" [{key.removeprefix('PIPELINE_').lower()}={value}]")  # fmt: skip
+                                       label=f"{label} #{repeat + 1}" if repeat else label)  # fmt: skip
             result["rows"][row.name] = _row_dict(row)
         if cuda:
             say(f"[{time.monotonic() - began:5.0f}s] pipeline on CUDA, exactly_once")
