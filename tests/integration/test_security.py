@@ -11,6 +11,10 @@ within a bounded time. The members write telemetry as their own principals and
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,9 +31,10 @@ from pipeline.kafka.client import Client
 from pipeline.kafka.config import consumer_config, producer_config
 from pipeline.kafka.lag import snapshot
 from pipeline.local import broker
-from pipeline.local.secure import admin_settings
-from pipeline.settings import Settings
-from tests.integration.harness import ALL_STAGES, running_pipeline
+from pipeline.local.secure import admin_settings, tls_files
+from pipeline.settings import PROJECT_ROOT, Settings
+from tests.integration.harness import ALL_STAGES, LOG_ROOT, running_pipeline
+from tests.integration.test_monitor import wait_for_state
 from tests.net import free_port
 
 COUNTS = dict.fromkeys(ALL_STAGES, 1)
@@ -209,6 +214,51 @@ def test_removing_a_prefix_takes_its_principals_away(secure: Settings) -> None:
     assert list_acls(other)
     remove_principals(other, [other.principal(role) for role in ("client", *ALL_STAGES, "generate", "monitor")])
     assert list_acls(other) == []
+
+
+def test_the_monitor_counts_the_stages_telemetry_over_sasl_ssl(pipeline: Settings, tmp_path: Path) -> None:
+    """`pipeline monitor` as its own principal: faust logs in, makes its changelogs, reads telemetry and lag.
+
+    The members write telemetry as their stages' principals (allowed by the
+    ACLs from the map); the monitor, started with no user, logs in as
+    ``{prefix}monitor`` with that user's password file, and must neither be
+    refused anything nor print the password.
+    """
+    port = free_port()
+    log = LOG_ROOT / pipeline.prefix.rstrip("-") / "monitor.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # No user: `pipeline monitor` is the monitor principal on a secured cluster by itself.
+    env = {**os.environ, **dataclasses.replace(pipeline, sasl_username="").to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("PIPELINE_SASL_USERNAME", None)
+    with log.open("wb") as out:
+        # In a folder of its own: faust makes its data folder ({app id}-data) where it runs.
+        process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "monitor", "--port", str(port)],
+                                   env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Up, and its lag timer (the admin client, as the monitor) sees every stage's member.
+        wait_for_state(url, lambda s: all(len(x["members"]) == 1 for x in s["stages"] if x["name"] in COUNTS))
+        with Client(as_user(pipeline, "client")) as client:
+            for i in range(3):
+                answer = client.ask({"task": "embed", "text": f"Where is parcel {i}?"}, timeout_s=60)
+                assert answer.ok, answer.error
+        # The answers come back to it as merge's telemetry, counted in its windowed tables. All three:
+        # merge's first record of a request is split's count of parts, so its first report holds no
+        # answer, and the answers after it arrive within one interval; a quiet member still sends them.
+        state = wait_for_state(url, lambda s: s["windows"]["1m"]["answers"].get("merge", {}).get("ok", 0) >= 3)
+        assert state["windows"]["1m"]["records_per_s"].get("filter", 0) > 0, state["windows"]
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    text = log.read_text(errors="replace")
+    password = (tls_files(pipeline).secrets / pipeline.principal("monitor")).read_text().strip()
+    assert password not in text, "the monitor printed its password"
+    # Nothing faust does is refused (aiokafka: TopicAuthorizationFailedError, GroupAuthorizationFailedError...).
+    assert not re.search(r"authori[sz]ation[ _]?fail", text, re.IGNORECASE), text[-3000:]
 
 
 def _sources() -> dict[str, str]:
