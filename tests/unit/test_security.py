@@ -234,3 +234,6 @@ def test_the_declaration_names_only_declared_topics(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace('writes = ["requests"]', 'writes = ["request"]'))
     with pytest.raises(ConfigError, match=r"\['request'\]"):
         load_acls(settings)
+    path.write_text((PROJECT_ROOT / "topics/acls/principals.toml").read_text().replace('"merge"]', '"merger"]'))
+    with pytest.raises(ConfigError, match=r"\[stages.filter\] watches must list other stages"):
+        load_acls(settings)
