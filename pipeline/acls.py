@@ -4,7 +4,9 @@ Pure: reads the declaration and returns frozen :class:`Acl` bindings with
 cluster-side names (the prefix added); :mod:`pipeline.kafka.acls` makes a
 cluster's ACLs match them. The declaration file says what the rules are; in
 short, a stage reads its source and its own group, writes its sinks and uses
-its own transactional-id prefix, and nothing else.
+its own transactional-id prefix, and nothing else; a stage that watches the
+queues of later stages (filter's shedding probe) may also read their sources
+and describe their groups.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pipeline.topics import load_topics
 
 RESOURCES = ("topic", "group", "transactional_id")
 OPERATIONS = ("read", "write", "describe", "create", "describe_configs")
-_STAGE_KEYS = frozenset({"writes", "reads"})
+_STAGE_KEYS = frozenset({"writes", "reads", "watches"})
 _PRINCIPAL_KEYS = frozenset({"does", "writes", "reads", "stage_sources", "stage_groups", "own_group", "own_topics"})
 
 
@@ -61,6 +63,7 @@ class Principal:
 class AclDeclaration:
     extra_writes: dict[str, tuple[str, ...]]  # stage -> topics beyond its sinks
     extra_reads: dict[str, tuple[str, ...]]
+    watches: dict[str, tuple[str, ...]]  # stage -> the stages whose queues it reads (committed offsets, heads)
     principals: tuple[Principal, ...]
     source: Path
 
@@ -107,6 +110,7 @@ def load_acls(settings: Settings) -> AclDeclaration:
         raise fail(f"unknown tables {unknown}; the file has [stages.NAME] and [principals.NAME]")
     writes: dict[str, tuple[str, ...]] = {}
     reads: dict[str, tuple[str, ...]] = {}
+    watches: dict[str, tuple[str, ...]] = {}
     for name, table in data.get("stages", {}).items():
         if name not in STAGE_NAMES:
             raise fail(f"[stages.{name}]: no such stage; stages: {', '.join(STAGE_NAMES)}")
@@ -115,6 +119,10 @@ def load_acls(settings: Settings) -> AclDeclaration:
             raise fail(f"[stages.{name}]: unknown keys {bad}; a stage may have {sorted(_STAGE_KEYS)}")
         writes[name] = topics(table.get("writes", []), f"[stages.{name}] writes")
         reads[name] = topics(table.get("reads", []), f"[stages.{name}] reads")
+        watched = table.get("watches", [])
+        if not isinstance(watched, list) or not set(watched) <= set(STAGE_NAMES) or name in watched:
+            raise fail(f"[stages.{name}] watches must list other stages: {', '.join(STAGE_NAMES)}")
+        watches[name] = tuple(watched)
     principals = []
     for role, table in data.get("principals", {}).items():
         if role in STAGE_NAMES or role == "admin":
@@ -136,7 +144,7 @@ def load_acls(settings: Settings) -> AclDeclaration:
                 own_topics=operations(table.get("own_topics", []), f"[principals.{role}] own_topics"),
             )
         )
-    return AclDeclaration(writes, reads, tuple(principals), path)
+    return AclDeclaration(writes, reads, watches, tuple(principals), path)
 
 
 def roles(settings: Settings) -> tuple[str, ...]:
@@ -169,11 +177,19 @@ def stage_acls(settings: Settings, stage: Stage, declaration: AclDeclaration) ->
     # Every member's runner reports to the monitor (pipeline/kafka/telemetry.py), outside transactions.
     writes[TELEMETRY] = "its members' telemetry reports, for the monitor"
     writes.update({t: "declared in topics/acls" for t in declaration.extra_writes.get(stage.name, ())})
+    watched = [s for s in STAGES if s.name in declaration.watches.get(stage.name, ())]
+    for other in watched:
+        # READ: the head record's timestamp is fetched (and READ implies DESCRIBE: metadata, end offsets).
+        reads.setdefault(other.source, f"the queue of {other.name}: end offsets and its oldest waiting record")
     for topic, why in reads.items():
         yield Acl(who, "topic", settings.topic(topic), False, "read", why)
     for topic, why in writes.items():
         yield Acl(who, "topic", settings.topic(topic), False, "write", why)
     yield Acl(who, "group", group, False, "read", "its consumer group: join, fetch and commit offsets")
+    for other in watched:
+        # DESCRIBE is what OffsetFetch asks of a group: read its committed offsets, nothing more.
+        why = f"the committed offsets of {other.name}, where its queue starts"
+        yield Acl(who, "group", settings.group(other.name), False, "describe", why)
     if stage.changelog:
         yield Acl(who, "group", f"{group}-restore", False, "read", "the changelog restorer's group id")
     # Members' transactional ids are "{group}-{member}" (Settings.client_id).

@@ -2,7 +2,10 @@
 
 The runner's metrics call :meth:`batch` and :meth:`delivered` (through
 :meth:`pipeline.metrics.StageMetrics.attach`); at most once per interval a
-:class:`~pipeline.telemetry.StageReport` is produced, keyed by stage. It is
+:class:`~pipeline.telemetry.StageReport` is produced, keyed by stage. A
+delivery sends the report that is due; a thread of the emitter's own sends it
+when no delivery comes (the last answers of a burst before the member goes
+quiet would otherwise wait, unseen by the monitor, for the next request). It is
 fire and forget: a report that cannot be sent is dropped and logged once,
 never retried at the expense of answers, and it never raises into the loop.
 """
@@ -35,6 +38,10 @@ class TelemetryEmitter:
         # batch() runs on the handler's thread, delivered() on the loop's.
         self.lock = threading.Lock()
         self.failed = False
+        # Sends what an interval gathered when no delivery does (a quiet member).
+        self.stopped = threading.Event()
+        self.flusher = threading.Thread(target=self._flush_quiet, name=f"{member}-telemetry", daemon=True)
+        self.flusher.start()
 
     def batch(self, records: int, handler_s: float, waits_s: Sequence[float]) -> None:
         with self.lock:
@@ -43,6 +50,11 @@ class TelemetryEmitter:
     def delivered(self, outputs: Sequence[Output], commit_s: float) -> None:
         with self.lock:
             self.aggregator.delivered(outputs, commit_s)
+        self.send_due()
+
+    def send_due(self) -> None:
+        """Send the interval's report if the interval is over (and something happened in it)."""
+        with self.lock:
             now = time.time()
             report = self.aggregator.take(now) if self.aggregator.due(now) else None
         if report is not None:
@@ -57,11 +69,18 @@ class TelemetryEmitter:
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Send what the last interval gathered; wait briefly for it."""
+        self.stopped.set()
+        self.flusher.join(timeout_s)
         with self.lock:
             report = self.aggregator.take(time.time())
         if report is not None:
             self.send(report)
         self.producer.flush(timeout_s)
+
+    def _flush_quiet(self) -> None:
+        # Twice an interval: a report is at most half an interval late after its interval ends.
+        while not self.stopped.wait(max(self.aggregator.interval_s / 2, 0.05)):
+            self.send_due()
 
     def _sent(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

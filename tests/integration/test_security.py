@@ -11,6 +11,10 @@ within a bounded time. The members write telemetry as their own principals and
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,10 +30,14 @@ from pipeline.kafka.admin import check_broker
 from pipeline.kafka.client import Client
 from pipeline.kafka.config import consumer_config, producer_config
 from pipeline.kafka.lag import snapshot
+from pipeline.kafka.queue_age import QueueAges
 from pipeline.local import broker
-from pipeline.local.secure import admin_settings
-from pipeline.settings import Settings
-from tests.integration.harness import ALL_STAGES, running_pipeline
+from pipeline.local.secure import admin_settings, tls_files
+from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.stages.queue_wait import DOWNSTREAM
+from pipeline.topics import load_topics
+from tests.integration.harness import ALL_STAGES, LOG_ROOT, running_pipeline
+from tests.integration.test_monitor import wait_for_state
 from tests.net import free_port
 
 COUNTS = dict.fromkeys(ALL_STAGES, 1)
@@ -209,6 +217,125 @@ def test_removing_a_prefix_takes_its_principals_away(secure: Settings) -> None:
     assert list_acls(other)
     remove_principals(other, [other.principal(role) for role in ("client", *ALL_STAGES, "generate", "monitor")])
     assert list_acls(other) == []
+
+
+def test_filters_shedding_probe_reads_the_queues_after_it_as_the_filter_principal(secure: Settings) -> None:
+    """filter's probe (QueueAges) as ``{prefix}filter``: every queue's partitions, committed offsets and head ages.
+
+    On a prefix of its own, with no stage running, so what waits is known: one
+    record in each of split's, infer's and merge's queues, and split's group
+    committed past its record. Without READ on the queues the heads cannot be
+    fetched (every age 0); without DESCRIBE on the groups the committed offsets
+    cannot be read (split's record would count as waiting); without either, infer's
+    and merge's queues are not even in the metadata (no ages at all).
+    """
+    other = dataclasses.replace(secure, prefix=f"probe{uuid.uuid4().hex[:6]}-")
+    from pipeline.kafka.admin import apply_topics
+    from pipeline.local.cluster import secure_principals
+
+    apply_topics(other)
+    secure_principals(other, say=lambda _: None)
+    try:
+        producer = Producer(producer_config(other, "probe-fill"))
+        for _, source in DOWNSTREAM:
+            producer.produce(other.topic(source), key=b"k", value=b"{}", partition=0)
+        assert producer.flush(REFUSED_WITHIN_S) == 0
+        # split has taken its record: its group's committed offset is past it.
+        committer = Consumer(consumer_config(other, other.group("split"), "probe-committer"))
+        committer.commit(offsets=[TopicPartition(other.topic("filtered"), 0, 1)], asynchronous=False)
+        committer.close()
+        time.sleep(1.0)  # the records have waited a moment
+
+        probe = QueueAges(as_user(other, "filter"), DOWNSTREAM)
+        try:
+            ages = probe.read()
+        finally:
+            probe.close()
+        assert {stage: len(values) for stage, values in ages.items()} == {
+            stage: load_topics(other)[source].partitions for stage, source in DOWNSTREAM
+        }, ages
+        assert set(ages["split"]) == {0.0}, "split's committed offset is read: nothing waits for it"
+        for stage in ("infer", "merge"):
+            *idle, head = sorted(ages[stage])
+            assert 1.0 <= head < 60.0 and set(idle) == {0.0}, (stage, ages)  # the head record, fetched
+    finally:
+        remove_principals(other, [other.principal(role) for role in ("client", *ALL_STAGES, "generate", "monitor")])
+
+
+def test_filter_probes_the_running_pipeline_and_is_refused_nothing(pipeline: Settings) -> None:
+    """After an answer: the probe as filter sees every queue with nothing waiting, and filter's log no refusal.
+
+    Nothing waits once the answer is back, so every age is 0 only if the groups'
+    committed offsets were read: a probe that could not read them would start
+    at offset 0 and fetch the records already answered. filter's answer-cache
+    follower is an assign-only consumer with a group id it has no right to
+    (docs/security.md): one FindCoordinator refusal, and no other.
+    """
+    log = LOG_ROOT / pipeline.prefix.rstrip("-") / "filter-0.log"
+    with Client(as_user(pipeline, "client")) as client:
+        assert client.ask({"task": "embed", "text": "Where is parcel 7?"}, timeout_s=60).ok
+    probe = QueueAges(as_user(pipeline, "filter"), DOWNSTREAM)
+    try:
+        deadline = time.monotonic() + 30.0  # merge commits its last record a moment after the answer
+        while True:
+            ages = probe.read()
+            if all(age == 0.0 for values in ages.values() for age in values) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        probe.close()
+    assert {stage: len(values) for stage, values in ages.items()} == {
+        stage: load_topics(pipeline)[source].partitions for stage, source in DOWNSTREAM
+    }, ages
+    assert all(age == 0.0 for values in ages.values() for age in values), ages
+    refused = [line for line in log.read_text(errors="replace").splitlines()
+               if re.search(r"authori[sz]ation[ _]?fail", line, re.IGNORECASE)]  # fmt: skip
+    assert all("FindCoordinator" in line and "answer-cache" in line for line in refused), refused
+
+
+def test_the_monitor_counts_the_stages_telemetry_over_sasl_ssl(pipeline: Settings, tmp_path: Path) -> None:
+    """`pipeline monitor` as its own principal: faust logs in, makes its changelogs, reads telemetry and lag.
+
+    The members write telemetry as their stages' principals (allowed by the
+    ACLs from the map); the monitor, started with no user, logs in as
+    ``{prefix}monitor`` with that user's password file, and must neither be
+    refused anything nor print the password.
+    """
+    port = free_port()
+    log = LOG_ROOT / pipeline.prefix.rstrip("-") / "monitor.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # No user: `pipeline monitor` is the monitor principal on a secured cluster by itself.
+    env = {**os.environ, **dataclasses.replace(pipeline, sasl_username="").to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("PIPELINE_SASL_USERNAME", None)
+    with log.open("wb") as out:
+        # In a folder of its own: faust makes its data folder ({app id}-data) where it runs.
+        process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "monitor", "--port", str(port)],
+                                   env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Up, and its lag timer (the admin client, as the monitor) sees every stage's member.
+        wait_for_state(url, lambda s: all(len(x["members"]) == 1 for x in s["stages"] if x["name"] in COUNTS))
+        with Client(as_user(pipeline, "client")) as client:
+            for i in range(3):
+                answer = client.ask({"task": "embed", "text": f"Where is parcel {i}?"}, timeout_s=60)
+                assert answer.ok, answer.error
+        # The answers come back to it as merge's telemetry, counted in its windowed tables. All three:
+        # merge's first record of a request is split's count of parts, so its first report holds no
+        # answer, and the answers after it arrive within one interval; a quiet member still sends them.
+        state = wait_for_state(url, lambda s: s["windows"]["1m"]["answers"].get("merge", {}).get("ok", 0) >= 3)
+        assert state["windows"]["1m"]["records_per_s"].get("filter", 0) > 0, state["windows"]
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    text = log.read_text(errors="replace")
+    password = (tls_files(pipeline).secrets / pipeline.principal("monitor")).read_text().strip()
+    assert password not in text, "the monitor printed its password"
+    # Nothing faust does is refused (aiokafka: TopicAuthorizationFailedError, GroupAuthorizationFailedError...).
+    assert not re.search(r"authori[sz]ation[ _]?fail", text, re.IGNORECASE), text[-3000:]
 
 
 def _sources() -> dict[str, str]:

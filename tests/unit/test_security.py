@@ -142,19 +142,45 @@ def _of(acls: list[Acl], role: str, settings: Settings) -> list[Acl]:
 def test_each_stage_reads_its_source_and_group_writes_its_sinks_and_nothing_else() -> None:
     settings = Settings(prefix="p-")
     acls = bindings(settings)
+    watches = load_acls(settings).watches
     for stage in STAGES:
         mine = _of(acls, stage.name, settings)
         reads = {a.name for a in mine if a.resource == "topic" and a.operation == "read"}
         writes = {a.name for a in mine if a.resource == "topic" and a.operation == "write"}
+        watched = [s for s in STAGES if s.name in watches.get(stage.name, ())]
         expected_reads = {stage.source, *(t for t in (stage.follows, stage.changelog) if t)}
+        expected_reads |= {s.source for s in watched}  # the queues it watches (filter's shedding probe)
         assert reads == {settings.topic(t) for t in expected_reads}, stage.name
         assert {settings.topic(t) for t in stage.sinks} <= writes, stage.name
-        groups = {a.name for a in mine if a.resource == "group"}
-        assert groups == {settings.group(stage.name), *([f"p-{stage.name}-restore"] if stage.changelog else [])}
+        groups = {(a.name, a.operation) for a in mine if a.resource == "group"}
+        own = {settings.group(stage.name), *([f"p-{stage.name}-restore"] if stage.changelog else [])}
+        assert groups == {(g, "read") for g in own} | {(settings.group(s.name), "describe") for s in watched}
         [txn] = [a for a in mine if a.resource == "transactional_id"]
         assert (txn.name, txn.prefixed, txn.operation) == (f"p-{stage.name}-", True, "write")
         # Each member's transactional id is covered by its stage's prefix.
         assert dataclasses.replace(settings, member="3").client_id(stage.name).startswith(txn.name)
+
+
+def test_filter_may_read_the_queues_its_shedding_probe_watches_and_nothing_more() -> None:
+    """The probe (pipeline/kafka/queue_age.py) reads each later stage's source and that stage's committed offsets.
+
+    The ACLs come from ``watches`` in topics/acls/principals.toml; the stages
+    the probe reads are ``queue_wait.DOWNSTREAM``. If either changes alone, this fails.
+    """
+    from pipeline.flow import stage
+    from pipeline.stages.queue_wait import DOWNSTREAM
+
+    settings = Settings(prefix="p-")
+    watches = {name: stages for name, stages in load_acls(settings).watches.items() if stages}
+    assert watches == {"filter": tuple(name for name, _ in DOWNSTREAM)}
+    assert all(stage(name).source == source for name, source in DOWNSTREAM), "the probe reads each stage's source"
+    filter_ = {(a.operation, a.resource, a.name) for a in _of(bindings(settings), "filter", settings)}
+    for name, source in DOWNSTREAM:
+        assert ("read", "topic", f"p-{source}") in filter_
+        assert ("describe", "group", f"p-{name}") in filter_  # OffsetFetch: DESCRIBE, not READ
+        assert ("read", "group", f"p-{name}") not in filter_  # may not join nor commit there
+    # Nothing else of theirs: no writes to their sinks that are not filter's own.
+    assert ("write", "topic", "p-parts") not in filter_ and ("write", "topic", "p-results") not in filter_
 
 
 def test_split_may_not_read_answers_nor_write_requests_and_clients_have_no_group() -> None:
@@ -207,4 +233,7 @@ def test_the_declaration_names_only_declared_topics(tmp_path: Path) -> None:
     path = acls_file(settings)
     path.write_text(path.read_text().replace('writes = ["requests"]', 'writes = ["request"]'))
     with pytest.raises(ConfigError, match=r"\['request'\]"):
+        load_acls(settings)
+    path.write_text((PROJECT_ROOT / "topics/acls/principals.toml").read_text().replace('"merge"]', '"merger"]'))
+    with pytest.raises(ConfigError, match=r"\[stages.filter\] watches must list other stages"):
         load_acls(settings)
