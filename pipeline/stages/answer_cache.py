@@ -39,6 +39,8 @@ RETRIEVAL_SETTINGS = ("faq_min_score", "faq_answer_weight", "faq_lexical_weight"
 
 def fingerprint(path: str | Path) -> str:
     """A content hash of a model file or folder (remembered per path, size and mtime)."""
+    if not str(path):
+        return "none"  # no such model configured (chat off): not Path("") = the working folder, hashed whole
     root = Path(path)
     if not root.exists():
         return f"name:{path}"

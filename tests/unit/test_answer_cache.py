@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from pipeline.messages import Answer, Request
 from pipeline.records import Record
 from pipeline.settings import Settings
@@ -36,6 +38,14 @@ def test_versions_change_with_the_knowledge_base_and_the_model(tmp_path: Path) -
     rescored = versions(dataclasses.replace(settings, faq_min_score=settings.faq_min_score + 0.01))
     assert len({before, after_kb, after_model, rescored}) == 4, "kb, model and faq scoring each change the version"
     assert fingerprint(tmp_path / "missing") == f"name:{tmp_path / 'missing'}"
+
+
+def test_no_chat_model_is_not_the_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """chat off (PIPELINE_CHAT_MODEL=""): filter once hashed the whole working folder (minutes) before it started."""
+    (tmp_path / "big.bin").write_bytes(b"\0" * 10)
+    monkeypatch.chdir(tmp_path)
+    assert fingerprint("") == "none"
+    assert versions(Settings(chat_model="")).startswith("none/")
 
 
 def test_reply_budget_is_bounded_by_the_setting() -> None:
