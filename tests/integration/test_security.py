@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -33,6 +34,7 @@ from pipeline.kafka.lag import snapshot
 from pipeline.kafka.queue_age import QueueAges
 from pipeline.local import broker
 from pipeline.local.secure import admin_settings, tls_files
+from pipeline.security import sasl_password
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.stages.queue_wait import DOWNSTREAM
 from pipeline.topics import load_topics
@@ -191,6 +193,20 @@ def test_the_monitor_sees_every_stage_group(pipeline: Settings) -> None:
     groups = snapshot(monitor, [(stage, source) for stage, source in _sources().items()])
     members = {group.stage: len(group.members) for group in groups}
     assert members == COUNTS
+
+
+def test_pipeline_status_reads_every_stage_as_the_monitor_principal(pipeline: Settings) -> None:
+    """The operator's command, as a user runs it: settings from the environment, password from a file."""
+    monitor = as_user(pipeline, "monitor")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env.update(monitor.to_env(secrets=True))
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--json", "--interval", "1"],
+                          env=env, capture_output=True, text=True, timeout=90, check=False)  # fmt: skip
+    assert done.returncode in (0, 2), done.stderr[-2000:]  # 2: some stage stalled (printed)
+    reading = orjson.loads(done.stdout.strip().splitlines()[-1])
+    seen = {stage["stage"]: (len(stage["members"]), stage["state"] in ("ok", "idle")) for stage in reading["stages"]}
+    assert {stage: seen.get(stage) for stage in COUNTS} == {stage: (1, True) for stage in COUNTS}, reading
+    assert sasl_password(monitor) not in done.stdout + done.stderr
 
 
 def test_acls_apply_idempotently_and_take_back_what_is_not_declared(pipeline: Settings) -> None:
