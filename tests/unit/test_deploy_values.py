@@ -179,3 +179,43 @@ def test_an_image_env_of_an_unknown_setting_fails_the_check() -> None:
     env = dockerfile_env("ENV PIPELINE_TOPICS_DIR=/app/topics \\\n    PIPELINE_MODEL_CACHE=/app/.cache/models\n")
     with pytest.raises((pytest.fail.Exception, AssertionError)):
         check_settings("broken Dockerfile", env)
+
+
+def written_passwords(texts: dict[str, str]) -> list[str]:
+    """Every place a deployment file sets PIPELINE_SASL_PASSWORD itself, not through a Secret or a file."""
+    found = []
+    for where, text in texts.items():
+        for doc in yaml.safe_load_all(text) if where.endswith((".yml", ".yaml")) else []:
+            for service in ((doc or {}).get("services") or {}).values():
+                if "PIPELINE_SASL_PASSWORD" in (service.get("environment") or {}):
+                    found.append(f"{where}: a service's environment")
+            if (doc or {}).get("kind") == "ConfigMap" and "PIPELINE_SASL_PASSWORD" in (doc.get("data") or {}):
+                found.append(f"{where}: ConfigMap {doc['metadata']['name']}")
+            for container in ((doc or {}).get("spec") or {}).get("template", {}).get("spec", {}).get("containers", []):
+                for env in container.get("env", []):
+                    if env["name"] == "PIPELINE_SASL_PASSWORD" and "value" in env:
+                        found.append(f"{where}: container {container['name']}")
+        if where == "Dockerfile" and "PIPELINE_SASL_PASSWORD" in dockerfile_env(text):
+            found.append("Dockerfile: ENV")
+    return found
+
+
+def _deployment_texts() -> dict[str, str]:
+    return {p.name: p.read_text() for p in (COMPOSE, SECURE, MANIFEST)} | {"Dockerfile": DOCKERFILE.read_text()}
+
+
+def test_no_deployment_file_writes_a_password() -> None:
+    # Passwords reach a member as a file (compose secrets, a mounted Secret) or from a Secret (envFrom).
+    assert not written_passwords(_deployment_texts())
+
+
+def test_a_password_written_into_a_deployment_file_is_found() -> None:
+    texts = _deployment_texts()
+    manifest = texts["pipeline.yaml"].replace(
+        "  PIPELINE_LOG_LEVEL: INFO", "  PIPELINE_LOG_LEVEL: INFO\n  PIPELINE_SASL_PASSWORD: hunter2"
+    )
+    compose = texts["docker-compose.yml"].replace(
+        "    PIPELINE_METRICS_PORT:", "    PIPELINE_SASL_PASSWORD: hunter2\n    PIPELINE_METRICS_PORT:"
+    )
+    assert written_passwords({**texts, "pipeline.yaml": manifest})
+    assert written_passwords({**texts, "docker-compose.yml": compose})
