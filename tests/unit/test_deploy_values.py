@@ -219,3 +219,38 @@ def test_a_password_written_into_a_deployment_file_is_found() -> None:
     )
     assert written_passwords({**texts, "pipeline.yaml": manifest})
     assert written_passwords({**texts, "docker-compose.yml": compose})
+
+
+PROMETHEUS = PROJECT_ROOT / "ops" / "prometheus" / "prometheus.yml"
+
+
+def scrape_gaps(services: dict[str, dict[str, Any]], scrape: dict[str, Any]) -> list[str]:
+    """Compose services serving /metrics that Prometheus does not scrape on their port, and names it scrapes in vain."""
+    serving = {
+        name: str(s["environment"]["PIPELINE_METRICS_PORT"])
+        for name, s in pipeline_services(services).items()
+        if str((s.get("environment") or {}).get("PIPELINE_METRICS_PORT", "0")) != "0"
+    }
+    scraped = {
+        name: str(sd["port"])
+        for job in scrape["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
+    }
+    return sorted(f"{name}: serves {port}, scraped {scraped.get(name)}" for name, port in serving.items()
+                  if scraped.get(name) != port) + sorted(f"{name}: scraped, not served" for name in
+                                                         set(scraped) - set(serving))  # fmt: skip
+
+
+def test_prometheus_scrapes_every_member_that_serves_metrics() -> None:
+    services = compose_services(COMPOSE.read_text())
+    assert not scrape_gaps(services, yaml.safe_load(PROMETHEUS.read_text()))
+
+
+def test_a_stage_left_out_of_the_scrape_config_is_found() -> None:
+    text = PROMETHEUS.read_text().replace(
+        "names: [filter, split, infer, merge, generate]", "names: [filter, split, infer, merge]"
+    )
+    assert scrape_gaps(compose_services(COMPOSE.read_text()), yaml.safe_load(text)) == [
+        "generate: serves 9100, scraped None"
+    ]
