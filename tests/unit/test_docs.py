@@ -1,4 +1,4 @@
-"""README.md and docs/: what they say about settings, commands, links and ACLs is what the code does.
+"""README.md and docs/: what they say about settings, commands, links, ACLs and metrics is what the code does.
 
 A newcomer checks the documentation against the code by hand; these checks
 do it on every run, so a renamed setting, a changed default, a removed
@@ -157,3 +157,30 @@ def test_security_doc_states_the_acl_count_pipeline_topics_acls_prints() -> None
     assert set(STAGE_NAMES) <= principals and "`User:{prefix}{stage}`" in section
     for principal in sorted(principals - set(STAGE_NAMES)):
         assert f"`User:{{prefix}}{principal}`" in section, f"docs/security.md: no row for principal {principal}"
+
+
+def metric_rows(text: str) -> set[str]:
+    """Metric names in the first column of tables headed ``| metric | what |``."""
+    names: set[str] = set()
+    in_table = False
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            in_table = False
+        elif line.replace(" ", "").startswith("|metric|"):
+            in_table = True
+        elif in_table:
+            names |= set(re.findall(r"`(pipeline_[a-z0-9_]+)", line.split("|")[1]))
+    return names
+
+
+def test_the_metrics_table_lists_what_members_export() -> None:
+    import pipeline.metrics as metrics
+
+    # prometheus-client keeps a Counter's name without _total.
+    exported = {m._name for m in vars(metrics).values() if hasattr(m, "_name") and hasattr(m, "_type")}
+    documented = {
+        name.removesuffix("_total") for name in metric_rows((PROJECT_ROOT / "docs" / "operations.md").read_text())
+    }
+    assert documented == exported, (
+        f"only in the docs: {sorted(documented - exported)}, undocumented: {sorted(exported - documented)}"
+    )
