@@ -226,8 +226,9 @@ class Settings:
     # another language (SmolLM2 writes no Chinese) gets the retrieved entries'
     # answer text as its reply instead of a generated one.
     chat_languages: str = "en"
-    # Run the int8 variant of the reply model (ONNX Runtime dynamic quantisation;
-    # agreement and speed against fp32 in docs/models.md).
+    # Run the int4 variant of the reply model (model.int4.onnx, 4-bit MatMul
+    # weight blocks, pipeline/models/quantize.py; agreement and speed against
+    # fp32 in docs/models.md).
     chat_quantized: bool = False
     # Serve the sentence encoder (embed, faq, chat retrieval) from its int8
     # graph; only once `pipeline model export --task embed --quantize int8`
