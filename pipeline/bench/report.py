@@ -16,6 +16,8 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
         if not name.startswith("pipeline"):
             continue
         out[f"{name} / raw ort"] = ratio(row["throughput"], limit)
+        if "limit_before" in row:  # raw ort at the same batch, timed just before this row
+            out[f"{name} / raw ort just before it"] = ratio(row["throughput"], row["limit_before"])
         for other in ("naive consumer", "transformers eager"):
             if other in result["rows"]:
                 out[f"{name} / {other}"] = ratio(row["throughput"], result["rows"][other]["throughput"])

@@ -106,11 +106,20 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
         tput, cpu = through.naive_row(settings, model, corpus, count, say)
         result["rows"]["naive consumer"] = {"throughput": tput, "batch": 1, "cpu_per_request": cpu}
     rows = [(g, 1) for g in options.guarantees] + [("exactly_once", m) for m in options.members if m != 1]
+
+    def limit_now() -> float:
+        # The machine's load moves between the sweep and a row minutes later: each
+        # row is also compared with the limit measured just before it.
+        again = baselines.raw_ort("raw ort again", exported.onnx_path, tokenizer, corpus, (sweep.best_batch,),
+                                  options.threads, min(options.seconds, 2.0), say)  # fmt: skip
+        return again.best
+
     try:
         for guarantee, members in rows:
             say(f"[{time.monotonic() - began:5.0f}s] pipeline, {guarantee}, {members} infer member(s)")
+            limit = limit_now()
             row = through.pipeline_row(settings, guarantee, members, corpus, plan, say, probe=probe)
-            result["rows"][row.name] = _row_dict(row)
+            result["rows"][row.name] = {**_row_dict(row), "limit_before": limit}
             result["notes"].extend(f"{row.name}: {n}" for n in row.notes)
         for n, (key, value) in enumerate(options.variants):
             say(f"[{time.monotonic() - began:5.0f}s] pipeline, exactly_once, {key}={value}")
@@ -118,9 +127,10 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             label = f" [{key.removeprefix('PIPELINE_').lower()}={value}]"
             # A-B-A-B runs repeat a variant: each repeat is its own row, on its own topics.
             repeat = options.variants[:n].count((key, value))
+            limit = limit_now()
             row = through.pipeline_row(changed, "exactly_once", 1, corpus, plan, say, probe=probe,
                                        label=f"{label} #{repeat + 1}" if repeat else label)  # fmt: skip
-            result["rows"][row.name] = _row_dict(row)
+            result["rows"][row.name] = {**_row_dict(row), "limit_before": limit}
         if cuda:
             say(f"[{time.monotonic() - began:5.0f}s] pipeline on CUDA, exactly_once")
             row = through.pipeline_row(replace(settings, provider="cuda"), "exactly_once", 1, corpus, plan,

@@ -32,6 +32,7 @@ def test_quick_bench_has_every_row_with_positive_numbers(settings: Settings) -> 
         assert all(v > 0 for v in row["cpu_per_request"].values())
         assert {"filter", "split", "infer", "merge"} <= set(row["hops_p50_ms"])
     assert result["ratios"]["pipeline exactly_once / raw ort"] > 0
+    assert result["ratios"]["pipeline exactly_once / raw ort just before it"] > 0
     assert not any(math.isnan(v) for v in result["ratios"].values())
     text = render(result)
     header = next(line for line in text.splitlines() if line.startswith("| row"))

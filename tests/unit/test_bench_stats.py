@@ -94,11 +94,12 @@ def test_ratios_and_table_from_a_result() -> None:
             "naive consumer": {"throughput": 60.0, "batch": 1, "cpu_per_request": {"naive": 0.01}},
             "pipeline exactly_once": {"throughput": 600.0, "light_p50_ms": 12.5, "light_p99_ms": 30.0,
                                       "half_rate": 300.0, "half_p50_ms": 20.0, "half_p99_ms": 40.0,
-                                      "cpu_per_request": {"infer": 0.0025, "broker": 0.001}},
+                                      "cpu_per_request": {"infer": 0.0025, "broker": 0.001}, "limit_before": 500.0},
         },
     }  # fmt: skip
     got = ratios(result)
     assert got["pipeline exactly_once / raw ort"] == 0.75
+    assert got["pipeline exactly_once / raw ort just before it"] == 1.2
     assert got["pipeline exactly_once / naive consumer"] == 10.0
     assert got["pipeline exactly_once: half-load p50 / light-load p50"] == 1.6
     assert got["naive consumer / raw ort"] == 0.075
