@@ -70,10 +70,17 @@ class QueueAges:
                         continue
                     waiting.discard(key)
                     ages[(heads[key], key[1])] = max(0.0, time.time() - message.timestamp()[1] / 1000.0)
-            # Not read in time, or only a transaction marker past the committed offset: counted as nothing waiting.
+            # Only a transaction marker past the committed offset: nothing waits there.
+            for key in waiting:
+                start, end = offsets[heads[key]][key[1]]
+                if end - max(start, 0) <= 1:
+                    ages[(heads[key], key[1])] = 0.0
             self.consumer.unassign()
-        return {
-            stage: {p: PartitionQueue(start, end, ages.get((stage, p), 0.0)) for p, (start, end) in found.items()}
+        return {  # a lagging head not read in time: age None (unknown)
+            stage: {
+                p: PartitionQueue(start, end, ages.get((stage, p), None if end > max(start, 0) else 0.0))
+                for p, (start, end) in found.items()
+            }
             for stage, found in offsets.items()
         }
 

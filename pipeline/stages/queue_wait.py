@@ -55,7 +55,7 @@ log = logging.getLogger("pipeline.stages.filter")
 
 EVERY_S = 1.0
 STALE_S = 10.0
-RATE_WINDOW_S = 5.0  # consume rates over about this long
+RATE_WINDOW_S = 10.0  # consume rates over about this long (a member serves partitions in bursts)
 RATE_MIN_SPAN_S = 1.5  # a rate needs committed offsets at least this far apart
 LOG_FROM_S = 1.0  # log the queues when a partition's predicted wait is this long, at most every LOG_EVERY_S
 LOG_EVERY_S = 5.0
@@ -68,7 +68,7 @@ class PartitionQueue(NamedTuple):
 
     committed: int  # the next offset the stage reads (-1: it has committed nothing)
     end: int
-    age: float  # seconds the record at ``committed`` has waited; 0 when nothing waits
+    age: float | None  # seconds the record at ``committed`` has waited; 0: nothing waits; None: not read in time
 
 
 Reading = dict[str, dict[int, PartitionQueue]]  # stage -> partition -> queue
@@ -99,15 +99,15 @@ class Waits:
 def partition_wait(queue: PartitionQueue, samples: deque[tuple[float, int]] | list[tuple[float, int]]) -> float:
     """Seconds a record appended now to this partition waits before its stage reads it (see the module doc)."""
     lag = queue.end - max(queue.committed, 0)
-    if lag <= 0 or queue.age <= 0.0:
+    if lag <= 0 or queue.age == 0.0:
         return 0.0  # nothing waits (or only a transaction marker does)
     (t0, c0), (t1, c1) = samples[0], samples[-1]
     span = t1 - t0
-    if span < RATE_MIN_SPAN_S:
-        return queue.age  # no rate yet: the head's age is all there is
-    if c1 <= c0:
-        return queue.age  # no progress: stalled at least this long, assume as long again
-    return lag / ((c1 - c0) / span)
+    if span >= RATE_MIN_SPAN_S and c1 > c0:
+        return lag / ((c1 - c0) / span)
+    # No rate yet, or no progress (stalled at least as long as the head waited: assume as long again);
+    # a head not read in time says nothing.
+    return queue.age or 0.0
 
 
 def parts_expected(request: Request) -> int:
@@ -122,15 +122,13 @@ def parts_expected(request: Request) -> int:
 def request_wait_s(waits: dict[str, dict[int, float]], request: Request) -> float:
     """The wait ahead of ``request``: its filtered partition + its slowest part's partition + its results partition."""
     total = 0.0
-    rid = request.id.encode()
+    by_id = [request.id.encode()]
+    by_part = [part_key(request.id, n).encode() for n in range(parts_expected(request))]
     for stage, partitions in waits.items():
         if not partitions:
             continue
         count = max(partitions) + 1
-        if stage == "infer":
-            keys = [part_key(request.id, n).encode() for n in range(parts_expected(request))]
-        else:
-            keys = [rid]
+        keys = by_part if stage == "infer" else by_id
         total += max(partitions.get(partition_for(key, count), 0.0) for key in keys)
     return total
 

@@ -12,7 +12,9 @@ from pipeline.settings import Settings
 from pipeline.topics import TopicSpec
 
 
-def test_python_murmur2_lands_where_librdkafka_puts_the_record(settings: Settings, topics: dict[str, TopicSpec]) -> None:
+def test_python_murmur2_lands_where_librdkafka_puts_the_record(
+    settings: Settings, topics: dict[str, TopicSpec]
+) -> None:
     producer = Producer(producer_config(settings, "partitioner-test"))
     landed: dict[bytes, int] = {}
 
@@ -22,7 +24,8 @@ def test_python_murmur2_lands_where_librdkafka_puts_the_record(settings: Setting
         assert key is not None
         landed[key] = message.partition()
 
-    keys = [f"req-{i}".encode() for i in range(100)] + [part_key(f"req-{i}", n).encode() for i in range(50) for n in (0, 1)]
+    keys = [f"req-{i}".encode() for i in range(100)]
+    keys += [part_key(f"req-{i}", n).encode() for i in range(50) for n in (0, 1)]
     for name in ("filtered", "parts"):
         landed.clear()
         for key in keys:
