@@ -156,16 +156,20 @@ def kill_recoveries(
         first.setdefault(arrival.id, arrival)
     notes = []
     for member in dict.fromkeys(m for m, _, _ in kills):
-        spawned, answered = [], []
+        spawned, answered, through = [], [], []
         for name, killed_at, respawned in kills:
             if name != member:
                 continue
             spawned.append("never" if respawned is None else f"{respawned - killed_at:.1f}")
             back = recovery(killed_at, acked, first)
             answered.append("never" if back is None else f"{back:.1f}")
+            # The same answer counted from the new process: its start to processing, plus the pipeline's latency.
+            late = None if back is None or respawned is None else killed_at + back - respawned
+            through.append("never" if late is None else f"{late:.1f}")
         notes.append(
             f"{member}: SIGKILL -> new process {' / '.join(spawned)} s; "
-            f"SIGKILL -> first answer to a request sent after it {' / '.join(answered)} s"
+            f"SIGKILL -> first answer to a request sent after it {' / '.join(answered)} s; "
+            f"new process -> that answer {' / '.join(through)} s"
         )
     return notes
 
