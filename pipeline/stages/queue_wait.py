@@ -13,7 +13,11 @@ partition of ``filtered``, ``parts`` and ``results``, the committed offset of
 the stage that consumes it, the end offset and how long the record at the
 committed offset has waited. From the committed offsets a few seconds apart it
 knows how fast each partition is consumed; a record appended now waits for the
-``lag`` records ahead of it: ``lag / rate``. A partition with a backlog but no
+``lag`` records ahead of it: ``lag / rate``; while the lag grows (the
+partition gets fewer records consumed than produced, as one starved by its
+member's fetches does) at least as long as its head has waited, since in a
+growing first-in-first-out queue each record waits longer than the one before
+it. A partition with a backlog but no
 progress over the window (a stopped member, or one not yet assigned) is
 predicted to wait as long again as its head has already waited: nothing says
 when it resumes, and a guess of "forever" would shed every request sent there
@@ -79,7 +83,7 @@ class Waits:
     """The predicted wait of a record appended now, per stage and partition, from successive readings."""
 
     def __init__(self) -> None:
-        self.history: dict[tuple[str, int], deque[tuple[float, int]]] = {}
+        self.history: dict[tuple[str, int], deque[tuple[float, int, int]]] = {}
         self.waits: dict[str, dict[int, float]] = {}
 
     def update(self, reading: Reading, now: float) -> dict[str, dict[int, float]]:
@@ -88,7 +92,7 @@ class Waits:
             waits[stage] = {}
             for partition, queue in queues.items():
                 samples = self.history.setdefault((stage, partition), deque())
-                samples.append((now, queue.committed))
+                samples.append((now, queue.committed, queue.end))
                 while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
                     samples.popleft()
                 waits[stage][partition] = partition_wait(queue, samples)
@@ -96,15 +100,20 @@ class Waits:
         return waits
 
 
-def partition_wait(queue: PartitionQueue, samples: deque[tuple[float, int]] | list[tuple[float, int]]) -> float:
+Sample = tuple[float, int, int]  # when read, committed offset, end offset
+
+
+def partition_wait(queue: PartitionQueue, samples: deque[Sample] | list[Sample]) -> float:
     """Seconds a record appended now to this partition waits before its stage reads it (see the module doc)."""
     lag = queue.end - max(queue.committed, 0)
     if lag <= 0 or queue.age == 0.0:
         return 0.0  # nothing waits (or only a transaction marker does)
-    (t0, c0), (t1, c1) = samples[0], samples[-1]
+    (t0, c0, e0), (t1, c1, e1) = samples[0], samples[-1]
     span = t1 - t0
     if span >= RATE_MIN_SPAN_S and c1 > c0:
-        return lag / ((c1 - c0) / span)
+        wait = lag / ((c1 - c0) / span)
+        growing = e1 - max(c1, 0) > e0 - max(c0, 0)
+        return max(wait, queue.age or 0.0) if growing else wait
     # No rate yet, or no progress (stalled at least as long as the head waited: assume as long again);
     # a head not read in time says nothing.
     return queue.age or 0.0

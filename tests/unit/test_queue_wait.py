@@ -36,27 +36,39 @@ def test_partition_for_stays_in_range_and_spreads() -> None:
 
 def test_partition_wait_from_lag_and_rate() -> None:
     idle = PartitionQueue(committed=100, end=100, age=0.0)
-    assert partition_wait(idle, [(0.0, 90), (5.0, 100)]) == 0.0
+    assert partition_wait(idle, [(0.0, 90, 90), (5.0, 100, 100)]) == 0.0
     # 40 records behind, consumed at 10/s over the last 4 s: a record appended now waits 4 s,
     # although the head itself has waited only 1 s (the queue grew behind it).
     growing = PartitionQueue(committed=100, end=140, age=1.0)
-    assert partition_wait(growing, [(0.0, 60), (4.0, 100)]) == pytest.approx(4.0)
+    assert partition_wait(growing, [(0.0, 60, 80), (4.0, 100, 140)]) == pytest.approx(4.0)
     # Draining fast: the tail waits less than the head did.
     draining = PartitionQueue(committed=100, end=110, age=6.0)
-    assert partition_wait(draining, [(0.0, 0), (5.0, 100)]) == pytest.approx(0.5)
+    assert partition_wait(draining, [(0.0, 0, 100), (5.0, 100, 110)]) == pytest.approx(0.5)
+
+
+def test_a_growing_queue_waits_at_least_as_long_as_its_head() -> None:
+    """A partition its member starves: a few records consumed, many more produced; the head waited 20 s."""
+    starved = PartitionQueue(committed=110, end=400, age=20.0)
+    assert partition_wait(starved, [(0.0, 100, 300), (10.0, 110, 400)]) == pytest.approx(290.0)  # 1/s
+    # The same rate with the lag shrinking: the head's age no longer bounds the tail.
+    shrinking = PartitionQueue(committed=150, end=160, age=20.0)
+    assert partition_wait(shrinking, [(0.0, 100, 160), (10.0, 150, 160)]) == pytest.approx(2.0)
+    # Growing but quick: the head's 20 s is the better bound.
+    quick = PartitionQueue(committed=1100, end=1200, age=20.0)
+    assert partition_wait(quick, [(0.0, 100, 180), (10.0, 1100, 1200)]) == pytest.approx(20.0)
 
 
 def test_partition_wait_without_a_rate_or_progress_is_the_heads_age() -> None:
     queue = PartitionQueue(committed=100, end=500, age=3.0)
-    assert partition_wait(queue, [(0.0, 100)]) == 3.0  # one reading: no rate yet
-    assert partition_wait(queue, [(0.0, 95), (0.5, 100)]) == 3.0  # too short a span for a rate
+    assert partition_wait(queue, [(0.0, 100, 500)]) == 3.0  # one reading: no rate yet
+    assert partition_wait(queue, [(0.0, 95, 500), (0.5, 100, 500)]) == 3.0  # too short a span for a rate
     # Stalled (a stopped member): not "forever", which would shed all it is sent; as long again as so far.
-    assert partition_wait(queue, [(0.0, 100), (5.0, 100)]) == 3.0
+    assert partition_wait(queue, [(0.0, 100, 400), (5.0, 100, 500)]) == 3.0
     only_marker = PartitionQueue(committed=100, end=101, age=0.0)  # a transaction marker, no record
-    assert partition_wait(only_marker, [(0.0, 100), (5.0, 100)]) == 0.0
+    assert partition_wait(only_marker, [(0.0, 100, 101), (5.0, 100, 101)]) == 0.0
     unread = PartitionQueue(committed=100, end=500, age=None)  # its head not read in time
-    assert partition_wait(unread, [(0.0, 100)]) == 0.0  # says nothing
-    assert partition_wait(unread, [(0.0, 60), (4.0, 100)]) == pytest.approx(40.0)  # the rate still does
+    assert partition_wait(unread, [(0.0, 100, 500)]) == 0.0  # says nothing
+    assert partition_wait(unread, [(0.0, 60, 500), (4.0, 100, 500)]) == pytest.approx(40.0)  # the rate still does
 
 
 def test_waits_learn_the_rate_from_successive_readings() -> None:
