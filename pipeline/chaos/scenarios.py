@@ -253,8 +253,8 @@ def by_phase(acked: dict[str, float], arrivals: list[Arrival], burst: float, end
     phases: dict[str, Counter[str]] = {"before": Counter(), "during": Counter(), "after": Counter()}
     for rid, sent in acked.items():
         phase = "before" if sent < burst else "during" if sent < ended else "after"
-        arrival = first.get(rid)
-        phases[phase][(arrival.code or arrival.status) if arrival else "lost"] += 1
+        answer = first.get(rid)
+        phases[phase][(answer.code or answer.status) if answer else "lost"] += 1
     return "answers by when sent: " + "; ".join(
         f"{phase} the burst " + " ".join(f"{code}:{n}" for code, n in counts.most_common())
         for phase, counts in phases.items()
@@ -268,9 +268,9 @@ def dump_answers(path: Path, acked: dict[str, float], arrivals: list[Arrival]) -
         first.setdefault(arrival.id, arrival)
     with path.open("wb") as out:
         for rid, sent in sorted(acked.items(), key=lambda item: item[1]):
-            arrival = first.get(rid)
-            line = {"id": rid, "sent": sent, "at": arrival.at if arrival else None,
-                    "code": (arrival.code or arrival.status) if arrival else None}  # fmt: skip
+            answer = first.get(rid)
+            line = {"id": rid, "sent": sent, "at": answer.at if answer else None,
+                    "code": (answer.code or answer.status) if answer else None}  # fmt: skip
             out.write(orjson.dumps(line) + b"\n")
 
 
