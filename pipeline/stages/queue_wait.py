@@ -13,7 +13,9 @@ partition of ``filtered``, ``parts`` and ``results``, the committed offset of
 the stage that consumes it, the end offset and how long the record at the
 committed offset has waited. From the committed offsets a few seconds apart it
 knows how fast each partition is consumed; a record appended now waits for the
-``lag`` records ahead of it: ``lag / rate``; while the lag grows (the
+``lag`` records ahead of it: ``lag / rate`` (unless nothing was committed
+for ``STALL_S``: a rate from before a stall, spread over the window, would
+predict a wait of minutes for a member that is merely paused); while the lag grows (the
 partition gets fewer records consumed than produced, as one starved by its
 member's fetches does) at least as long as its head has waited, since in a
 growing first-in-first-out queue each record waits longer than the one before
@@ -61,6 +63,7 @@ EVERY_S = 1.0
 STALE_S = 10.0
 RATE_WINDOW_S = 10.0  # consume rates over about this long (a member serves partitions in bursts)
 RATE_MIN_SPAN_S = 1.5  # a rate needs committed offsets at least this far apart
+STALL_S = 3.0  # a backlog and no commit for this long: stalled, whatever the rate before
 LOG_FROM_S = 1.0  # log the queues when a partition's predicted wait is this long, at most every LOG_EVERY_S
 LOG_EVERY_S = 5.0
 MAX_PARTS = 16  # a request's parts looked at, at most
@@ -110,7 +113,9 @@ def partition_wait(queue: PartitionQueue, samples: deque[Sample] | list[Sample])
         return 0.0  # nothing waits (or only a transaction marker does)
     (t0, c0, e0), (t1, c1, e1) = samples[0], samples[-1]
     span = t1 - t0
-    if span >= RATE_MIN_SPAN_S and c1 > c0:
+    # Since when the committed offset stands where it is now.
+    still = next((t for t, c, _ in samples if c == c1), t1)
+    if span >= RATE_MIN_SPAN_S and c1 > c0 and t1 - still < STALL_S:
         wait = lag / ((c1 - c0) / span)
         growing = e1 - max(c1, 0) > e0 - max(c0, 0)
         return max(wait, queue.age or 0.0) if growing else wait

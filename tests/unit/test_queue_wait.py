@@ -66,6 +66,9 @@ def test_partition_wait_without_a_rate_or_progress_is_the_heads_age() -> None:
     assert partition_wait(queue, [(0.0, 100, 400), (5.0, 100, 500)]) == 3.0
     only_marker = PartitionQueue(committed=100, end=101, age=0.0)  # a transaction marker, no record
     assert partition_wait(only_marker, [(0.0, 100, 101), (5.0, 100, 101)]) == 0.0
+    # Progress early in the window, none for the last 5 s: stalled now, not "7 records at 0.1/s = 70 s".
+    paused = PartitionQueue(committed=101, end=108, age=5.0)
+    assert partition_wait(paused, [(0.0, 100, 101), (5.0, 101, 103), (10.0, 101, 108)]) == 5.0
     unread = PartitionQueue(committed=100, end=500, age=None)  # its head not read in time
     assert partition_wait(unread, [(0.0, 100, 500)]) == 0.0  # says nothing
     assert partition_wait(unread, [(0.0, 60, 500), (4.0, 100, 500)]) == pytest.approx(40.0)  # the rate still does
