@@ -11,19 +11,18 @@ predicted wait of a second, and keeps a margin (``SHED_FROM_MS``,
 (:class:`pipeline.kafka.queue_age.QueueAges`) filter reads, for every
 partition of ``filtered``, ``parts`` and ``results``, the committed offset of
 the stage that consumes it, the end offset and how long the record at the
-committed offset has waited. From the committed offsets a few seconds apart it
-knows how fast each partition is consumed; a record appended now waits for the
-``lag`` records ahead of it: ``lag / rate`` (unless nothing was committed
-for ``STALL_S``: a rate from before a stall, spread over the window, would
-predict a wait of minutes for a member that is merely paused); while the lag grows (the
-partition gets fewer records consumed than produced, as one starved by its
-member's fetches does) at least as long as its head has waited, since in a
+committed offset has waited. From the committed offsets over the last
+``RATE_WINDOW_S`` it knows how fast each partition is consumed; a record
+appended now waits for the ``lag`` records ahead of it: ``lag / rate``. While
+the lag grows (fewer records consumed than produced, as in a partition its
+member's fetches starve) it waits at least as long as the head has: in a
 growing first-in-first-out queue each record waits longer than the one before
-it. A partition with a backlog but no
-progress over the window (a stopped member, or one not yet assigned) is
-predicted to wait as long again as its head has already waited: nothing says
-when it resumes, and a guess of "forever" would shed every request sent there
-on the first pause. Before a rate is known the head's age stands in.
+it. A partition with a backlog and no commit for ``STALL_S`` (a stopped
+member, one not yet assigned, one starved) is predicted to wait as long again
+as its head has already waited: nothing says when it resumes, a guess of
+"forever" would shed every request sent there on the first pause, and the
+rate from before the stall, spread over the window, would predict minutes for
+a member merely paused. Before a rate is known the head's age stands in.
 
 **Per request, the partitions it will use.** A request does not wait in the
 median partition, nor in the worst: its ``filtered`` record and its results go
