@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from pipeline.chaos.cluster import ChaosBroker, Pipeline, running
 from pipeline.chaos.fuzz import run_fuzz
@@ -153,16 +156,20 @@ def kill_recoveries(
         first.setdefault(arrival.id, arrival)
     notes = []
     for member in dict.fromkeys(m for m, _, _ in kills):
-        spawned, answered = [], []
+        spawned, answered, through = [], [], []
         for name, killed_at, respawned in kills:
             if name != member:
                 continue
             spawned.append("never" if respawned is None else f"{respawned - killed_at:.1f}")
             back = recovery(killed_at, acked, first)
             answered.append("never" if back is None else f"{back:.1f}")
+            # The same answer counted from the new process: its start to processing, plus the pipeline's latency.
+            late = None if back is None or respawned is None else killed_at + back - respawned
+            through.append("never" if late is None else f"{late:.1f}")
         notes.append(
             f"{member}: SIGKILL -> new process {' / '.join(spawned)} s; "
-            f"SIGKILL -> first answer to a request sent after it {' / '.join(answered)} s"
+            f"SIGKILL -> first answer to a request sent after it {' / '.join(answered)} s; "
+            f"new process -> that answer {' / '.join(through)} s"
         )
     return notes
 
@@ -233,7 +240,38 @@ def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     row.notes.append(f"capacity {capacity:.1f}/s; burst {3 * capacity:.1f}/s for {burst_s:.0f} s, then {normal:.1f}/s")
     row.notes.extend(p50_return(acked, load.reader.snapshot(), began, burst, ended))
     row.notes.append(shed_timing(acked, load.reader.snapshot()))
+    row.notes.append(by_phase(acked, load.reader.snapshot(), burst, ended))
+    dump_answers(pipeline.log_dir / "answers.jsonl", acked, load.reader.snapshot())
     return row
+
+
+def by_phase(acked: dict[str, float], arrivals: list[Arrival], burst: float, ended: float) -> str:
+    """The answers to requests sent before, during and after the burst, by code."""
+    first: dict[str, Arrival] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.id, arrival)
+    phases: dict[str, Counter[str]] = {"before": Counter(), "during": Counter(), "after": Counter()}
+    for rid, sent in acked.items():
+        phase = "before" if sent < burst else "during" if sent < ended else "after"
+        answer = first.get(rid)
+        phases[phase][(answer.code or answer.status) if answer else "lost"] += 1
+    return "answers by when sent: " + "; ".join(
+        f"{phase} the burst " + " ".join(f"{code}:{n}" for code, n in counts.most_common())
+        for phase, counts in phases.items()
+    )
+
+
+def dump_answers(path: Path, acked: dict[str, float], arrivals: list[Arrival]) -> None:
+    """Every request's send time, first answer time and code, one JSON line each, for a closer look."""
+    first: dict[str, Arrival] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.id, arrival)
+    with path.open("wb") as out:
+        for rid, sent in sorted(acked.items(), key=lambda item: item[1]):
+            answer = first.get(rid)
+            line = {"id": rid, "sent": sent, "at": answer.at if answer else None,
+                    "code": (answer.code or answer.status) if answer else None}  # fmt: skip
+            out.write(orjson.dumps(line) + b"\n")
 
 
 def shed_timing(acked: dict[str, float], arrivals: list[Arrival]) -> str:

@@ -31,9 +31,9 @@ from pipeline.stages.base import answer_output, reject
 from pipeline.stages.queue_wait import QueueWait
 
 STAGE = "filter"
-# Shedding (pipeline.stages.queue_wait): only once requests wait this long downstream, and with room to
-# spare: the head of a growing queue has waited less than its tail will, and a request admitted at the
-# edge would only come back partial at its deadline.
+# Shedding (pipeline.stages.queue_wait): only once a request is predicted to wait this long downstream,
+# and with room to spare: a request admitted at the edge would only come back partial at its deadline,
+# and the queue a shedding filter holds steady is then about deadline / SHED_FACTOR long.
 SHED_FROM_MS = 1_000.0
 SHED_FACTOR = 1.5
 # Headers of one request, all together: far above what tracing and routing need.
@@ -127,11 +127,11 @@ def filter_one(
         cached = cache.answer(request)
         if cached is not None:
             return answer_output(cached, headers)
-    ahead = queue.wait_ms() if queue is not None else 0.0
+    ahead = queue.wait_ms(request) if queue is not None else 0.0
     if ahead >= SHED_FROM_MS and deadline - now < SHED_FACTOR * ahead:
         # Shed at once: it would queue through split and infer only to miss its deadline there.
         raise DeadlineExceededError(
-            f"{deadline - now:.0f} ms left, but requests now wait about {ahead:.0f} ms in the stages after filter",
+            f"{deadline - now:.0f} ms left, but it would wait about {ahead:.0f} ms in the stages after filter",
             request_id=request.id,
         )
     return Output("filtered", request.id.encode(), request.encode(), headers.to_list())

@@ -45,9 +45,11 @@ def test_kill_recoveries_per_member() -> None:
     arrivals = [Arrival("a", "ok", None, 9.2), Arrival("b", "ok", None, 12.5), Arrival("c", "ok", None, 24.0)]
     notes = kill_recoveries(kills, acked, arrivals)
     assert notes[0] == (
-        "split-0: SIGKILL -> new process 0.7 s; SIGKILL -> first answer to a request sent after it 2.5 s"
+        "split-0: SIGKILL -> new process 0.7 s; SIGKILL -> first answer to a request sent after it 2.5 s; "
+        "new process -> that answer 1.8 s"
     )
-    assert notes[1].startswith("infer-0: SIGKILL -> new process never s") and notes[1].endswith("4.0 s")
+    assert notes[1].startswith("infer-0: SIGKILL -> new process never s")
+    assert notes[1].endswith("sent after it 4.0 s; new process -> that answer never s")
 
 
 def test_p50_return_after_the_burst() -> None:
@@ -82,3 +84,19 @@ def test_shed_timing_counts_early_answers() -> None:
         Arrival("d", "ok", None, 0.2),
     ]
     assert shed_timing(acked, arrivals) == "answers not ok: deadline_exceeded 3: 2 within 5 s of produce, p50 0.6 s"
+
+
+def test_answers_by_phase_of_the_burst() -> None:
+    from pipeline.chaos.scenarios import by_phase
+
+    acked = {"a": 1.0, "b": 11.0, "c": 12.0, "d": 13.0, "e": 25.0}
+    arrivals = [
+        Arrival("a", "ok", None, 1.2),
+        Arrival("b", "error", "deadline_exceeded", 11.1),
+        Arrival("c", "ok", None, 14.0),
+        Arrival("d", "error", "partial", 43.0),
+    ]
+    assert by_phase(acked, arrivals, 10.0, 20.0) == (
+        "answers by when sent: before the burst ok:1; during the burst deadline_exceeded:1 ok:1 partial:1; "
+        "after the burst lost:1"
+    )

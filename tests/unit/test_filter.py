@@ -85,13 +85,12 @@ def test_one_bad_record_does_not_stop_the_batch(settings: Settings) -> None:
 
 
 def test_sheds_a_request_that_cannot_make_its_deadline(settings: Settings) -> None:
-    from pipeline.stages.queue_wait import QueueWait, predicted_wait_s
+    from pipeline.stages.queue_wait import PartitionQueue, QueueWait
 
-    # split: nothing waits; infer: 3 of 4 partitions' heads waited ~8 s; merge: one stalled partition only.
-    ages = {"split": [0.0, 0.0], "infer": [8.0, 7.5, 9.0, 0.0], "merge": [0.0, 0.0, 60.0]}
-    assert predicted_wait_s(ages) == 7.5  # medians (low): 0 + 7.5 + 0; one stalled partition sheds nothing
-    queue = QueueWait(settings, probe=lambda: ages)
-    queue.update(ages)
+    # infer: every partition of parts has 80 records waiting and no rate yet: the heads' 7.5 s stand in.
+    reading = {"split": {0: PartitionQueue(5, 5, 0.0)}, "infer": {p: PartitionQueue(10, 90, 7.5) for p in range(4)}}
+    queue = QueueWait(settings, probe=lambda: reading)
+    queue.update(reading)
     soon = int(now_ms()) + 10_000  # less than 1.5 x 7.5 s
     late = int(now_ms()) + 20_000
     near = orjson.dumps({"id": "r-near", "task": "faq", "text": "Where is my order?", "deadline_ms": soon})
@@ -107,9 +106,11 @@ def test_sheds_a_request_that_cannot_make_its_deadline(settings: Settings) -> No
 
 
 def test_a_stale_prediction_sheds_nothing(settings: Settings) -> None:
-    from pipeline.stages.queue_wait import QueueWait
+    from pipeline.stages.queue_wait import PartitionQueue, QueueWait
 
     queue = QueueWait(settings)
-    queue.update({"infer": [100.0]})
+    queue.update({"infer": {0: PartitionQueue(0, 50, 100.0)}})
+    request = Request(id="r1", task="embed", text="hello")
+    assert queue.wait_ms(request) == 100_000.0
     queue.at -= 60  # read a minute ago
-    assert queue.wait_ms() == 0.0
+    assert queue.wait_ms(request) == 0.0

@@ -1,0 +1,151 @@
+"""filter's prediction of the wait ahead of a request: per partition from lag and consume rate, per request
+from the partitions its records will land on (pipeline.stages.queue_wait, pipeline.kafka.partitioner)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.kafka.partitioner import murmur2, partition_for
+from pipeline.messages import Request, part_key
+from pipeline.stages.queue_wait import PartitionQueue, Waits, partition_wait, parts_expected, request_wait_s
+
+
+def signed(value: int) -> int:
+    return value - 2**32 if value >= 2**31 else value
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),  # Kafka's own test vectors (clients/.../UtilsTest.testMurmur2)
+    [
+        ("21", -973932308),
+        ("foobar", -790332482),
+        ("a-little-bit-long-string", -985981536),
+        ("a-little-bit-longer-string", -1486304829),
+        ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        ("abc", 479470107),
+    ],
+)
+def test_murmur2_matches_the_java_client(key: str, expected: int) -> None:
+    assert signed(murmur2(key.encode())) == expected
+
+
+def test_partition_for_stays_in_range_and_spreads() -> None:
+    seen = {partition_for(f"req-{i}".encode(), 12) for i in range(500)}
+    assert seen == set(range(12))
+
+
+def test_partition_wait_from_lag_and_rate() -> None:
+    idle = PartitionQueue(committed=100, end=100, age=0.0)
+    assert partition_wait(idle, [(0.0, 90, 90), (5.0, 100, 100)]) == 0.0
+    # 40 records behind, consumed at 10/s over the last 4 s: a record appended now waits 4 s,
+    # although the head itself has waited only 1 s (the queue grew behind it).
+    growing = PartitionQueue(committed=100, end=140, age=1.0)
+    assert partition_wait(growing, [(0.0, 60, 80), (4.0, 100, 140)]) == pytest.approx(4.0)
+    # Draining fast: the tail waits less than the head did.
+    draining = PartitionQueue(committed=100, end=110, age=6.0)
+    assert partition_wait(draining, [(0.0, 0, 100), (5.0, 100, 110)]) == pytest.approx(0.5)
+
+
+def test_a_growing_queue_waits_at_least_as_long_as_its_head() -> None:
+    """A partition its member starves: a few records consumed, many more produced; the head waited 20 s."""
+    starved = PartitionQueue(committed=110, end=400, age=20.0)
+    assert partition_wait(starved, [(0.0, 100, 300), (10.0, 110, 400)]) == pytest.approx(290.0)  # 1/s
+    # The same rate with the lag shrinking: the head's age no longer bounds the tail.
+    shrinking = PartitionQueue(committed=150, end=160, age=20.0)
+    assert partition_wait(shrinking, [(0.0, 100, 160), (10.0, 150, 160)]) == pytest.approx(2.0)
+    # Growing but quick: the head's 20 s is the better bound.
+    quick = PartitionQueue(committed=1100, end=1200, age=20.0)
+    assert partition_wait(quick, [(0.0, 100, 180), (10.0, 1100, 1200)]) == pytest.approx(20.0)
+
+
+def test_partition_wait_without_a_rate_or_progress_is_the_heads_age() -> None:
+    queue = PartitionQueue(committed=100, end=500, age=3.0)
+    assert partition_wait(queue, [(0.0, 100, 500)]) == 3.0  # one reading: no rate yet
+    assert partition_wait(queue, [(0.0, 95, 500), (0.5, 100, 500)]) == 3.0  # too short a span for a rate
+    # Stalled (a stopped member): not "forever", which would shed all it is sent; as long again as so far.
+    assert partition_wait(queue, [(0.0, 100, 400), (5.0, 100, 500)]) == 3.0
+    only_marker = PartitionQueue(committed=100, end=101, age=0.0)  # a transaction marker, no record
+    assert partition_wait(only_marker, [(0.0, 100, 101), (5.0, 100, 101)]) == 0.0
+    # Progress early in the window, none for the last 5 s: stalled now, not "7 records at 0.1/s = 70 s".
+    paused = PartitionQueue(committed=101, end=108, age=5.0)
+    assert partition_wait(paused, [(0.0, 100, 101), (5.0, 101, 103), (10.0, 101, 108)]) == 5.0
+    unread = PartitionQueue(committed=100, end=500, age=None)  # its head not read in time
+    assert partition_wait(unread, [(0.0, 100, 500)]) == 0.0  # says nothing
+    assert partition_wait(unread, [(0.0, 60, 500), (4.0, 100, 500)]) == pytest.approx(40.0)  # the rate still does
+
+
+def test_waits_learn_the_rate_from_successive_readings() -> None:
+    waits = Waits()
+    for second, committed in enumerate(range(0, 50, 10)):  # 10 records/s consumed, the end at +100
+        result = waits.update({"infer": {0: PartitionQueue(committed, committed + 100, 2.0)}}, float(second))
+    assert result["infer"][0] == pytest.approx(10.0)  # 100 behind at 10/s
+    # The window slides: old samples go, so a slowdown shows within seconds.
+    for second in range(5, 20):
+        result = waits.update({"infer": {0: PartitionQueue(40 + second - 4, 200, 2.0)}}, float(second))
+    assert result["infer"][0] == pytest.approx((200 - 55) / 1.0, rel=0.01)  # now 1/s
+    assert len(waits.history[("infer", 0)]) <= 12
+
+
+def test_faq_parts_are_its_sentences() -> None:
+    assert parts_expected(Request(id="a", task="faq", text="Where is my order? And how do I return it?")) == 2
+    assert parts_expected(Request(id="a", task="faq", text="Where is my order?")) == 1
+    assert parts_expected(Request(id="a", task="embed", text="One. Two. Three.")) == 1  # unknown: part 0 only
+
+
+def slow_partition(partitions: int, keys: list[str]) -> int:
+    """A partition none of ``keys`` lands on."""
+    used = {partition_for(k.encode(), partitions) for k in keys}
+    return next(p for p in range(partitions) if p not in used)
+
+
+def test_a_request_waits_in_its_own_partitions_not_the_median_nor_the_worst() -> None:
+    request = Request(id="req-7", task="faq", text="Where is my order? How do I return it?")
+    n = 12
+    mine = [partition_for(part_key(request.id, i).encode(), n) for i in range(2)]
+    other = slow_partition(n, [part_key(request.id, i) for i in range(2)])
+    # infer: most partitions are quick; one of this request's parts' partitions waits 40 s, another 90 s.
+    infer = dict.fromkeys(range(n), 0.5)
+    infer[mine[1]] = 40.0
+    infer[other] = 90.0
+    waits = {
+        "split": dict.fromkeys(range(n), 0.0) | {partition_for(b"req-7", n): 2.0},
+        "infer": infer,
+        "merge": dict.fromkeys(range(n), 0.25),
+    }
+    # Its filtered partition (2 s) + its slowest part (40 s, not the 90 s it never sees, nor the median 0.5 s)
+    # + its results partition.
+    assert request_wait_s(waits, request) == pytest.approx(2.0 + 40.0 + 0.25)
+    # A one-sentence request's only part may avoid the slow partitions altogether.
+    single = next(
+        r
+        for r in (Request(id=f"q-{i}", task="faq", text="Where is my order?") for i in range(200))
+        if partition_for(part_key(r.id, 0).encode(), n) not in (mine[1], other)
+        and partition_for(r.id.encode(), n) != partition_for(b"req-7", n)
+    )
+    assert request_wait_s(waits, single) == pytest.approx(0.5 + 0.25)
+
+
+def test_a_stopped_member_sheds_only_what_is_sent_to_its_partitions() -> None:
+    """Two infer members, one stopped: its six partitions stall, the other six drain; requests bound for the
+    running member's partitions are predicted a short wait, the others the stall so far."""
+    n = 12
+    waits = Waits()
+    stopped = set(range(6))
+    for second in range(6):
+        reading = {
+            "infer": {
+                p: PartitionQueue(100, 100 + 30 * second, float(second))
+                if p in stopped
+                else PartitionQueue(100 + 10 * second, 103 + 10 * second, 0.2)
+                for p in range(n)
+            }
+        }
+        result = waits.update(reading, float(second))
+    assert all(result["infer"][p] == 5.0 for p in stopped)
+    assert all(result["infer"][p] == pytest.approx(0.3) for p in range(6, n))
+    requests = [Request(id=f"r{i}", task="embed", text="x") for i in range(100)]
+    slow = [r for r in requests if partition_for(part_key(r.id, 0).encode(), n) in stopped]
+    assert 20 < len(slow) < 80  # about half, not all
+    for r in requests:
+        expected = 5.0 if r in slow else 0.3
+        assert request_wait_s(result, r) == pytest.approx(expected)
