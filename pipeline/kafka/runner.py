@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -97,7 +97,7 @@ class StageRunner:
         # Batches in the handler, oldest first; committed in this order.
         self.running: deque[tuple[list[Message], Future[list[Output]]]] = deque()
         self.executor = ThreadPoolExecutor(max_workers=batching.max_running, thread_name_prefix=f"{stage}-handler")
-        self.paused = False
+        self.paused: set[tuple[str, int]] = set()  # partitions paused for back-pressure
         self.pending_assign: list[int] = []
         self.processed = 0
         self.watchdog = Watchdog(f"{stage} member {self.client_id}")
@@ -168,19 +168,16 @@ class StageRunner:
             log.info("%s member %s stopped after %d records", self.stage, self.client_id, self.processed)
 
     def _report(self, state: str, *, force: bool = False) -> None:
-        self.metrics.flow(len(self.buffer) + sum(len(batch) for batch, _ in self.running), self.paused)
+        self.metrics.flow(len(self.buffer) + sum(len(batch) for batch, _ in self.running), bool(self.paused))
         self.health.write(
             {"stage": self.stage, "member": self.client_id, "state": state, "processed": self.processed,
-             "buffered": len(self.buffer), "paused": self.paused},
+             "buffered": len(self.buffer), "paused": len(self.paused)},
             force=force,
         )  # fmt: skip
 
     def _poll(self) -> None:
         limit = self.batching.max_in_flight
-        if self.paused and len(self.buffer) <= limit // 2:
-            self._pause(False)
-        elif not self.paused and len(self.buffer) >= limit:
-            self._pause(True)  # lag builds in Kafka, not in memory
+        self._backpressure()
         self.delivery.poll()
         # Busy: wait for the running batch (a finished one wakes the loop at
         # once, not after a poll timeout: that would add to every hop's latency),
@@ -341,14 +338,12 @@ class StageRunner:
         self.lost_at = None
         self.pending_assign.extend(p.partition for p in partitions)
         # librdkafka keeps a partition's pause flag after it is revoked: one
-        # paused (back-pressure) when taken away would come back paused, and
-        # stay so while this member runs unpaused. So assign here and set every
-        # new partition's flag to the member's state, whatever it was before.
+        # paused (back-pressure) when taken away would come back paused and
+        # stay so, its records waiting for the next rebalance. So assign here
+        # and resume every new partition (none of its records is buffered).
         consumer.incremental_assign(partitions)
-        if self.paused:
-            consumer.pause(partitions)
-        else:
-            consumer.resume(partitions)
+        consumer.resume(partitions)
+        self.paused -= {(p.topic, p.partition) for p in partitions}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish and commit what is running while we still own its partitions,
@@ -366,6 +361,7 @@ class StageRunner:
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         self._forget(partitions)
+        self.paused -= {(p.topic, p.partition) for p in partitions}  # resumed if they come back (_on_assign)
         numbers = [p.partition for p in partitions]
         self.pending_assign = [p for p in self.pending_assign if p not in numbers]
         self.hooks.revoked(numbers)
@@ -376,15 +372,33 @@ class StageRunner:
         gone = {(p.topic, p.partition) for p in partitions}
         self.buffer = deque(m for m in self.buffer if (m.topic(), m.partition()) not in gone)
 
-    def _pause(self, paused: bool) -> None:
-        if paused == self.paused:
+    def _backpressure(self) -> None:
+        """At ``max_in_flight`` buffered, pause the partitions holding their share of it or more; resume when drained.
+
+        Lag then builds in Kafka, not in memory. Not every partition: librdkafka
+        drops a paused partition's prefetched records and, on resume, fetches in
+        assignment order, so pausing all of them each time the buffer filled
+        starved the partitions late in that order (under overload one waited
+        40 s while the median waited 1-3 s, librdkafka #2177). A partition
+        holding less than its share keeps flowing; the buffer stays within
+        about ``max_in_flight`` (each partition up to its share, plus a fetch).
+        """
+        limit = self.batching.max_in_flight
+        if len(self.buffer) < limit and not self.paused:
             return
-        assignment = self.consumer.assignment()
-        if paused:
-            self.consumer.pause(assignment)
+        held = Counter((m.topic() or "", m.partition() or 0) for m in self.buffer)
+        share = max(1, limit // max(1, len(self.consumer.assignment())))
+        if len(self.buffer) <= limit // 2:
+            resume = set(self.paused)
         else:
-            self.consumer.resume(assignment)
-        self.paused = paused
+            resume = {tp for tp in self.paused if held[tp] <= share // 2}
+        pause = {tp for tp, n in held.items() if n >= share} - self.paused if len(self.buffer) >= limit else set()
+        if resume:
+            self.consumer.resume([TopicPartition(t, p) for t, p in resume])
+            self.paused -= resume
+        if pause:
+            self.consumer.pause([TopicPartition(t, p) for t, p in pause])
+            self.paused |= pause
 
     def _record(self, message: Message) -> Record:
         return Record(

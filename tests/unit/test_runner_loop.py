@@ -79,6 +79,34 @@ def test_the_consumer_pauses_at_the_in_flight_bound_and_resumes_when_drained() -
     assert len(seen) == 20
 
 
+def test_a_full_buffer_pauses_only_the_partitions_holding_it_and_the_others_keep_flowing() -> None:
+    # librdkafka drops a paused partition's prefetched records and resumes in
+    # assignment order: pausing every partition whenever the buffer filled
+    # starved the late ones under overload (one waited 40 s, the median 1-3 s).
+    clients, consumer, _ = fake_clients("in")
+    for i in range(20):
+        consumer.add(0, f"a{i}".encode(), b"v")
+    consumer.rebalance("assign", [0, 1])
+    release = threading.Event()
+    seen: list[bytes] = []
+
+    def blocked(records: Sequence[Record]) -> list[Output]:
+        release.wait(10)
+        return copy_handler(seen)(records)
+
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(blocked), Batching(max_batch=2, max_in_flight=4),
+                         clients=clients)  # fmt: skip
+    turn_until(runner, lambda: bool(runner.paused))
+    assert consumer.paused == {0}, "only the partition holding the buffer"
+    consumer.add(1, b"b0", b"v")
+    turn_until(runner, lambda: any(m.key() == b"b0" for m in runner.buffer))
+    assert consumer.paused == {0}
+    release.set()
+    turn_until(runner, lambda: consumer.committed.get(0) == 20 and consumer.committed.get(1) == 1)
+    assert not runner.paused and consumer.paused == set()
+    assert len(seen) == 21
+
+
 def test_a_partition_revoked_while_paused_comes_back_flowing() -> None:
     # Seen after a scale-down: librdkafka keeps a revoked partition's pause
     # flag, so a partition taken away under back-pressure came back paused to
