@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from pipeline.bench.stats import CpuSnapshot, cpu_per_request
 from pipeline.chaos.cluster import ChaosBroker, Pipeline, running
 from pipeline.chaos.fuzz import run_fuzz
 from pipeline.chaos.load import Load, Say
@@ -333,10 +334,16 @@ def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     duration = 60.0 if opts.short else 900.0
     with running(broker.settings, opts.counts, "soak") as pipeline:
         capacity = opts.capacity or measure_capacity(pipeline, opts, say)
-        load = Load(pipeline.settings, "soak", opts.timeout_ms, _pids(broker, pipeline))
+        pids = _pids(broker, pipeline)
+        load = Load(pipeline.settings, "soak", opts.timeout_ms, pids)
         began = time.time()
         load.start(0.7 * capacity)
-        time.sleep(duration)
+        # CPU of every process at each third's end: merge's cost per request must
+        # not grow with the requests (and answered tombstones) it holds.
+        snapshots = [CpuSnapshot.take(pids())]
+        for _ in range(3):
+            time.sleep(duration / 3)
+            snapshots.append(CpuSnapshot.take(pids()))
         load.drain(say)
         acked = dict(load.sender.acked)
         row = load.row([], pipeline.restarts(), pipeline.startup_restarts)
@@ -353,6 +360,15 @@ def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:
         assert first is not None and last is not None
         row.notes.append(f"p99 first third {first:.0f} ms, last third {last:.0f} ms ({last / first:.2f}x)")
     row.notes.append(f"{0.7 * capacity:.1f} requests/s (70 % of {capacity:.1f}) for {duration:.0f} s")
+    per_third = [sum(1 for t in acked.values() if began + k * third <= t < began + (k + 1) * third) for k in range(3)]
+    if all(per_third):
+        costs = [cpu_per_request(a, b, n) for a, b, n in zip(snapshots[:-1], snapshots[1:], per_third, strict=True)]
+        row.notes.append(
+            "CPU ms per request, first / middle / last third: "
+            + ", ".join(
+                f"{name} {' / '.join(f'{c.get(name, 0) * 1000:.2f}' for c in costs)}" for name in sorted(costs[0])
+            )
+        )
     growth = ", ".join(
         f"{name} {load.sampler.first[name]:.0f}->{mb:.0f}M" for name, mb in sorted(load.sampler.last.items())
     )
