@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipeline.errors import DecodeError
 from pipeline.messages import Answer, Request, now_ms
-from pipeline.records import Hooks
+from pipeline.records import Hooks, compact
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.answer_cache")
@@ -96,7 +96,7 @@ class AnswerLru:
         self._remove(key)
         if value is None or len(value) > self.max_bytes:
             return
-        self.entries[key] = (value, at_ms)
+        self.entries[key] = (compact(value), at_ms)  # held long: exact size
         self.bytes += len(value)
         while self.bytes > self.max_bytes:
             self._remove(next(iter(self.entries)))
