@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -124,6 +124,19 @@ class Pipeline:
     def restarts(self) -> int:
         """Restarts since the scenario began (not those while the pipeline was starting)."""
         return sum(m.restarts for m in self.supervisor.members) - self.startup_restarts
+
+
+def process_ids(broker: ChaosBroker, pipeline: Pipeline) -> Callable[[], dict[str, int]]:
+    """The live pids of the members and the broker, read again on every call (members restart)."""
+
+    def pids() -> dict[str, int]:
+        found = pipeline.supervisor.pids()
+        pid = broker.pid()
+        if pid is not None:
+            found["broker"] = pid
+        return found
+
+    return pids
 
 
 @contextmanager

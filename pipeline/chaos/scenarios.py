@@ -26,9 +26,10 @@ from pathlib import Path
 import orjson
 
 from pipeline.bench.stats import CpuSnapshot, cpu_per_request
-from pipeline.chaos.cluster import ChaosBroker, Pipeline, running
+from pipeline.chaos.cluster import ChaosBroker, Pipeline, process_ids, running
 from pipeline.chaos.fuzz import run_fuzz
 from pipeline.chaos.load import Load, Say
+from pipeline.chaos.sigterm import sigterm
 from pipeline.chaos.tally import Row, percentile, recovery
 from pipeline.flow import STAGE_NAMES
 from pipeline.kafka.loadgen import Arrival
@@ -47,23 +48,12 @@ class Options:
 Scenario = Callable[[ChaosBroker, Options, Say], Row]
 
 
-def _pids(broker: ChaosBroker, pipeline: Pipeline) -> Callable[[], dict[str, int]]:
-    def pids() -> dict[str, int]:
-        found = pipeline.supervisor.pids()
-        pid = broker.pid()
-        if pid is not None:
-            found["broker"] = pid
-        return found
-
-    return pids
-
-
 def broker_restart(broker: ChaosBroker, opts: Options, say: Say, *, down_s: float | None = None) -> Row:
     name = "broker-restart" if down_s is None else "broker-outage"
     down = down_s if down_s is not None else 5.0
     before, after = (10.0, 15.0) if opts.short else (20.0, 30.0)
     with running(broker.settings, opts.counts, name) as pipeline:
-        load = Load(pipeline.settings, name, opts.timeout_ms, _pids(broker, pipeline))
+        load = Load(pipeline.settings, name, opts.timeout_ms, process_ids(broker, pipeline))
         load.start(opts.rate)
         time.sleep(before)
         say(f"{name}: stopping the broker for {down:.0f} s")
@@ -87,7 +77,7 @@ def kill_each(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     with running(broker.settings, opts.counts, "kill-each") as pipeline:
         # Full: at half of the capacity measured now (issue 7 point 2); the machine's other work moves it.
         rate = opts.rate if opts.short else (opts.capacity or measure_capacity(pipeline, opts, say)) / 2
-        load = Load(pipeline.settings, "kill-each", opts.timeout_ms, _pids(broker, pipeline))
+        load = Load(pipeline.settings, "kill-each", opts.timeout_ms, process_ids(broker, pipeline))
         load.start(rate)
         time.sleep(5.0)
         kills: list[tuple[str, float, float | None]] = []  # member, killed at, new process at
@@ -182,7 +172,7 @@ def stop_infer(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     overrides = {"max_poll_interval_ms": 10_000, "stall_timeout_s": 8.0} if opts.short else {}
     counts = dict(opts.counts, infer=max(2, opts.counts.get("infer", 1)))
     with running(broker.settings, counts, "stop-infer", **overrides) as pipeline:
-        load = Load(pipeline.settings, "stop-infer", opts.timeout_ms, _pids(broker, pipeline))
+        load = Load(pipeline.settings, "stop-infer", opts.timeout_ms, process_ids(broker, pipeline))
         load.start(opts.rate)
         time.sleep(8.0)
         pipeline.signal("infer-0", signal.SIGSTOP)
@@ -222,7 +212,7 @@ def overload(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     burst_s = 10.0 if opts.short else 60.0
     with running(broker.settings, opts.counts, "overload") as pipeline:
         capacity = opts.capacity or measure_capacity(pipeline, opts, say)
-        load = Load(pipeline.settings, "overload", opts.timeout_ms, _pids(broker, pipeline))
+        load = Load(pipeline.settings, "overload", opts.timeout_ms, process_ids(broker, pipeline))
         normal = capacity / 2
         began = time.time()
         load.start(normal)
@@ -334,7 +324,7 @@ def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     duration = 60.0 if opts.short else 900.0
     with running(broker.settings, opts.counts, "soak") as pipeline:
         capacity = opts.capacity or measure_capacity(pipeline, opts, say)
-        pids = _pids(broker, pipeline)
+        pids = process_ids(broker, pipeline)
         load = Load(pipeline.settings, "soak", opts.timeout_ms, pids)
         began = time.time()
         load.start(0.7 * capacity)
@@ -378,7 +368,7 @@ def soak(broker: ChaosBroker, opts: Options, say: Say) -> Row:
 
 def fuzz(broker: ChaosBroker, opts: Options, say: Say) -> Row:
     with running(broker.settings, opts.counts, "fuzz") as pipeline:
-        return run_fuzz(pipeline, _pids(broker, pipeline), opts.seed, opts.timeout_ms, say)
+        return run_fuzz(pipeline, process_ids(broker, pipeline), opts.seed, opts.timeout_ms, say)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -389,4 +379,5 @@ SCENARIOS: dict[str, Scenario] = {
     "overload": overload,
     "soak": soak,
     "fuzz": fuzz,
+    "sigterm": sigterm,
 }

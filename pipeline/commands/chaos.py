@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.settings import Settings
 
-ORDER = ("kill-each", "broker-restart", "broker-outage", "stop-infer", "overload", "soak", "fuzz")
+ORDER = ("kill-each", "broker-restart", "broker-outage", "stop-infer", "sigterm", "overload", "soak", "fuzz")
 
 
 def register(sub: Any) -> None:

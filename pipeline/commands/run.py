@@ -72,6 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    from pipeline.kafka.liveness import exit_after_signal
+
+    exit_after_signal(f"{args.stage} member {settings.member}", settings.shutdown_timeout_s)
     run_stage(args.stage, settings, stop)
     return 0
 

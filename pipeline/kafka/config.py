@@ -212,8 +212,10 @@ def telemetry_producer_config(settings: Settings, client_id: str) -> ClientConfi
             # the monitor reads them with aiokafka (faust), which decompresses
             # gzip with the standard library and lz4 only with an extra package.
             "compression.type": "gzip",
-            # A broker away is the runner's news, not this producer's.
-            "log_level": 3,
+            # A broker away is the runner's news, not this producer's: at 3
+            # (errors) it still logged every refused connection, hundreds a
+            # second during an outage, burying the member's own lines.
+            "log_level": 2,
         }
     )
     return config

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -74,6 +75,35 @@ class Watchdog:
                 )  # fmt: skip
                 logging.shutdown()
                 os._exit(code)
+
+
+def exit_after_signal(name: str, budget_s: float) -> None:
+    """After SIGTERM or SIGINT, end the process within ``budget_s``, whatever its main thread is blocked in.
+
+    Python runs a signal's handler (which asks the loop to stop) only once the
+    main thread is back in the interpreter; a librdkafka call waiting on a
+    broker that went away comes back only after its own timeout (a
+    transaction's is 30 s), so a member told to stop with the broker down took
+    20 s to go, and generate more than 30 s. The interpreter's C-level handler
+    still writes the signal's number to the wakeup fd at once: this thread
+    reads it and starts the clock. What the member had not committed is redone
+    by the next owner of its partitions. Call from the main thread, after the
+    handlers are installed.
+    """
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while not any(number in (signal.SIGTERM, signal.SIGINT) for number in os.read(read, 64)):
+            pass
+        time.sleep(budget_s)
+        log.critical("%s: still running %.0f s after it was told to stop; exiting (0) now, its uncommitted "
+                     "work is redone by the next owner", name, budget_s)  # fmt: skip
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watch, name=f"{name}-stop-deadline", daemon=True).start()
 
 
 class HealthFile:

@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.chaos.cluster import ChaosBroker, chaos_settings
 from pipeline.chaos.scenarios import Options, broker_restart, fuzz, kill_each
+from pipeline.chaos.sigterm import sigterm
 from pipeline.chaos.tally import render
 from pipeline.settings import PROJECT_ROOT, Settings
 
@@ -54,3 +55,13 @@ def test_bad_input_is_answered_once_dead_lettered_and_never_restarts_a_member(ch
     assert row.sent >= 1000
     assert row.problems == [], render([row])
     assert (row.lost, row.duplicated, row.restarts) == (0, 0, 0), render([row])
+
+
+def test_sigterm_ends_every_member_within_10_s_with_the_broker_up_or_down_and_loses_nothing(
+    chaos_broker: ChaosBroker,
+) -> None:
+    row = sigterm(chaos_broker, SHORT, print)
+    print(render([row]))
+    assert row.sent >= 200
+    assert row.problems == [], render([row])
+    assert (row.lost, row.duplicated) == (0, 0), render([row])
