@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from pipeline.kafka.clients import Clients
 from pipeline.kafka.runner import StageRunner
 from pipeline.records import Batching, Hooks, Output, Record, StageLogic
 from pipeline.settings import Settings
@@ -26,6 +27,20 @@ def copy_handler(seen: list[bytes]) -> Callable[[Sequence[Record]], list[Output]
         return [Output("out", r.key, r.value) for r in records]
 
     return handler
+
+
+def held_runner(clients: Clients) -> tuple[StageRunner, threading.Event, list[bytes]]:
+    """A runner whose handler holds each batch until the event is set (so its buffer fills); what it saw."""
+    release = threading.Event()
+    seen: list[bytes] = []
+
+    def held(records: Sequence[Record]) -> list[Output]:
+        release.wait(10)
+        return copy_handler(seen)(records)
+
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(held), Batching(max_batch=2, max_in_flight=4),
+                         clients=clients)  # fmt: skip
+    return runner, release, seen
 
 
 def turn_until(runner: StageRunner, done: Callable[[], bool], turns: int = 2000) -> None:
@@ -59,15 +74,7 @@ def test_the_consumer_pauses_at_the_in_flight_bound_and_resumes_when_drained() -
     for i in range(20):
         consumer.add(0, f"k{i}".encode(), b"v")
     consumer.rebalance("assign", [0])
-    release = threading.Event()
-    seen: list[bytes] = []
-
-    def blocked(records: Sequence[Record]) -> list[Output]:
-        release.wait(10)
-        return copy_handler(seen)(records)
-
-    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(blocked), Batching(max_batch=2, max_in_flight=4),
-                         clients=clients)  # fmt: skip
+    runner, release, seen = held_runner(clients)
     turn_until(runner, lambda: runner.paused)
     for _ in range(20):
         runner.turn()
@@ -87,15 +94,7 @@ def test_a_full_buffer_pauses_only_the_partitions_holding_it_and_the_others_keep
     for i in range(20):
         consumer.add(0, f"a{i}".encode(), b"v")
     consumer.rebalance("assign", [0, 1])
-    release = threading.Event()
-    seen: list[bytes] = []
-
-    def blocked(records: Sequence[Record]) -> list[Output]:
-        release.wait(10)
-        return copy_handler(seen)(records)
-
-    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(blocked), Batching(max_batch=2, max_in_flight=4),
-                         clients=clients)  # fmt: skip
+    runner, release, seen = held_runner(clients)
     turn_until(runner, lambda: bool(runner.paused))
     assert consumer.paused == {0}, "only the partition holding the buffer"
     consumer.add(1, b"b0", b"v")
@@ -116,15 +115,7 @@ def test_a_partition_revoked_while_paused_comes_back_flowing() -> None:
         consumer.add(0, f"a{i}".encode(), b"v")
         consumer.add(1, f"b{i}".encode(), b"v")
     consumer.rebalance("assign", [0, 1])
-    release = threading.Event()
-    seen: list[bytes] = []
-
-    def blocked(records: Sequence[Record]) -> list[Output]:
-        release.wait(10)
-        return copy_handler(seen)(records)
-
-    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(blocked), Batching(max_batch=2, max_in_flight=4),
-                         clients=clients)  # fmt: skip
+    runner, release, seen = held_runner(clients)
     turn_until(runner, lambda: runner.paused)
     consumer.rebalance("revoke", [1])  # a new member takes partition 1 while we are paused
     turn_until(runner, lambda: consumer.assigned == [0])
