@@ -42,10 +42,14 @@ class GroupSnapshot:
     ends: dict[int, int]  # partition → end offset (the next offset to be written)
     members: tuple[Member, ...] = ()
     oldest_age_s: float | None = None  # age of the oldest record not yet consumed, when known
+    # Partitions where all that is past the committed offset is a transaction's
+    # commit marker (an exactly_once stage's source, quiet): nothing waits there.
+    markers: frozenset[int] = frozenset()
 
     @property
     def lag(self) -> int:
-        return sum(max(0, end - max(self.committed.get(p, -1), 0)) for p, end in self.ends.items())
+        waiting = sum(max(0, end - max(self.committed.get(p, -1), 0)) for p, end in self.ends.items())
+        return waiting - len(self.markers)
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,9 @@ def snapshot(settings: Settings, stages: Iterable[tuple[str, str]], *, ages: boo
         topic_ends = {p: ends.get((topic, p), 0) for p in partitions.get(topic, [])}
         snap = GroupSnapshot(stage, source, time.time(), committed, topic_ends, members.get(group, ()))
         if ages and snap.lag:
+            age, markers = _oldest_age(settings, topic, committed, topic_ends)
             snap = GroupSnapshot(snap.stage, snap.source, snap.at, snap.committed, snap.ends, snap.members,
-                                 _oldest_age(settings, topic, committed, topic_ends))  # fmt: skip
+                                 age, markers)  # fmt: skip
         snapshots.append(snap)
     return snapshots
 
@@ -85,12 +86,14 @@ def _committed(admin: AdminClient, group: str, topic: str, partitions: list[int]
     return {tp.partition: tp.offset for tp in result.topic_partitions}
 
 
-def _oldest_age(settings: Settings, topic: str, committed: dict[int, int], ends: dict[int, int]) -> float | None:
-    """Seconds since the oldest record not yet consumed was written (None if none could be read in time)."""
+def _oldest_age(settings: Settings, topic: str, committed: dict[int, int],
+                ends: dict[int, int]) -> tuple[float | None, frozenset[int]]:  # fmt: skip
+    """Seconds since the oldest record not yet consumed was written (None if none could be read in time), and
+    the partitions where only a transaction marker is past the committed offset (one offset, no record)."""
     lagging = [TopicPartition(topic, p, max(committed.get(p, -1), 0)) for p, end in ends.items()
                if end > max(committed.get(p, -1), 0)]  # fmt: skip
     if not lagging:
-        return 0.0
+        return 0.0, frozenset()
     reader = f"{settings.prefix}pipeline-status"
     consumer = Consumer({**consumer_config(settings, reader, reader), "enable.partition.eof": False})
     oldest: float | None = None
@@ -107,4 +110,9 @@ def _oldest_age(settings: Settings, topic: str, committed: dict[int, int], ends:
                 oldest = stamp if oldest is None else min(oldest, stamp)
     finally:
         consumer.close()
-    return None if oldest is None else max(0.0, time.time() - oldest)
+    # A committed transaction ends with a marker at the end of each partition it
+    # wrote: a quiet exactly_once stage's source is one offset "behind" forever.
+    markers = frozenset(p for p in waiting if ends[p] - max(committed.get(p, -1), 0) == 1)
+    if oldest is None:
+        return (0.0 if markers == {tp.partition for tp in lagging} else None), markers
+    return max(0.0, time.time() - oldest), markers

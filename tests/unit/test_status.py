@@ -31,3 +31,14 @@ def test_a_caught_up_group_is_ok_and_an_empty_memberless_one_idle() -> None:
     assert fresh.state == "ok", "a little fresh lag is normal flow, not lagging"
     empty = GroupSnapshot("split", "filtered", 5, {}, {0: 0})
     assert compare(empty, empty).state == "idle"
+
+
+def test_a_quiet_exactly_once_source_with_only_commit_markers_left_is_ok_not_stalled() -> None:
+    # Its committed offsets stop one short of the end on every partition the
+    # transaction wrote: the marker. Nothing waits there.
+    before = snap(0, {0: 20, 1: 7}, {0: 21, 1: 8})
+    quiet = GroupSnapshot("infer", "parts", 5, {0: 20, 1: 7}, {0: 21, 1: 8}, MEMBER, 0.0, frozenset({0, 1}))
+    assert quiet.lag == 0
+    assert compare(before, quiet).state == "ok"
+    waiting = GroupSnapshot("infer", "parts", 5, {0: 20, 1: 7}, {0: 21, 1: 9}, MEMBER, 4.0, frozenset({0}))
+    assert waiting.lag == 2 and compare(before, waiting).state == "stalled"
