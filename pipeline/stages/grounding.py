@@ -44,7 +44,7 @@ COURTESY = frozenset(
         "else", "let", "know", "question", "questions", "great", "thank", "thanks", "feel", "free", "reach", "ask",
         "hesitate", "course", "certainly", "absolutely", "yes", "ok", "okay", "just", "one", "note", "need",
         "needs", "like", "want", "able", "way", "also", "still", "here", "more", "info", "information",
-        "customer", "shop", "us",
+        "customer", "shop", "us", "were", "answer",
     }
 )  # fmt: skip
 NEGATIONS = frozenset(
