@@ -8,12 +8,18 @@ the answer cache's key, so a new prompt never serves an old reply.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.messages import Prompt
+from pipeline.models.constraints import DecodingRules
+from pipeline.settings import Settings
+from pipeline.stages.grounding import Grounds, fact_sentences
 from pipeline.stages.sessions import Turn
+from pipeline.tasks.followup import leans_on_previous
 
 # Short on purpose: SmolLM2-135M answers "as a customer-service assistant, I'm
 # designed to ..." instead of answering when told more about its role.
@@ -60,3 +66,51 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
 
 def count_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a grounded reply starts: the facts it may state, and the sentences it opens with."""
+
+    prompt: Prompt  # with the entries the reply draws on
+    grounds: Grounds
+    lead: str  # the best fact sentence per sub-question, streamed before the model runs ("" if none matched)
+    runs: list[str]  # the fact texts the decoder copies from, one per entry
+
+
+def grounded_plan(prompt: Prompt, history: Sequence[Turn]) -> Plan:
+    """The facts of ``prompt`` (and, for a follow-up that names no topic of its own, the last turn's) and its lead.
+
+    A follow-up ("How long does it take to get there?") is retrieved on its own
+    words, which may point at a neighbour entry; the entries the previous turn
+    drew on come first then, so the lead answers the conversation's topic.
+    """
+    entries = [e for e in prompt.entries if e.get("matched")]
+    if history and history[-1].entries and leans_on_previous(prompt.text):
+        earlier = [{"question": prompt.text, "entry": entry, "answer": answer, "matched": True, "carried": True}
+                   for entry, answer in history[-1].entries]  # fmt: skip
+        known = {str(e["entry"]) for e in earlier}
+        entries = earlier + [e for e in entries if str(e.get("entry")) not in known]
+        prompt = dataclasses.replace(
+            prompt, entries=earlier + [e for e in prompt.entries if str(e.get("entry")) not in known]
+        )
+    pairs = [(str(e.get("entry")), str(e.get("answer") or "")) for e in entries]
+    grounds = Grounds.of(pairs, prompt.text)
+    leads: list[str] = []
+    for entry in entries:
+        fact = grounds.lead(str(entry.get("question") or prompt.text), str(entry.get("entry")))
+        if fact is not None and fact.text not in leads:
+            leads.append(fact.text)
+        if entry.get("carried"):
+            break  # one carried-over entry answers a follow-up
+    runs = list(dict.fromkeys(answer for _, answer in pairs if answer))
+    return Plan(prompt, grounds, " ".join(leads), [s for run in runs for s in [" ".join(fact_sentences(run))]])
+
+
+def rules(settings: Settings) -> DecodingRules:
+    bonus = tuple(float(x) for x in settings.chat_copy_bonus.split(","))
+    if len(bonus) != 3:
+        raise ValueError(
+            f"PIPELINE_CHAT_COPY_BONUS={settings.chat_copy_bonus!r}: three numbers, for 1-, 2- and 3-grams"
+        )
+    return DecodingRules(copy_bonus=(bonus[0], bonus[1], bonus[2]), no_repeat=settings.chat_no_repeat)
