@@ -19,7 +19,8 @@ asked in one session, in order. Every question (every turn) carries
 
 * ``right_entry``: every expected entry is among the answer's matched
   ``result["entries"]``;
-* ``facts``: every fact group has an alternative in the reply;
+* ``facts``: every fact group has an alternative in the reply (the customer's
+  message quoted back in it does not count);
 * ``grounded``: every number, price, time, percentage, phone number, e-mail
   address, web address and menu path the reply states is stated by a source:
   the retrieved entries' answer texts or the customer's message (in a
@@ -414,7 +415,9 @@ def score(
     got = {str(e.get("entry")) for e in result.get("entries") or [] if e.get("matched", True)}
     missing_entries = [e for e in question.entries if e not in got]
     said = normalise(reply)
-    missing_facts = [list(group) for group in question.facts if not fact_found(group, said)]
+    # A reply that quotes the message back ("no answer found for '...'") does not state its words as facts.
+    answered = said.replace(normalise(question.text), " ; ") if question.text.strip() else said
+    missing_facts = [list(group) for group in question.facts if not fact_found(group, answered)]
     sources = [question.text, *retrieved_texts(result, kbs)]
     for message, before in earlier:
         sources += [message, *retrieved_texts(before or {}, kbs)]

@@ -80,6 +80,24 @@ def test_the_wrong_entry_fails_right_entry_and_a_two_part_message_needs_both() -
     assert not ce.score(question(), "ok", unmatched, KBS).right_entry
 
 
+def test_the_message_quoted_back_is_not_a_fact() -> None:
+    """The pipeline's no-answer reply quotes the message; the words it quotes are not facts the reply states."""
+    q = question(text="我忘记密码了，怎么办？", entries=["reset-password"], facts=[["忘记密码"]], contradicts=[])
+    echo = f"抱歉，我没有找到“{q.text}”的答案，稍后会有同事联系您。"
+    assert not ce.score(q, "ok", answer({"reset-password": KBS["zh"]["reset-password"]}, echo), KBS).facts
+    said = "在登录页点击“忘记密码？”并输入账户邮箱。"
+    assert ce.score(q, "ok", answer({"reset-password": KBS["zh"]["reset-password"]}, said), KBS).facts
+
+
+def test_no_question_can_pass_facts_by_repeating_itself() -> None:
+    echoes = [
+        q.id
+        for q in [*HELDOUT.questions(), *TUNING.questions()]
+        if all(ce.fact_found(g, ce.normalise(q.text)) for g in q.facts)
+    ]
+    assert not echoes, echoes
+
+
 def test_an_error_answer_never_passes_even_with_a_good_reply() -> None:
     s = ce.score(question(), "partial", answer({"return-policy": RETURNS}, RETURNS), KBS)
     assert s.facts and s.grounded and not s.passed and s.failed() == ["status=partial"]
