@@ -132,7 +132,7 @@ class ScriptedEngine(SteppedEngine):
         if sequence.state is None:
             text = CharTokenizer().decode(sequence.prompt)
             last = text.rsplit("<user>", 1)[-1].removesuffix("<assistant>").strip()
-            last = last.rsplit("message: ", 1)[-1]  # the message, after the facts
+            last = last.rsplit("Question: ", 1)[-1]  # the message, after the facts
             sequence.state = [ord(ch) for ch in f"You said: {last}."] + [self.eos]
         time.sleep(self.step_s / max(len(self.active), 1))
         return int(sequence.state[len(sequence.tokens)])

@@ -7,7 +7,10 @@ own tokens). It does three things, in this order:
 
 1. **no repeats**: a token that would complete an n-gram (``no_repeat``
    tokens) already in the reply is forbidden, so the model cannot loop
-   ("I'm sorry for the confusion, but I'm sorry for any confusion");
+   ("I'm sorry for the confusion, but I'm sorry for any confusion"); digits
+   and number separators are left to rule 2, since a fact's number may be
+   said twice; special tokens other than the end of the reply, and line
+   breaks, never appear (a reply is one paragraph);
 2. **only grounded numbers**: a digit may only extend the number being
    written towards one that the facts or the message contain, and a number
    not yet complete cannot be left (every other token is forbidden until it
@@ -58,6 +61,14 @@ class Vocabulary:
                                     and i not in self.digits], np.int64)  # fmt: skip
         self.separators = {i: t for i, t in enumerate(self.text) if t in _SEPARATORS}
         self.end_ids = tuple(int(i) for i in _end_ids(tokenizer))
+        # Special tokens other than the end of the reply (<|endoftext|>, <|im_start|>, ...) have no place in one.
+        # Nor does a line break: a reply is one paragraph, and after a blank line SmolLM2 writes about the
+        # conversation ("The answer is yes.") instead of continuing it.
+        specials = {int(i) for i in getattr(tokenizer, "all_special_ids", None) or []}
+        breaks = {i for i, t in enumerate(self.text) if "\n" in t}
+        self.specials = np.array(sorted((specials | breaks) - set(self.end_ids)), np.int64)
+        # Digits and separators are the number rule's: a fact's number may be written twice.
+        self.numeric = frozenset(self.digits) | frozenset(self.separators)
         self.ends_sentence = [any(c in ".!?" for c in t) for t in self.text]
 
 
@@ -107,11 +118,15 @@ class GroundedDecoding:
     def __call__(self, tokens: Sequence[int], scores: np.ndarray) -> np.ndarray:
         """``scores`` (one row of logits) changed in place for the reply ``prefix + tokens``; returned."""
         reply = self.prefix + [int(t) for t in tokens]
+        if len(self.vocab.specials):
+            scores[self.vocab.specials] = -np.inf
         self._no_repeat(reply, scores)
         self._numbers(reply, scores)
         self._copy(reply, scores)
         if self.rules.own_sentence and not any(self.vocab.ends_sentence[t] for t in tokens):
             scores[list(self.vocab.end_ids)] = -np.inf
+        if not np.isfinite(scores).any():  # every rule said no: end the reply rather than pick token 0
+            scores[list(self.vocab.end_ids)] = 0.0
         return scores
 
     def _no_repeat(self, reply: list[int], scores: np.ndarray) -> None:
@@ -120,6 +135,7 @@ class GroundedDecoding:
             return
         last = tuple(reply[len(reply) - n + 1 :])
         banned = [reply[i + n - 1] for i in range(len(reply) - n + 1) if tuple(reply[i : i + n - 1]) == last]
+        banned = [t for t in banned if t not in self.vocab.numeric]
         if banned:
             scores[np.array(banned, np.int64)] = -np.inf
 

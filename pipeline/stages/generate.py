@@ -37,14 +37,14 @@ from typing import Any
 
 from pipeline.errors import ConfigError, DeadlineExceededError, DecodeError
 from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
-from pipeline.models.constraints import GroundedDecoding, Vocabulary
+from pipeline.models.constraints import Vocabulary
 from pipeline.models.generator import Generated, Generator, TextStream
 from pipeline.records import Output, Record, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import cache_key, reply_budget, versions
 from pipeline.stages.base import answer_output, reject
 from pipeline.stages.grounding import CheckedStream
-from pipeline.stages.prompting import chat_messages, count_tokens, grounded_plan, prompt_ids, rules
+from pipeline.stages.prompting import chat_messages, count_tokens, grounded_plan, grounded_sequence, prompt_ids
 from pipeline.stages.sessions import Session, Turn
 from pipeline.tasks.faq import FALLBACK, FALLBACK_ZH
 from pipeline.tasks.language import detect_language
@@ -81,6 +81,7 @@ class Reply:
     started_ms: float
     checked: CheckedStream | None = None  # grounded replies: the lead, then checked sentences
     first_token_ms: float | None = None
+    model_first_ms: float | None = None  # the model's own first token (after the lead, for grounded replies)
     seq: int = 0
     held: str = ""  # text not yet sent: sent when chunk_flush_ms has passed since the last chunk
     sent_ms: float = 0.0
@@ -107,7 +108,6 @@ class Generate(StatefulHooks):
         self.languages = {code.strip() for code in settings.chat_languages.split(",") if code.strip()}
         # Grounded decoding needs each token's text (0.1 s for SmolLM2's 49k tokens, once).
         self.vocab = Vocabulary(tokenizer) if settings.chat_grounded else None
-        self.rules = rules(settings)
 
     # -- the handler (worker threads; several batches at once) ---------------------------------
 
@@ -165,7 +165,11 @@ class Generate(StatefulHooks):
             prompt = plan.prompt  # the entries the reply draws on (a follow-up's earlier ones included)
             if not plan.lead:  # nothing retrieved: no model may answer it
                 return self._retrieved_reply(prompt, record, headers, history, session, language)
-        ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
+        process = None
+        if plan is not None and self.vocab is not None:
+            ids, process, checked = grounded_sequence(plan, self.tokenizer, self.vocab, self.settings, history)
+        else:
+            ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
         wait_s = None if headers.deadline_ms is None else (headers.deadline_ms - now_ms()) / 1000
         if (wait_s is not None and wait_s <= 0) or not self.slots.acquire(timeout=wait_s):
             error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
@@ -173,14 +177,9 @@ class Generate(StatefulHooks):
             return [answer_output(answer, headers)]
         reply = Reply(prompt, record, headers, history, TextStream(self.tokenizer), now_ms(), done=done)
         budget = reply_budget(self.settings, prompt.max_tokens)
-        process = None
-        if plan is not None and self.vocab is not None:
+        if plan is not None and process is not None:
             # The reply opens with the facts' best sentences, streamed now; the model continues after them.
-            lead_ids = list(self.tokenizer(plan.lead, add_special_tokens=False)["input_ids"])
-            ids = ids + lead_ids
-            runs = [self.tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in plan.runs]
-            process = GroundedDecoding(self.vocab, runs, plan.grounds.numbers, lead_ids, self.rules)
-            reply.checked = CheckedStream(plan.grounds, plan.lead, self.settings.chat_max_sentences)
+            reply.checked = checked
             reply.first_token_ms = now_ms()
             self._chunk(reply, plan.lead)
         try:
@@ -212,6 +211,8 @@ class Generate(StatefulHooks):
         now = now_ms()
         if reply.first_token_ms is None:
             reply.first_token_ms = now
+        if reply.model_first_ms is None:
+            reply.model_first_ms = now
         deadline = reply.headers.deadline_ms
         in_time = deadline is None or now < deadline
         if reply.checked is not None:  # whole sentences, each checked, go out as they pass
@@ -285,7 +286,8 @@ class Generate(StatefulHooks):
         n = len(generated.tokens)
         first = reply.first_token_ms
         requested = reply.headers.hops.get("requested", reply.started_ms)
-        decode_s = (end - first) / 1000 if first is not None else 0.0
+        started = reply.model_first_ms  # tokens/s is the model's: from its first token, not the lead's
+        decode_s = (end - started) / 1000 if started is not None else 0.0
         checked = reply.checked
         extra: dict[str, Any] = {"grounding": checked.report()} if checked is not None else {}
         return {

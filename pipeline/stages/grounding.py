@@ -44,7 +44,7 @@ COURTESY = frozenset(
         "else", "let", "know", "question", "questions", "great", "thank", "thanks", "feel", "free", "reach", "ask",
         "hesitate", "course", "certainly", "absolutely", "yes", "ok", "okay", "just", "one", "note", "need",
         "needs", "like", "want", "able", "way", "also", "still", "here", "more", "info", "information",
-        "customer", "shop", "us",
+        "customer", "shop", "us", "were", "answer",
     }
 )  # fmt: skip
 NEGATIONS = frozenset(
@@ -55,11 +55,14 @@ NEGATIONS = frozenset(
 )  # fmt: skip
 # Share of a sentence's content words that the facts or the message must contain.
 SUPPORT = 0.75
+# Words a later sentence of an entry must share with the question beyond the first's to lead instead.
+LEAD_MARGIN = 2
 # A sentence this similar to one already in the reply is a repeat.
 REPEAT = 0.8
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _NUMBER = re.compile(r"\d+(?:[.,:/\-–—]\d+)*")
+_CUT_NUMBER = re.compile(r"\d[-–—/:](?!\d)")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _STEP = re.compile(r"([A-Za-z][\w&'-]*)\s*>\s*([A-Za-z][\w&'-]*)")
 # Where a fact text is cut into sentences: after . ! ? before the next one's first letter or quote.
@@ -179,20 +182,33 @@ class Grounds:
                 best = key
         return best[2] if best is not None and best[0] > 0 else None
 
-    def lead(self, question: str, entry: str) -> Fact | None:
-        """The sentence of ``entry`` that best answers ``question``: the reply's first words.
+    def lead(self, question: str, entries: Sequence[str]) -> Fact | None:
+        """The sentence that best answers ``question`` among ``entries``' (in order of trust): the reply's first words.
 
-        The one sharing the most content words with the question, its first
-        sentence when none shares one (entries put the answer first).
+        Entries put the answer first, so an entry's first sentence leads unless
+        a later one shares at least ``LEAD_MARGIN`` more of the question's
+        content words; across entries, the one sharing the most words wins,
+        the earlier entry on a tie.
         """
-        mine = [f for f in self.facts if f.entry == entry]
-        if not mine:
-            return None
-        return self.closest(question, mine) or mine[0]
+        asked = content(question) - COURTESY
+        best: tuple[int, int, Fact] | None = None
+        for rank, entry in enumerate(entries):
+            mine = [f for f in self.facts if f.entry == entry]
+            if not mine:
+                continue
+            shared = [len(asked & f.words) for f in mine]
+            # A later sentence needs LEAD_MARGIN more shared words than the first; ties go to the earlier.
+            pick = max(range(len(mine)), key=lambda i: (shared[i] - (LEAD_MARGIN - 1 if i else 0), -i))
+            key = (shared[pick], -rank, mine[pick])
+            if best is None or key[:2] > best[:2]:
+                best = key
+        return best[2] if best is not None else None
 
     def check(self, sentence: str, earlier: Sequence[str] = ()) -> Verdict:
         """Whether ``sentence`` may be streamed (see the module docstring)."""
         closest = self.closest(sentence)
+        if _CUT_NUMBER.search(sentence):
+            return Verdict(False, "number cut off", closest)
         for number in _NUMBER.findall(sentence):
             number = re.sub("[–—]", "-", number)
             if number not in self.numbers:
@@ -204,6 +220,8 @@ class Grounds:
             if step not in self.steps:
                 return Verdict(False, f"menu step {' > '.join(step)}", closest)
         mine = content(sentence)
+        if not mine:
+            return Verdict(False, "empty", closest)  # "P.S.", "A.": nothing to say
         claims = mine - COURTESY
         if claims:
             grounded = sum(1 for w in claims if w in self.words)
@@ -305,7 +323,7 @@ class CheckedStream:
                 self.done = True
             return self._release(sentence)
         self.rejected.append({"sentence": sentence, "reason": verdict.reason})
-        if verdict.reason == "repeat":
+        if verdict.reason in ("repeat", "empty"):
             self.dropped += 1
             return ""
         self.done = True  # the model's context has gone wrong: a fact closes the reply

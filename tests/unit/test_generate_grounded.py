@@ -18,8 +18,8 @@ KB = {e["id"]: e["answer"] for e in json.loads((PROJECT_ROOT / "pipeline/data/fa
 RETURN_FIRST, RETURN_SECOND = fact_sentences(KB["return-policy"])
 
 
-def entry(question: str, entry_id: str, matched: bool = True) -> dict[str, object]:
-    return {"question": question, "entry": entry_id, "match": question, "answer": KB[entry_id], "score": 0.9,
+def entry(question: str, entry_id: str, matched: bool = True, score: float = 0.9) -> dict[str, object]:
+    return {"question": question, "entry": entry_id, "match": question, "answer": KB[entry_id], "score": score,
             "matched": matched}  # fmt: skip
 
 
@@ -87,9 +87,9 @@ def test_without_grounding_the_invented_sentence_streams(stages: list[Stage]) ->
 def test_a_follow_up_without_a_topic_draws_on_the_entry_of_the_turn_before(stages: list[Stage]) -> None:
     stage = make(stages, " Import duties are paid by the customer.")
     stage.ask(record("r1", "Do you ship to Canada?", [entry("Do you ship to Canada?", "international-shipping")], "s"))
-    # Retrieved alone, the follow-up points at domestic shipping times.
-    answer, chunks = stage.ask(record("r2", "How long does that take?", [entry("How long does that take?",
-                                                                               "shipping-times")], "s", 1))  # fmt: skip
+    # Retrieved alone, the follow-up points at domestic shipping times, unsure.
+    follow_up = [entry("How long does that take?", "shipping-times", score=0.5)]
+    answer, chunks = stage.ask(record("r2", "How long does that take?", follow_up, "s", 1))
     assert answer.result is not None
     assert "7-14 business days" in chunks[0], "the lead answers the conversation's topic"
     assert [e["entry"] for e in answer.result["entries"]][:1] == ["international-shipping"]

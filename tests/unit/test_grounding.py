@@ -65,9 +65,21 @@ def test_numbers_of_the_message_are_grounded_too() -> None:
 
 def test_the_lead_is_the_entry_sentence_that_answers_the_question() -> None:
     refunds = grounds("When will my bank show the refund?", "refund-status")
-    lead = refunds.lead("When will my bank show the refund?", "refund-status")
+    lead = refunds.lead("When will my bank show the refund?", ["refund-status"])
     assert lead is not None and "3-5 business days" in lead.text
-    assert refunds.lead("hello", "refund-status") == refunds.facts[0], "no shared word: the entry's first sentence"
+    assert refunds.lead("hello", ["refund-status"]) == refunds.facts[0], "no shared word: the entry's first sentence"
+    asked = "Can I check my gift card balance on your Gift Cards page?"
+    gift = grounds(asked, "redeem-gift-card")
+    lead = gift.lead(asked, ["redeem-gift-card"])
+    assert lead is not None and lead.text.startswith("You can check the balance"), "a later sentence that says more"
+    lead = gift.lead("How do I check the balance?", ["redeem-gift-card"])
+    assert lead == gift.facts[0], "one word more is not enough to pass over the answer-first sentence"
+
+
+def test_across_entries_the_sentence_sharing_most_with_the_question_leads() -> None:
+    both = grounds("How much does it cost?", "shipping-times", "shipping-costs")
+    lead = both.lead("How much does it cost?", ["shipping-times", "shipping-costs"])
+    assert lead is not None and lead.entry == "shipping-costs"
 
 
 def test_a_checked_stream_streams_good_sentences_replaces_a_bad_one_and_stops() -> None:
