@@ -1,4 +1,4 @@
-"""Talking to a running pipeline: ``pipeline ask``, ``pipeline eval faq`` and ``pipeline demo``."""
+"""Talking to a running pipeline: ``pipeline ask``, ``pipeline eval`` (faq; ``--chat`` in :mod:`.chat_eval`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from pipeline.catalog import TASK_NAMES
+from pipeline.commands import chat_eval
 from pipeline.commands.common import add_cluster_args, settings_from
 from pipeline.errors import PipelineError
 from pipeline.messages import Answer
@@ -31,7 +32,9 @@ def register(sub: Any) -> None:
     add_cluster_args(ask)
     ask.set_defaults(func=cmd_ask)
 
-    ev = sub.add_parser("eval", help="top-1 accuracy of the faq task through the running pipeline")
+    ev = sub.add_parser(
+        "eval", help="top-1 accuracy of the faq task (--chat: the chat evaluation) through the running pipeline"
+    )
     ev.add_argument("--file", help="evaluation set (default: the shipped pipeline/data/faq_eval.json)")
     ev.add_argument("--timeout", type=float, default=60.0)
     ev.add_argument(
@@ -55,6 +58,7 @@ def register(sub: Any) -> None:
         help="instead: choose faq's fusion weights, threshold and unsure margin on the tuning set only "
         "(in this process, no broker) and print them as PIPELINE_FAQ_* settings",
     )
+    chat_eval.add_args(ev)
     add_cluster_args(ev)
     ev.set_defaults(func=cmd_eval)
 
@@ -235,6 +239,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.chat:
+        return chat_eval.cmd_chat_eval(args)
     if args.calibrate:
         return cmd_calibrate(args)
     if args.heldout:
