@@ -277,7 +277,9 @@ class Generate(StatefulHooks):
         if answer.ok and not reply.history:
             budget = reply_budget(self.settings, prompt.max_tokens)
             key = cache_key(TASK, prompt.text, budget, self.version)
-            outputs.append(Output("answer-cache", key, Answer.success(prompt.id, TASK, result).encode()))
+            # Served later to requests without a session: the copy names none (not this customer's).
+            shared = {**result, "session": None}
+            outputs.append(Output("answer-cache", key, Answer.success(prompt.id, TASK, shared).encode()))
         log.info("answered %s: %s, %d tokens%s", prompt.id, answer.status, len(generated.tokens),
                  f" (session {prompt.session})" if prompt.session else "")  # fmt: skip
         return outputs
