@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.messages import Prompt
 from pipeline.models.constraints import DecodingRules, GroundedDecoding, Vocabulary
 from pipeline.settings import Settings
-from pipeline.stages.grounding import CheckedStream, Grounds
+from pipeline.stages.grounding import Grounds
 from pipeline.stages.sessions import Turn
 from pipeline.tasks.followup import leans_on_previous
 
@@ -116,14 +116,14 @@ def grounded_plan(prompt: Prompt, history: Sequence[Turn]) -> Plan:
 
 def grounded_sequence(
     plan: Plan, tokenizer: Any, vocab: Vocabulary, settings: Settings, history: Sequence[Turn] = ()
-) -> tuple[list[int], GroundedDecoding, CheckedStream]:
-    """What the engine runs for a grounded reply: the prompt with the lead as the reply's start, its logits
-    processor, and the check its text goes through."""
+) -> tuple[list[int], GroundedDecoding]:
+    """What the engine runs for a grounded reply: the prompt with the lead as the reply's start, and its logits
+    processor (the text then goes through ``CheckedStream(plan.grounds, plan.lead, ...)``)."""
     lead_ids = [int(t) for t in tokenizer(plan.lead, add_special_tokens=False)["input_ids"]]
     ids = prompt_ids(tokenizer, chat_messages(plan.prompt, history)) + lead_ids
     runs = [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in plan.runs]
     process = GroundedDecoding(vocab, runs, plan.grounds.numbers, lead_ids, rules(settings))
-    return ids, process, CheckedStream(plan.grounds, plan.lead, settings.chat_max_sentences)
+    return ids, process
 
 
 def rules(settings: Settings) -> DecodingRules:
