@@ -124,3 +124,15 @@ def test_a_chinese_chat_message_is_retrieved_from_the_chinese_shop() -> None:
     request = Request(id="z", task="chat", text="我的快递到哪了？")
     assert request_route(request, settings) == "chat:zh"
     assert route_settings(request, settings).faq_kb == settings.faq_multilingual_kb
+
+
+def test_a_short_follow_up_keeps_to_the_one_entry_its_lead_comes_from(stages: list[Stage]) -> None:
+    stage = make(stages, " Standard shipping is free over $50.")
+    stage.ask(record("r1", "Is standard shipping free?", [entry("Is standard shipping free?", "shipping-costs")], "s"))
+    # "And express?" alone retrieves delivery times; the conversation was about what shipping costs.
+    answer, chunks = stage.ask(
+        record("r2", "And express?", [entry("And express?", "shipping-times", score=0.45)], "s", 1)
+    )
+    assert answer.result is not None
+    assert "$12.95" in chunks[0], "Express costs $12.95: the lead answers the conversation's question"
+    assert [e["entry"] for e in answer.result["entries"]] == ["shipping-costs"], "no drift into the other entry"
