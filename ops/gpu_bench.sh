@@ -6,8 +6,8 @@
 #     fp32 passes), the pipeline on the CPU (PIPELINE_PROVIDER, default cpu)
 #     and on CUDA with one member per stage, and the scaled-member rows on
 #     CUDA (GPU_BENCH_MEMBERS, `--members` syntax), every GPU member with its
-#     budget (PIPELINE_GPU_MEM_LIMIT_MB, default 4096: 4 infer members take
-#     about 20 GiB of the 141 an H200 has).
+#     budget (PIPELINE_GPU_MEM_LIMIT_MB, default 4096; the start refuses
+#     members whose budgets and contexts do not fit the device).
 #  2. `pipeline chat-bench` with the chat engine on CUDA
 #     (PIPELINE_GENERATE_PROVIDER=cuda; 2 min at most; GPU_BENCH_CHAT=0 skips it).
 # On a machine without CUDA the GPU rows print "skipped: no CUDA" and the rest

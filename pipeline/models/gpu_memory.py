@@ -7,7 +7,7 @@ one H200). ``PIPELINE_GPU_MEM_LIMIT_MB`` caps each session's arena
 (``gpu_mem_limit``) and grows it only by what is asked
 (``arena_extend_strategy=kSameAsRequested``), so N members take at most N
 budgets plus each process's own CUDA context and library handles
-(``CONTEXT_MB``, measured on an H200: see docs/operations.md).
+(``CONTEXT_MB``, measured on an H200: docs/performance.md).
 
 The device's total memory is read through NVML (the driver's
 ``libnvidia-ml.so.1``, by ctypes): it makes no CUDA context and takes no GPU
@@ -31,7 +31,7 @@ log = logging.getLogger("pipeline.models.gpu_memory")
 MIB = 1 << 20
 # What one process takes on the GPU besides its arena: the CUDA context,
 # cuBLAS/cuDNN handles and workspaces, the kernels loaded (lazily). Measured
-# with nvidia-smi per process on an H200 (docs/operations.md); rounded up.
+# with nvidia-smi per process on an H200: about 820 MiB (docs/performance.md, GPU); rounded up.
 CONTEXT_MB = 1024
 
 
