@@ -45,10 +45,10 @@ def parse_members(text: str) -> tuple[Members, ...]:
     text = text.strip()
     usage = f"--members {text!r}: write infer counts (1,2) or STAGE=N[,STAGE=N...] with STAGE in {', '.join(STAGES)}"
     if "=" not in text:
-        counts = [n.strip() for n in text.split(",")]
-        if not all(n.isdigit() and int(n) >= 1 for n in counts):
+        infer = [n.strip() for n in text.split(",")]
+        if not all(n.isdigit() and int(n) >= 1 for n in infer):
             raise ValueError(usage)
-        return tuple(members(infer=int(n)) for n in counts)
+        return tuple(members(infer=int(n)) for n in infer)
     rows = []
     for setting in text.split(";"):
         counts: dict[str, int] = {}

@@ -222,7 +222,8 @@ def _preload_gpu_libraries() -> None:
 def engine_providers(settings: Settings) -> list[Any]:
     """The generation engine's providers: ``PIPELINE_GENERATE_PROVIDER`` (cpu, or cuda with the CPU behind it)."""
     if settings.generate_provider.strip().lower() == "cuda":
-        _preload_gpu_libraries()
+        if gpu_present():
+            _preload_gpu_libraries()
         return [(PROVIDERS["cuda"], cuda_options(settings)), PROVIDERS["cpu"]]
     return [PROVIDERS["cpu"]]
 

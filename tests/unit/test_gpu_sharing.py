@@ -190,6 +190,17 @@ def test_a_budget_sets_the_cuda_arena_limit_and_its_growth() -> None:
         Settings(generate_provider="tpu").check()
 
 
+def test_the_chat_engine_runs_where_generate_provider_says() -> None:
+    from pipeline.models.session import engine_providers
+
+    assert engine_providers(Settings()) == ["CPUExecutionProvider"]
+    budget = Settings(generate_provider="cuda", gpu_mem_limit_mb=1024)
+    assert engine_providers(budget) == [
+        ("CUDAExecutionProvider", {"gpu_mem_limit": 1024 << 20, "arena_extend_strategy": "kSameAsRequested"}),
+        "CPUExecutionProvider",
+    ]
+
+
 def test_members_must_fit_the_device() -> None:
     budget = Settings(gpu_mem_limit_mb=30_000, generate_provider="cuda")
     counts = {"filter": 2, "split": 2, "infer": 4, "merge": 2, "generate": 1}
