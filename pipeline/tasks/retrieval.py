@@ -38,8 +38,10 @@ shipped shop and MiniLM, and docs/models.md shows the numbers.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -148,7 +150,7 @@ class Lexical:
     def __init__(
         self, documents: Sequence[str], half: float = LEXICAL_HALF, synonyms: Sequence[Sequence[str]] = ()
     ) -> None:
-        import bm25s
+        bm25s = import_bm25s()
 
         self.synonyms = Synonyms(synonyms)
         # A placeholder token keeps an empty document from breaking the index.
@@ -175,6 +177,34 @@ class Lexical:
         """(len(texts), entries) in [0, 1): BM25 saturated as ``s / (s + half)``."""
         raw = self.raw(texts)
         return np.asarray(raw / (raw + self.half))
+
+
+def import_bm25s() -> ModuleType:
+    """``bm25s`` on its numpy backend, never importing ``jax``.
+
+    bm25s's package import (``bm25s/selection.py``) tries ``import jax.lax``
+    and, where jax is installed (most GPU images), runs one ``top_k``: that
+    makes a JAX client, which on a GPU host preallocates 75 % of the GPU in
+    this process. With four infer members on one H200 the first took 105 GiB
+    and the others failed ``cublasCreate`` (issue 19). The project uses only
+    ``BM25.index`` and ``get_scores`` (numpy, scipy-free), so jax is hidden
+    while bm25s loads: its ``import jax.lax`` raises ImportError, which bm25s
+    catches, and it keeps the numpy path for the life of the process. The
+    entry is restored afterwards, so code that wants jax can still import it.
+    bm25s decides nowhere else (``BM25(backend="numpy")`` is its default).
+    """
+    loaded = sys.modules.get("bm25s")
+    if loaded is not None:
+        return loaded
+    saved: dict[str, ModuleType] = {name: sys.modules[name] for name in ("jax", "jax.lax") if name in sys.modules}
+    sys.modules["jax"] = None  # type: ignore[assignment]  # "import jax" now raises ImportError
+    sys.modules.pop("jax.lax", None)
+    try:
+        import bm25s
+    finally:
+        del sys.modules["jax"]
+        sys.modules.update(saved)
+    return bm25s
 
 
 def fuse(dense_questions: np.ndarray, dense_answer: np.ndarray, lexical: np.ndarray, weights: Weights) -> np.ndarray:
