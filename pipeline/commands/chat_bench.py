@@ -81,6 +81,7 @@ def cmd_chat_bench(args: argparse.Namespace) -> int:
     kafka, entries = through_kafka(settings, levels, args.rounds)
     local = in_process(settings, levels, args.rounds, entries, grounded=False)
     grounded = in_process(settings, levels, args.rounds, entries, grounded=True) if settings.chat_grounded else {}
+    speeds = decoding_ab(settings, entries) if settings.chat_grounded else []
     print()
     print(f"{'conversations':>13} | {'':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'tok/s/conv':>10} {'tok/s total':>11}"
           f" | {'retrieval p50':>13} {'+ prefill p50':>13} {'+ Kafka p50':>11}")  # fmt: skip
@@ -97,9 +98,11 @@ def cmd_chat_bench(args: argparse.Namespace) -> int:
         ratio = kafka[n].total() / local[n].total()
         extra = kafka[n].ttft(0.5) - local[n].ttft(0.5)
         print(f"{'':>13} | kafka/in-process tokens/s {ratio:.2f}; TTFT p50 +{extra:.0f} ms through Kafka")
-        if grounded:
-            speed = grounded[n].per_conversation() / local[n].per_conversation()
-            print(f"{'':>13} | grounded/plain decoding in-process: tokens/s per conversation {speed:.2f}")
+    if speeds:
+        ratios = ", ".join(f"{g / p:.2f}" for p, g in speeds)
+        print(f"decoding A/B, the same grounded prompts with and without the logits processors, alternated, "
+              f"40 tokens each: plain {statistics.mean(p for p, _ in speeds):.1f} tokens/s, grounded "
+              f"{statistics.mean(g for _, g in speeds):.1f}; grounded/plain per round {ratios}")  # fmt: skip
     return 0
 
 
@@ -195,6 +198,40 @@ def in_process(
             name = "grounded" if grounded else "in-process"
             print(f"  {name}, {n} conversations: {len(results[n].runs)} replies in {results[n].wall_s:.1f} s")
         return results
+    finally:
+        engine.close()
+
+
+def decoding_ab(settings: Settings, entries: dict[str, Any], rounds: int = 3) -> list[tuple[float, float]]:
+    """(plain, grounded) tokens/s of one conversation per round: the processors' own cost, nothing else different.
+
+    The replies of the rows above end where the check stops them, so their
+    tokens/s mixes in how long each reply is; here every reply has 40 tokens.
+    """
+    from pipeline.messages import Prompt
+    from pipeline.models.constraints import Vocabulary
+    from pipeline.models.generator import load_generator
+    from pipeline.stages.prompting import grounded_plan, grounded_sequence
+
+    engine, tokenizer = load_generator(settings)
+    vocab = Vocabulary(tokenizer)
+    plans = [grounded_plan(Prompt("b", text, entries=found), []) for text, found in entries.items() if found]
+    plans = [plan for plan in plans if plan.lead][:4]
+    if hasattr(engine, "eos"):
+        engine.eos = set()  # 40 tokens every time, with or without the processors
+    try:
+
+        def rate(with_processors: bool) -> float:
+            rates = []
+            for plan in plans:
+                ids, process = grounded_sequence(plan, tokenizer, vocab, settings)
+                times: list[float] = []
+                engine.submit(ids, 40, lambda _t: times.append(time.perf_counter()) or True, None,
+                              process if with_processors else None).result()  # fmt: skip
+                rates.append((len(times) - 1) / (times[-1] - times[0]))
+            return statistics.mean(rates)
+
+        return [(rate(False), rate(True)) for _ in range(rounds)] if plans else []
     finally:
         engine.close()
 
