@@ -226,8 +226,12 @@ def decoding_ab(settings: Settings, entries: dict[str, Any], rounds: int = 3) ->
             for plan in plans:
                 ids, process = grounded_sequence(plan, tokenizer, vocab, settings)
                 times: list[float] = []
-                engine.submit(ids, 40, lambda _t: times.append(time.perf_counter()) or True, None,
-                              process if with_processors else None).result()  # fmt: skip
+
+                def on_token(_token: int, times: list[float] = times) -> bool:
+                    times.append(time.perf_counter())
+                    return True
+
+                engine.submit(ids, 40, on_token, None, process if with_processors else None).result()
                 rates.append((len(times) - 1) / (times[-1] - times[0]))
             return statistics.mean(rates)
 
