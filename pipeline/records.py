@@ -1,6 +1,6 @@
 """What a stage sees and emits, and what it may ask of the loop that runs it.
 
-This is the contract between the Kafka runner (``pipeline.kafka.runner``) and
+This is the contract between the Kafka runner (``pipeline.runtime.runner``) and
 the stages (``pipeline.stages``); both import it, neither imports the other.
 A stage is built from Settings into a :class:`StageLogic`: a plain
 :data:`Handler` (records in, outputs out) plus, for a stage that needs more
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from pipeline.messages import HeaderList
 
@@ -158,9 +159,23 @@ class StatefulHooks(Hooks):
             self.table = state
 
 
+class Watcher(Protocol):
+    """A stage that watches the queues of later stages (filter's shedding model).
+
+    The runtime opens the probe (it speaks Kafka; the stage does not): it calls
+    :meth:`watch` once, before the member joins its group, with a function
+    that opens a probe of ``downstream`` and returns its read and close.
+    """
+
+    downstream: Sequence[tuple[str, str]]  # (stage, source topic) pairs
+
+    def watch(self, open_probe: Callable[[], tuple[Callable[[], Any], Callable[[], None]]]) -> None: ...
+
+
 @dataclass(frozen=True)
 class StageLogic:
-    """A stage as built from Settings: its handler and, if it needs them, its hooks."""
+    """A stage as built from Settings: its handler and, if it needs them, its hooks and its watcher."""
 
     handler: Handler
     hooks: Hooks = field(default_factory=Hooks)
+    watcher: Watcher | None = None

@@ -114,7 +114,7 @@ class Settings:
     qa_model: str = ""
     classify_model: str = ""
     faq_kb: Path = PROJECT_ROOT / "pipeline" / "data" / "faq_shop.json"
-    # How an faq entry's score is made (pipeline/tasks/retrieval.py): the weight of
+    # How an faq entry's score is made (pipeline/tasks/faq/retrieval.py): the weight of
     # the cosine with its answer text, of its saturated BM25 score and of the cosine
     # with its title line (id words and keywords); the rest goes to its best
     # question's cosine. Below faq_min_score (of that fused score) a sub-question

@@ -145,8 +145,8 @@ def _result_text(task: str | None, result: dict[str, Any]) -> str:
 
 
 def cmd_heldout(args: argparse.Namespace) -> int:
-    from pipeline import evaluation as ev
     from pipeline.client import Client
+    from pipeline.tools.quality import evaluation as ev
 
     settings = settings_from(args)
     tuning, test = ev.load_sets()
@@ -186,8 +186,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from pipeline import calibration as cal
-    from pipeline import evaluation as ev
+    from pipeline.tools.quality import calibration as cal
+    from pipeline.tools.quality import evaluation as ev
 
     tuning, _ = ev.load_sets()  # the test set is never read here
     signals, expected, _ = cal.tuning_signals(settings_from(args), tuning)
@@ -212,7 +212,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from pipeline.client import Client
     from pipeline.settings import PROJECT_ROOT
-    from pipeline.tasks.kb import load_eval
+    from pipeline.tasks.faq.kb import load_eval
 
     path = Path(args.file) if args.file else PROJECT_ROOT / "pipeline" / "data" / "faq_eval.json"
     items = load_eval(path)

@@ -47,8 +47,8 @@ def _variant(text: str) -> tuple[str, str]:
 def cmd_bench(args: argparse.Namespace) -> int:
     import orjson
 
-    from pipeline.bench.report import render
-    from pipeline.bench.run import Options, run_bench
+    from pipeline.tools.bench.report import render
+    from pipeline.tools.bench.run import Options, run_bench
 
     settings = settings_from(args)
     options = Options(

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.commands.common import add_cluster_args, settings_from
-from pipeline.models.bench_generate import QUESTIONS  # the same customer questions as the engine's bench
 from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.tools.bench.generate import QUESTIONS  # the same customer questions as the engine's bench
 
 
 @dataclass
@@ -144,7 +144,7 @@ def through_kafka(settings: Settings, levels: list[int], rounds: int) -> tuple[d
 def in_process(settings: Settings, levels: list[int], rounds: int, entries: dict[str, Any]) -> dict[int, Level]:
     from pipeline.messages import Prompt
     from pipeline.models.generator import load_generator
-    from pipeline.stages.prompting import chat_messages, prompt_ids
+    from pipeline.stages.generate.prompting import chat_messages, prompt_ids
 
     engine, tokenizer = load_generator(settings)
     try:

@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.flow import run_stage
+    from pipeline.runtime.member import run_stage
 
     settings = settings_from(args, member=args.member)
     if settings.sasl and not settings.sasl_username:
@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    from pipeline.kafka.liveness import exit_after_signal
+    from pipeline.runtime.liveness import exit_after_signal
 
     exit_after_signal(f"{args.stage} member {settings.member}", settings.shutdown_timeout_s)
     run_stage(args.stage, settings, stop)

@@ -1,10 +1,10 @@
 """Which partition a keyed record lands on: Kafka's murmur2 partitioner, in Python.
 
 The stage producers use librdkafka's ``murmur2_random`` partitioner
-(``pipeline.kafka.config``), which for a keyed record is the Java client's
+(``pipeline.runtime.config``), which for a keyed record is the Java client's
 default: ``(murmur2(key) & 0x7fffffff) % partitions``. filter uses it to know
 which partitions of ``filtered``, ``parts`` and ``results`` a request will
-wait in, before anything is produced (``pipeline.stages.queue_wait``). Pure
+wait in, before anything is produced (``pipeline.stages.filter.queue_wait``). Pure
 Python, no client needed.
 """
 

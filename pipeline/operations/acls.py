@@ -1,7 +1,7 @@
 """Least-privilege ACLs: the map (pipeline/flow.py) and ``topics/acls/principals.toml`` made into bindings.
 
 Pure: reads the declaration and returns frozen :class:`Acl` bindings with
-cluster-side names (the prefix added); :mod:`pipeline.kafka.acls` makes a
+cluster-side names (the prefix added); :mod:`pipeline.operations.apply_acls` makes a
 cluster's ACLs match them. The declaration file says what the rules are; in
 short, a stage reads its source and its own group, writes its sinks and uses
 its own transactional-id prefix, and nothing else; a stage that watches the
@@ -174,7 +174,7 @@ def stage_acls(settings: Settings, stage: Stage, declaration: AclDeclaration) ->
         reads[stage.changelog] = "its changelog, restored on assignment"
     reads.update({t: "declared in topics/acls" for t in declaration.extra_reads.get(stage.name, ())})
     writes = {t: "a sink" for t in stage.sinks}
-    # Every member's runner reports to the monitor (pipeline/kafka/telemetry.py), outside transactions.
+    # Every member's runner reports to the monitor (pipeline/runtime/telemetry.py), outside transactions.
     writes[TELEMETRY] = "its members' telemetry reports, for the monitor"
     writes.update({t: "declared in topics/acls" for t in declaration.extra_writes.get(stage.name, ())})
     watched = [s for s in STAGES if s.name in declaration.watches.get(stage.name, ())]

@@ -28,8 +28,8 @@ from confluent_kafka.admin import (
 )
 
 from pipeline.errors import BrokerError, ConfigError
-from pipeline.kafka.auth import accepts, metadata, problems_of
-from pipeline.kafka.config import admin_config
+from pipeline.runtime.auth import accepts, metadata, problems_of
+from pipeline.runtime.config import admin_config
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec, load_topics
 

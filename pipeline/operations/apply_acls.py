@@ -1,6 +1,6 @@
-"""Make a cluster's ACLs and SCRAM users match the declarations (pipeline/acls.py).
+"""Make a cluster's ACLs and SCRAM users match the declarations (pipeline/operations/acls.py).
 
-:func:`apply_acls` is idempotent like :func:`pipeline.kafka.admin.apply_topics`:
+:func:`apply_acls` is idempotent like :func:`pipeline.operations.admin.apply_topics`:
 it creates the bindings that are missing and deletes the bindings of the
 pipeline's own principals that are no longer declared (so a right taken out
 of the map is taken off the cluster too). Bindings of other principals are
@@ -32,9 +32,9 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from pipeline.acls import Acl, bindings, roles
 from pipeline.errors import AuthenticationError, BrokerError
-from pipeline.kafka.admin import TIMEOUT_S, _admin, _reason, _wait, check_broker
+from pipeline.operations.acls import Acl, bindings, roles
+from pipeline.operations.admin import TIMEOUT_S, _admin, _reason, _wait, check_broker
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.kafka.acls")

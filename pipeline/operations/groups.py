@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from confluent_kafka.admin import AdminClient
 
-from pipeline.kafka.config import admin_config
+from pipeline.runtime.config import admin_config
 from pipeline.settings import Settings
 
 

@@ -12,14 +12,13 @@ import time
 from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
 
 from pipeline.errors import BrokerError
-from pipeline.kafka.config import admin_config, consumer_config
+from pipeline.operations.status import GroupSnapshot, Member
+from pipeline.runtime.config import admin_config, consumer_config
+from pipeline.runtime.offsets import TIMEOUT_S, committed_offsets, end_offsets
 from pipeline.settings import Settings
-from pipeline.status import GroupSnapshot, Member
-
-TIMEOUT_S = 10.0
 
 
 def snapshot(settings: Settings, stages: Iterable[tuple[str, str]], *, ages: bool = True) -> list[GroupSnapshot]:
@@ -32,13 +31,13 @@ def snapshot(settings: Settings, stages: Iterable[tuple[str, str]], *, ages: boo
     except KafkaException as exc:
         raise BrokerError(f"cannot reach the cluster at {settings.bootstrap_servers}: {exc}") from exc
     partitions = {t: sorted(metadata.topics[t].partitions) for t in topics if t in metadata.topics}
-    ends = _end_offsets(admin, partitions)
+    ends = end_offsets(admin, partitions)
     groups = [settings.group(stage) for stage, _ in stages]
     members = _members(admin, groups)
     snapshots = []
     for (stage, source), group in zip(stages, groups, strict=True):
         topic = settings.topic(source)
-        committed = _committed(admin, group, topic, partitions.get(topic, []))
+        committed = committed_offsets(admin, group, topic, partitions.get(topic, []))
         topic_ends = {p: ends.get((topic, p), 0) for p in partitions.get(topic, [])}
         snap = GroupSnapshot(stage, source, time.time(), committed, topic_ends, members.get(group, ()))
         if ages and snap.lag:
@@ -47,16 +46,6 @@ def snapshot(settings: Settings, stages: Iterable[tuple[str, str]], *, ages: boo
                                  age, markers)  # fmt: skip
         snapshots.append(snap)
     return snapshots
-
-
-def _end_offsets(admin: AdminClient, partitions: dict[str, list[int]]) -> dict[tuple[str, int], int]:
-    request = {TopicPartition(t, p): OffsetSpec.latest() for t, ps in partitions.items() for p in ps}
-    if not request:
-        return {}
-    ends: dict[tuple[str, int], int] = {}
-    for tp, future in admin.list_offsets(request, request_timeout=TIMEOUT_S).items():
-        ends[(tp.topic, tp.partition)] = future.result(TIMEOUT_S).offset
-    return ends
 
 
 def _members(admin: AdminClient, groups: list[str]) -> dict[str, tuple[Member, ...]]:
@@ -71,19 +60,6 @@ def _members(admin: AdminClient, groups: list[str]) -> dict[str, tuple[Member, .
             for m in description.members
         )
     return found
-
-
-def _committed(admin: AdminClient, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    from confluent_kafka import ConsumerGroupTopicPartitions
-
-    if not partitions:
-        return {}  # the topic does not exist (yet)
-    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])]
-    try:
-        result = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[group].result(TIMEOUT_S)
-    except KafkaException:
-        return dict.fromkeys(partitions, -1)
-    return {tp.partition: tp.offset for tp in result.topic_partitions}
 
 
 def _oldest_age(settings: Settings, topic: str, committed: dict[int, int],

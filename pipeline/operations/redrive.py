@@ -33,10 +33,10 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline.errors import BrokerError
-from pipeline.kafka.config import producer_config
-from pipeline.kafka.loadgen import RawRecord, read_all
 from pipeline.messages import DEADLINE_HEADER, HOP_PREFIX, DeadLetterReason, HeaderList, kafka_headers
+from pipeline.runtime.config import producer_config
 from pipeline.settings import Settings
+from pipeline.tools.bench.loadgen import RawRecord, read_all
 
 REDRIVE_HEADER = "pipeline-redrive-of"
 REPLAYABLE = ("requests", "filtered")

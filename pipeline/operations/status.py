@@ -1,6 +1,6 @@
 """What an operator wants to know about each stage's consumer group, computed from two offset snapshots.
 
-Pure: ``pipeline/kafka/lag.py`` reads the snapshots from the cluster (committed
+Pure: ``pipeline/operations/lag.py`` reads the snapshots from the cluster (committed
 offsets, end offsets, members, the age of the oldest unconsumed record); this
 module turns two of them, taken some seconds apart, into rates, time to drain
 and a state, and renders them. Tests call it with snapshots built by hand.

@@ -4,7 +4,7 @@ A client with a wrong password, no TLS against a TLS listener, or an unknown
 CA does not fail at once: librdkafka retries and the call that needed the
 broker times out with a bare ``_TRANSPORT`` or ``_TIMED_OUT``. Every client
 the pipeline makes carries a :class:`ConnectionProblems` as its ``error_cb``
-(:func:`pipeline.kafka.config.common_config`), which remembers the errors it
+(:func:`pipeline.runtime.config.common_config`), which remembers the errors it
 was told about; :func:`refused` reads them to say what went wrong and which
 setting fixes it, within the caller's own timeout.
 """

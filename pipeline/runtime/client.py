@@ -29,9 +29,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from pipeline.errors import BrokerError, DecodeError, PipelineError
-from pipeline.kafka.auth import metadata, problems_of, refused
-from pipeline.kafka.config import client_producer_config, consumer_config
 from pipeline.messages import Answer, Chunk, Headers, Reassembly, Request, kafka_headers, new_traceparent, now_ms
+from pipeline.runtime.auth import metadata, problems_of, refused
+from pipeline.runtime.config import client_producer_config, consumer_config
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.client")

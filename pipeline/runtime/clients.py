@@ -8,8 +8,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from pipeline.kafka import table
-from pipeline.kafka.config import consumer_config, producer_config, stage_producer_config
+from pipeline.runtime import table
+from pipeline.runtime.config import consumer_config, producer_config, stage_producer_config
 from pipeline.settings import Settings
 
 Restore = Callable[[list[int]], dict[int, dict[bytes, bytes]]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.kafka.auth import ConnectionProblems
+from pipeline.runtime.auth import ConnectionProblems
 from pipeline.security import sasl_password, sasl_user
 from pipeline.settings import Settings
 
@@ -28,7 +28,7 @@ def common_config(settings: Settings, client_id: str) -> ClientConfig:
         # poll), not straight to stderr, so commands print none of them.
         "logger": logging.getLogger("librdkafka"),
         # Remembers why connecting failed (wrong password, TLS, wrong
-        # protocol), so a timeout can say so (pipeline.kafka.auth.refused).
+        # protocol), so a timeout can say so (pipeline.runtime.auth.refused).
         "error_cb": ConnectionProblems(client_id),
     }
     config.update(security_config(settings))
@@ -164,7 +164,7 @@ LOAD_MESSAGE_MAX_BYTES = 16 * 1024 * 1024
 
 
 def load_producer_config(settings: Settings, client_id: str) -> ClientConfig:
-    """The chaos suite's load generator: a plain client producing raw records (pipeline.kafka.loadgen)."""
+    """The chaos suite's load generator: a plain client producing raw records (pipeline.tools.bench.loadgen)."""
     config = producer_config(settings, client_id)
     config.update(
         {
@@ -187,7 +187,7 @@ def load_producer_config(settings: Settings, client_id: str) -> ClientConfig:
 
 
 def load_consumer_config(settings: Settings, group: str, client_id: str) -> ClientConfig:
-    """The chaos suite's answer reader: a plain read_committed client (pipeline.kafka.loadgen)."""
+    """The chaos suite's answer reader: a plain read_committed client (pipeline.tools.bench.loadgen)."""
     config = consumer_config(settings, group, client_id)
     # As the load producer: the broker going away is the point, not news.
     config["log_level"] = 2
@@ -195,7 +195,7 @@ def load_consumer_config(settings: Settings, group: str, client_id: str) -> Clie
 
 
 def telemetry_producer_config(settings: Settings, client_id: str) -> ClientConfig:
-    """A member's telemetry (pipeline.kafka.telemetry): best effort, never in the way of answers."""
+    """A member's telemetry (pipeline.runtime.telemetry): best effort, never in the way of answers."""
     config = common_config(settings, client_id)
     config.update(
         {

@@ -26,10 +26,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline.errors import BrokerError
-from pipeline.kafka.clients import Clients
-from pipeline.kafka.liveness import Watchdog
 from pipeline.messages import kafka_headers
 from pipeline.records import Output
+from pipeline.runtime.clients import Clients
+from pipeline.runtime.liveness import Watchdog
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.delivery")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from pipeline.kafka.config import consumer_config
+from pipeline.runtime.config import consumer_config
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.follow")

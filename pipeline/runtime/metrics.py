@@ -47,7 +47,7 @@ def serve(port: int) -> None:
 
 
 class MetricsSink(Protocol):
-    """Something else that wants what the runner reports (pipeline.kafka.telemetry.TelemetryEmitter)."""
+    """Something else that wants what the runner reports (pipeline.runtime.telemetry.TelemetryEmitter)."""
 
     def batch(self, records: int, handler_s: float, waits_s: Sequence[float]) -> None: ...
 

@@ -3,7 +3,7 @@
 A request whose deadline falls before the stages after filter can reach it
 is better answered ``deadline_exceeded`` at once than after queueing through
 infer (issue 7 point 4). The wait ahead of a new request is predicted from the
-queues themselves (``pipeline.stages.queue_wait``): for each later stage and
+queues themselves (``pipeline.stages.filter.queue_wait``): for each later stage and
 each partition of its source topic, the stage's committed offset, the end
 offset, and the age of the oldest record not yet consumed. One
 admin client and one assign-only consumer are kept for the member's life;
@@ -19,10 +19,10 @@ import uuid
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from pipeline.kafka.config import admin_config, consumer_config
-from pipeline.kafka.lag import _committed, _end_offsets
+from pipeline.runtime.config import admin_config, consumer_config
+from pipeline.runtime.offsets import committed_offsets, end_offsets
 from pipeline.settings import Settings
-from pipeline.stages.queue_wait import PartitionQueue, Reading
+from pipeline.stages.filter.queue_wait import PartitionQueue, Reading
 
 READ_TIMEOUT_S = 1.0
 
@@ -44,14 +44,14 @@ class QueueAges:
         topics = [self.settings.topic(source) for _, source in self.stages]
         metadata = self.admin.list_topics(timeout=READ_TIMEOUT_S * 5)
         partitions = {t: sorted(metadata.topics[t].partitions) for t in topics if t in metadata.topics}
-        ends = _end_offsets(self.admin, partitions)
+        ends = end_offsets(self.admin, partitions)
         offsets: dict[str, dict[int, tuple[int, int]]] = {}
         ages: dict[tuple[str, int], float] = {}
         heads: dict[tuple[str, int], str] = {}
         assign: list[TopicPartition] = []
         for stage, source in self.stages:
             topic = self.settings.topic(source)
-            committed = _committed(self.admin, self.settings.group(stage), topic, partitions.get(topic, []))
+            committed = committed_offsets(self.admin, self.settings.group(stage), topic, partitions.get(topic, []))
             offsets[stage] = {}
             for p in partitions.get(topic, []):
                 start, end = committed.get(p, -1), ends.get((topic, p), 0)

@@ -25,7 +25,7 @@ for all of them:
 Anything that breaks the loop (an error the client cannot retry, a fenced
 producer, a handler that raises) ends the process non-zero; its supervisor
 restarts it and uncommitted work is redone. The Kafka clients come from
-:class:`~pipeline.kafka.clients.Clients`, so tests can hand in fakes (``tests/unit/fake_kafka.py``).
+:class:`~pipeline.runtime.clients.Clients`, so tests can hand in fakes (``tests/unit/fake_kafka.py``).
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from pipeline.errors import BrokerError
-from pipeline.kafka import table
-from pipeline.kafka.clients import Clients, connect
-from pipeline.kafka.delivery import TXN_CALL_TIMEOUT_S, Delivery
-from pipeline.kafka.liveness import HealthFile, Watchdog
 from pipeline.messages import header_list, now_ms
-from pipeline.metrics import StageMetrics
 from pipeline.records import Batching, Output, Record, StageLogic, StateTable
+from pipeline.runtime import table
+from pipeline.runtime.clients import Clients, connect
+from pipeline.runtime.delivery import TXN_CALL_TIMEOUT_S, Delivery
+from pipeline.runtime.liveness import HealthFile, Watchdog
+from pipeline.runtime.metrics import StageMetrics
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.runner")

@@ -18,7 +18,7 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.errors import BrokerError
-from pipeline.kafka.config import consumer_config
+from pipeline.runtime.config import consumer_config
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.table")

@@ -1,7 +1,7 @@
 """Send a member's telemetry reports (pipeline/telemetry.py) to the ``telemetry`` topic, outside any transaction.
 
 The runner's metrics call :meth:`batch` and :meth:`delivered` (through
-:meth:`pipeline.metrics.StageMetrics.attach`); at most once per interval a
+:meth:`pipeline.runtime.metrics.StageMetrics.attach`); at most once per interval a
 :class:`~pipeline.telemetry.StageReport` is produced, keyed by stage. A
 delivery sends the report that is due; a thread of the emitter's own sends it
 when no delivery comes (the last answers of a burst before the member goes
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from pipeline.kafka.config import telemetry_producer_config
 from pipeline.records import Output
+from pipeline.runtime.config import telemetry_producer_config
 from pipeline.settings import Settings
 from pipeline.telemetry import TOPIC, Aggregator, StageReport
 

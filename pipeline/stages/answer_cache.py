@@ -59,7 +59,7 @@ def fingerprint(path: str | Path) -> str:
 
 def versions(settings: Settings) -> str:
     """What a cached reply depends on besides the request: models, knowledge base, prompt."""
-    from pipeline.stages.prompting import PROMPT_VERSION
+    from pipeline.stages.generate.prompting import PROMPT_VERSION
 
     # How entries are chosen decides what the reply is grounded on.
     scoring = ",".join(str(getattr(settings, name)) for name in RETRIEVAL_SETTINGS)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
 
-from pipeline import metrics
 from pipeline.catalog import CATALOG, TASK_NAMES
 from pipeline.errors import (
     ConfigError,
@@ -43,6 +42,7 @@ from pipeline.models.quantize_encoder import encoder_variant
 from pipeline.models.session import OrtModel, open_session
 from pipeline.models.tokenizer import LazyTokenizer, Tokenizer
 from pipeline.records import Output, Record, StageLogic
+from pipeline.runtime import metrics
 from pipeline.settings import Settings
 from pipeline.stages.base import dead_letter
 from pipeline.tasks import Runtime, Task, get_task

@@ -8,7 +8,7 @@ import pytest
 from pipeline.messages import Answer, Headers, Request, now_ms
 from pipeline.records import Record
 from pipeline.settings import Settings
-from pipeline.stages.filter import filter_records, normalise
+from pipeline.stages.filter.stage import filter_records, normalise
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_one_bad_record_does_not_stop_the_batch(settings: Settings) -> None:
 
 
 def test_sheds_a_request_that_cannot_make_its_deadline(settings: Settings) -> None:
-    from pipeline.stages.queue_wait import PartitionQueue, QueueWait
+    from pipeline.stages.filter.queue_wait import PartitionQueue, QueueWait
 
     # infer: every partition of parts has 80 records waiting and no rate yet: the heads' 7.5 s stand in.
     reading = {"split": {0: PartitionQueue(5, 5, 0.0)}, "infer": {p: PartitionQueue(10, 90, 7.5) for p in range(4)}}
@@ -106,7 +106,7 @@ def test_sheds_a_request_that_cannot_make_its_deadline(settings: Settings) -> No
 
 
 def test_a_stale_prediction_sheds_nothing(settings: Settings) -> None:
-    from pipeline.stages.queue_wait import PartitionQueue, QueueWait
+    from pipeline.stages.filter.queue_wait import PartitionQueue, QueueWait
 
     queue = QueueWait(settings)
     queue.update({"infer": {0: PartitionQueue(0, 50, 100.0)}})

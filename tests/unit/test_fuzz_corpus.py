@@ -12,15 +12,15 @@ from functools import partial
 
 import pytest
 
-from pipeline.chaos.corpus import BadRecord, build_corpus
 from pipeline.messages import Answer
 from pipeline.models.tokenizer import Tokenizer
 from pipeline.records import Output, Record
 from pipeline.settings import Settings
-from pipeline.stages.filter import filter_records
+from pipeline.stages.filter.stage import filter_records
 from pipeline.stages.infer import Infer, InferRecords
 from pipeline.stages.merge import Merger
 from pipeline.stages.split import Splitter
+from pipeline.tools.chaos.corpus import BadRecord, build_corpus
 
 Core = Callable[[Sequence[Record]], list[Output]]
 

@@ -14,8 +14,8 @@ from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
 from pipeline.models.generator import Generated
 from pipeline.records import Output, Record, StateTable
 from pipeline.settings import Settings
-from pipeline.stages.generate import Generate
-from pipeline.stages.sessions import Session
+from pipeline.stages.generate.sessions import Session
+from pipeline.stages.generate.stage import Generate
 from tests.chat_engines import CharTokenizer, ScriptedEngine
 
 ENTRY = {"question": "Where is it?", "entry": "track", "match": "Where is my order?", "answer": "Use the link.",

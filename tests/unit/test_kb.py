@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.tasks.kb import KbEntry, load_eval, load_kb, slugify
+from pipeline.tasks.faq.kb import KbEntry, load_eval, load_kb, slugify
 
 DATA = Path(__file__).resolve().parents[2] / "pipeline" / "data"
 SHOP_KB = DATA / "faq_shop.json"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, generate_latest
 
 from pipeline.messages import Answer, DeadLetterReason
-from pipeline.metrics import StageMetrics, tokens
 from pipeline.records import Output
+from pipeline.runtime.metrics import StageMetrics, tokens
 
 
 def value(name: str, **labels: str) -> float:

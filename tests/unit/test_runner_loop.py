@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from pipeline.kafka.clients import Clients
-from pipeline.kafka.runner import StageRunner
 from pipeline.records import Batching, Hooks, Output, Record, StageLogic
+from pipeline.runtime.clients import Clients
+from pipeline.runtime.runner import StageRunner
 from pipeline.settings import Settings
 from tests.unit.fake_kafka import fake_clients
 
@@ -276,7 +276,7 @@ def test_after_the_session_is_lost_the_next_transaction_uses_a_new_producer() ->
 
 def test_a_member_that_lost_its_session_and_does_not_rejoin_exits(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.errors import BrokerError
-    from pipeline.kafka import runner as runner_module
+    from pipeline.runtime import runner as runner_module
 
     monkeypatch.setattr(runner_module, "REJOIN_TIMEOUT_S", 0.05)
     clients, consumer, _ = fake_clients("in")

@@ -5,10 +5,10 @@ Under overload the queues between stages grow; filter answers
 wait predicted for it, instead of letting it queue through split and infer to
 be answered at its deadline (issue 7 point 4). filter sheds only from a
 predicted wait of a second, and keeps a margin (``SHED_FROM_MS``,
-``SHED_FACTOR`` in ``pipeline.stages.filter``).
+``SHED_FACTOR`` in ``pipeline.stages.filter.stage``).
 
 **Per partition, the wait of a record appended now.** Once a second
-(:class:`pipeline.kafka.queue_age.QueueAges`) filter reads, for every
+(:class:`pipeline.runtime.queue_age.QueueAges`) filter reads, for every
 partition of ``filtered``, ``parts`` and ``results``, the committed offset of
 the stage that consumes it, the end offset and how long the record at the
 committed offset has waited. From the committed offsets over the last
@@ -28,7 +28,7 @@ a member merely paused. Before a rate is known the head's age stands in.
 median partition, nor in the worst: its ``filtered`` record and its results go
 to the partition of its id, its parts to the partitions of their keys
 (``<id>#<n>``), chosen by the producers' murmur2 partitioner, which filter
-computes (:mod:`pipeline.kafka.partitioner`). Its predicted wait is the wait
+computes (:mod:`pipeline.messages.partitioner`). Its predicted wait is the wait
 in its ``filtered`` partition, plus the slowest of its parts' partitions (it is
 answered only when all its parts are), plus the wait in its ``results``
 partition. So a partition that drains slowly sheds only the requests that
@@ -49,11 +49,11 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from pipeline.kafka.partitioner import partition_for
 from pipeline.messages import Request, part_key
+from pipeline.messages.partitioner import partition_for
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.stages.filter")
@@ -152,6 +152,10 @@ class QueueWait:
     def __init__(self, settings: Settings, probe: Probe | None = None) -> None:
         self.settings = settings
         self.probe = probe
+        self.downstream: Sequence[tuple[str, str]] = DOWNSTREAM  # the (stage, source topic) pairs it watches
+        # How to open the probe of those queues (returns read, close): the runtime gives it
+        # (pipeline.runtime.member), so this stage never imports Kafka.
+        self.open_probe: Callable[[], tuple[Probe, Callable[[], None]]] | None = None
         self.model = Waits()
         self.at = 0.0
         self.logged = 0.0
@@ -165,6 +169,10 @@ class QueueWait:
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def watch(self, open_probe: Callable[[], tuple[Probe, Callable[[], None]]]) -> None:
+        """Once, before the member joins its group: how to open the probe of the queues downstream."""
+        self.open_probe = open_probe
 
     def wait_ms(self, request: Request) -> float:
         """The wait predicted for ``request`` in ms (0 when there is no prediction or it is stale)."""
@@ -192,10 +200,9 @@ class QueueWait:
         probe = self.probe
         closer = None
         if probe is None:
-            from pipeline.kafka.queue_age import QueueAges
-
-            ages = QueueAges(self.settings, DOWNSTREAM)
-            probe, closer = ages.read, ages.close
+            if self.open_probe is None:  # nothing to read the queues with: no prediction, never shed
+                return
+            probe, closer = self.open_probe()
         try:
             while not self.stopped.is_set():
                 try:

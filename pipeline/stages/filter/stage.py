@@ -28,10 +28,10 @@ from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import AnswerCache
 from pipeline.stages.base import answer_output, reject
-from pipeline.stages.queue_wait import QueueWait
+from pipeline.stages.filter.queue_wait import QueueWait
 
 STAGE = "filter"
-# Shedding (pipeline.stages.queue_wait): only once a request is predicted to wait this long downstream,
+# Shedding (pipeline.stages.filter.queue_wait): only once a request is predicted to wait this long downstream,
 # and with room to spare: a request admitted at the edge would only come back partial at its deadline,
 # and the queue a shedding filter holds steady is then about deadline / SHED_FACTOR long.
 SHED_FROM_MS = 1_000.0
@@ -142,4 +142,4 @@ def build(settings: Settings) -> StageLogic:
     predicted wait downstream (read in the background once the member handles its first batch)."""
     cache = AnswerCache(settings)
     queue = QueueWait(settings)
-    return StageLogic(partial(filter_records, settings=settings, cache=cache, queue=queue), cache)
+    return StageLogic(partial(filter_records, settings=settings, cache=cache, queue=queue), cache, watcher=queue)

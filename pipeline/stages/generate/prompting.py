@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.messages import Prompt
-from pipeline.stages.sessions import Turn
+from pipeline.stages.generate.sessions import Turn
 
 # Short on purpose: SmolLM2-135M answers "as a customer-service assistant, I'm
 # designed to ..." instead of answering when told more about its role.

@@ -42,9 +42,9 @@ from pipeline.records import Output, Record, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import cache_key, reply_budget, versions
 from pipeline.stages.base import answer_output, reject
-from pipeline.stages.prompting import chat_messages, count_tokens, prompt_ids
-from pipeline.stages.sessions import Session, Turn
-from pipeline.tasks.faq import FALLBACK, FALLBACK_ZH
+from pipeline.stages.generate.prompting import chat_messages, count_tokens, prompt_ids
+from pipeline.stages.generate.sessions import Session, Turn
+from pipeline.tasks.faq.task import FALLBACK, FALLBACK_ZH
 from pipeline.tasks.language import detect_language
 
 STAGE = "generate"

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from pipeline.tasks.retrieval import STOP_WORDS
+from pipeline.tasks.faq.retrieval import STOP_WORDS
 
 # Longest first, so "and also" wins over "and". Each is followed by a comma or space.
 LEAD_INS: tuple[str, ...] = tuple(

@@ -14,7 +14,7 @@ Accepted files (chosen by extension):
   missing ``id`` is derived from the first question (see :func:`slugify`).
   An entry may list ``"keywords"``: words and short phrases customers use for
   it that its questions do not (``"voucher"``, ``"gift certificate"``); faq's
-  scoring reads them with the questions (:mod:`pipeline.tasks.retrieval`).
+  scoring reads them with the questions (:mod:`pipeline.tasks.faq.retrieval`).
 * ``.csv``: a header with the columns ``question`` and ``answer`` and
   optionally ``id`` and ``keywords`` (``;``-separated). Rows that share an id
   add questions (and keywords) to one entry; after the first row of an id the

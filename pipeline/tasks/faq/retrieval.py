@@ -25,7 +25,7 @@ signals, each in [0, 1] or a cosine:
 ``fused = wq·questions + wa·answer + wt·title + wl·lexical`` with
 ``wq = 1 - wa - wt - wl``. The weights, the "no good match" threshold and the
 unsure margin are calibrated on the tuning set only
-(:func:`pipeline.evaluation.calibrate`, ``pipeline eval --calibrate``); the
+(:func:`pipeline.tools.quality.evaluation.calibrate`, ``pipeline eval --calibrate``); the
 defaults in :class:`~pipeline.settings.Settings` are its result for the
 shipped shop and MiniLM, and docs/models.md shows the numbers.
 """

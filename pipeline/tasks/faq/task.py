@@ -4,12 +4,12 @@ split: one part per sentence of the message (:mod:`pipeline.tasks.sentences`),
 so "How do I reset my password? And can I change my delivery address?" asks
 two things and gets two answers; a leading "And"/"Also," is dropped, and a
 sentence with no topic of its own ("How long does that take?") is scored with
-the one before it (:mod:`pipeline.tasks.followup`). prepare: every question of every KB entry is
+the one before it (:mod:`pipeline.tasks.faq.followup`). prepare: every question of every KB entry is
 embedded once, with the same ONNX session, into a unit-length matrix, and so
 are every entry's answer and title line (id words and keywords); a BM25 index
 holds its words. postprocess: an entry's score fuses the sub-question's
 cosine with its closest question, its answer and its title with the BM25
-score of the sub-question's text (:mod:`pipeline.tasks.retrieval`); below the
+score of the sub-question's text (:mod:`pipeline.tasks.faq.retrieval`); below the
 calibrated threshold the sub-question gets the fallback, and when the best
 two entries are within the unsure margin the answer says so and offers both.
 merge: the answers in the order asked, and one reply text joining them.
@@ -40,9 +40,9 @@ from pipeline.tasks.base import (
     rows,
     usable,
 )
-from pipeline.tasks.followup import contexts, scoring_text, strip_lead_in
+from pipeline.tasks.faq.followup import contexts, scoring_text, strip_lead_in
+from pipeline.tasks.faq.retrieval import Lexical, Signals, Weights, best_per_entry, lexical_document, title_line
 from pipeline.tasks.language import request_language, route_settings
-from pipeline.tasks.retrieval import Lexical, Signals, Weights, best_per_entry, lexical_document, title_line
 from pipeline.tasks.sentences import split_sentences
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ UNSURE_ZH = "我不确定您问的“{question}”是指哪一个，两个答案
 
 
 class KbEntryLike(Protocol):
-    """What faq reads from a knowledge-base entry (``pipeline.tasks.kb.KbEntry``)."""
+    """What faq reads from a knowledge-base entry (``pipeline.tasks.faq.kb.KbEntry``)."""
 
     @property
     def id(self) -> str: ...
@@ -139,7 +139,7 @@ class FaqTask(BaseTask):
 
     def prepare(self, model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> Runtime:
         # ``settings`` are the route's: its faq_kb, its model's KB-question prefix.
-        from pipeline.tasks.kb import load_kb
+        from pipeline.tasks.faq.kb import load_kb
 
         _, prefix = prefixes_for(settings.model_for(self.name))
         kb = build_kb_index(load_kb(settings.faq_kb), model, tokenizer, settings, prefix=prefix)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench.stats import percentile
 from pipeline.models.session import feeds, ort_session
+from pipeline.tools.bench.stats import percentile
 
 WORDS = (  # noqa: SIM905 - a sentence of words reads better than a list of 70 strings
     "order parcel refund account password delivery invoice payment address store warranty return shipping "

@@ -1,6 +1,6 @@
 """The chat model's generation speed side by side: transformers, the ONNX engine alone and batched, variants.
 
-``python -m pipeline.models.bench_generate [--tokens 64] [--rounds 2]`` (or
+``python -m pipeline.tools.bench.generate [--tokens 64] [--rounds 2]`` (or
 :func:`bench` from Python) prints, on the same model and prompts (greedy,
 end token ignored so every reply is ``tokens`` long):
 
@@ -189,7 +189,7 @@ def bench(settings: Settings, *, tokens: int = 64, rounds: int = 2, variants: Se
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the side-by-side report."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.models.bench_generate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per reply")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the batched run")

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench.baselines import Sweep
 from pipeline.models.session import feeds
+from pipeline.tools.bench.baselines import Sweep
 
 MIN_FP16_COSINE = 0.999
 FP16_FILE = "model.fp16.onnx"

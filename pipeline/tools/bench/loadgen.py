@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline.errors import BrokerError, DecodeError
-from pipeline.kafka.config import load_consumer_config, load_producer_config
 from pipeline.messages import Answer, HeaderList, header_list, kafka_headers
+from pipeline.runtime.config import load_consumer_config, load_producer_config
 from pipeline.settings import Settings
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.errors import BrokerError
-from pipeline.kafka.config import consumer_config, producer_config
+from pipeline.runtime.config import consumer_config, producer_config
 from pipeline.settings import Settings
 
 Model = Callable[[bytes], bytes]  # request value -> answer value

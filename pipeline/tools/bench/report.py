@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.bench.stats import ratio
+from pipeline.tools.bench.stats import ratio
 
 
 def ratios(result: dict[str, Any]) -> dict[str, float]:

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from pipeline.bench import baselines, through
-from pipeline.bench.report import ratios
 from pipeline.models.session import feeds, ort_session
 from pipeline.settings import Settings
+from pipeline.tools.bench import baselines, through
+from pipeline.tools.bench.report import ratios
 
 Say = Callable[[str], None]
 
@@ -48,7 +48,7 @@ def _load() -> str:
 
 
 def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[str, Any]:
-    """Measure every row; the result as a JSON-ready dict (see :mod:`pipeline.bench.report`)."""
+    """Measure every row; the result as a JSON-ready dict (see :mod:`pipeline.tools.bench.report`)."""
     from pipeline.models.export import ensure_exported
     from pipeline.models.packaged import local_model
     from pipeline.models.tokenizer import load_tokenizer
@@ -84,7 +84,7 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             result["notes"].append(f"no int8 export at {path}: run pipeline model export --task embed --quantize int8")
     cuda = False
     if options.gpu:
-        from pipeline.bench.gpu import gpu_rows
+        from pipeline.tools.bench.gpu import gpu_rows
 
         say(f"[{time.monotonic() - began:5.0f}s] CUDA: raw ONNX Runtime with I/O binding, fp32 and fp16")
         rows_gpu, notes = gpu_rows(exported.onnx_path, tokenizer, corpus, options.batches, options.seconds, say)
@@ -148,7 +148,7 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
 def _clean_up(settings: Settings) -> None:
     """The bench's topics and groups (all under its own prefix) are deleted: they only held its load."""
     from pipeline.errors import PipelineError
-    from pipeline.kafka.admin import delete_prefixed
+    from pipeline.operations.admin import delete_prefixed
 
     try:
         delete_prefixed(settings)
@@ -168,7 +168,7 @@ def _row_dict(row: through.PipelineRow) -> dict[str, Any]:
 
 def _probe(onnx_path: Any, tokenizer: Any, corpus: list[str], threads: int) -> Callable[[], float]:
     """Times one text at a time through the model alone for about a second: the p50 in ms."""
-    from pipeline.bench.stats import percentile
+    from pipeline.tools.bench.stats import percentile
 
     session = ort_session(onnx_path, threads)
     names = [i.name for i in session.get_inputs()]

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from pipeline.bench.stats import CpuSnapshot, cpu_per_request, listening_pid, percentile, rate
 from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.tools.bench.stats import CpuSnapshot, cpu_per_request, listening_pid, percentile, rate
 
 Say = Callable[[str], None]
 STAGES = ("filter", "split", "infer", "merge")
@@ -73,9 +73,9 @@ def embed_request(request_id: str, text: str) -> bytes:
 def naive_row(settings: Settings, model: Callable[[bytes], bytes], corpus: Sequence[str], count: int,
               say: Say) -> tuple[float, dict[str, float]]:  # fmt: skip
     """Texts per second of the naive consumer on ``count`` waiting requests, and its CPU per request."""
-    from pipeline.kafka.admin import apply_topics
-    from pipeline.kafka.naive import naive_consume
-    from pipeline.kafka.timing import RequestSender
+    from pipeline.operations.admin import apply_topics
+    from pipeline.tools.bench.naive import naive_consume
+    from pipeline.tools.bench.timing import RequestSender
 
     settings = replace(settings, prefix=f"{settings.prefix}naive-")
     apply_topics(settings)
@@ -123,7 +123,7 @@ def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Seque
 
 def _measure(settings: Settings, supervisor: Any, row: PipelineRow, corpus: Sequence[str], plan: Plan,
              say: Say, probe: Callable[[], float] | None) -> None:  # fmt: skip
-    from pipeline.kafka.timing import AnswerTimer, RequestSender
+    from pipeline.tools.bench.timing import AnswerTimer, RequestSender
 
     timer, sender = AnswerTimer(settings), RequestSender(settings)
     counter = iter(range(10**9))

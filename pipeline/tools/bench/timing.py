@@ -1,6 +1,6 @@
 """Produce requests and time their answers, for ``pipeline bench``.
 
-Like the chaos suite's load generator (:mod:`pipeline.kafka.loadgen`) it speaks
+Like the chaos suite's load generator (:mod:`pipeline.tools.bench.loadgen`) it speaks
 only Kafka, but it is built for timing: the reader waits for the first answer
 with ``poll`` and then takes what is already fetched, so an answer is stamped
 when it arrives, not when a batch of 500 fills or a timeout passes; and each
@@ -17,10 +17,10 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, Producer
 
 from pipeline.errors import DecodeError
-from pipeline.kafka.config import consumer_config, producer_config
-from pipeline.kafka.loadgen import assign_answers
 from pipeline.messages import Answer
+from pipeline.runtime.config import consumer_config, producer_config
 from pipeline.settings import Settings
+from pipeline.tools.bench.loadgen import assign_answers
 
 
 class RequestSender:

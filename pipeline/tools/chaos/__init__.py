@@ -2,7 +2,7 @@
 
 ``pipeline chaos SCENARIO`` starts its own broker (never the shared one), the
 stages as real processes, a load generator that speaks only Kafka
-(:mod:`pipeline.kafka.loadgen`), and then kills, stops, overloads or feeds
+(:mod:`pipeline.tools.bench.loadgen`), and then kills, stops, overloads or feeds
 bad bytes to them. Every scenario ends in one row of the same table (see
-:mod:`pipeline.chaos.tally`); docs/reliability.md keeps the measured table.
+:mod:`pipeline.tools.chaos.tally`); docs/reliability.md keeps the measured table.
 """

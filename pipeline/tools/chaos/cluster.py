@@ -142,7 +142,7 @@ def process_ids(broker: ChaosBroker, pipeline: Pipeline) -> Callable[[], dict[st
 @contextmanager
 def running(settings: Settings, counts: dict[str, int], name: str, **member_overrides: object) -> Iterator[Pipeline]:
     """A fresh pipeline under prefix ``chaos-<scenario>-<hex>-``; topics deleted afterwards."""
-    from pipeline.kafka.admin import delete_prefixed
+    from pipeline.operations.admin import delete_prefixed
 
     prefix = f"chaos-{name}-{uuid.uuid4().hex[:6]}-"
     scoped = dataclasses.replace(settings, prefix=prefix)

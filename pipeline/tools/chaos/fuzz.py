@@ -18,12 +18,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from pipeline.chaos.cluster import Pipeline
-from pipeline.chaos.corpus import BadRecord, build_corpus
-from pipeline.chaos.load import Load, Say
-from pipeline.chaos.tally import Row
-from pipeline.kafka.loadgen import Arrival, RawRecord, Sender, read_all
 from pipeline.messages import DEAD_LETTER_PREFIX
+from pipeline.tools.bench.loadgen import Arrival, RawRecord, Sender, read_all
+from pipeline.tools.chaos.cluster import Pipeline
+from pipeline.tools.chaos.corpus import BadRecord, build_corpus
+from pipeline.tools.chaos.load import Load, Say
+from pipeline.tools.chaos.tally import Row
 
 GOOD_EVERY = 10  # one good request after every this many bad records
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import orjson
 
-from pipeline.chaos.memory import MemorySampler
-from pipeline.chaos.tally import Row, count
-from pipeline.kafka.loadgen import AnswerReader, Sender
 from pipeline.messages import DEADLINE_HEADER, TRACE_HEADER, new_traceparent
 from pipeline.settings import Settings
+from pipeline.tools.bench.loadgen import AnswerReader, Sender
+from pipeline.tools.chaos.memory import MemorySampler
+from pipeline.tools.chaos.tally import Row, count
 
 MESSAGES = (
     "Where is my order? And how do I return a parcel?",

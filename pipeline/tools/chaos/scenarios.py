@@ -7,7 +7,7 @@ kill-each      SIGKILL each stage's member in turn, three rounds (one short)
 stop-infer     SIGSTOP an infer member past max.poll.interval.ms, then SIGCONT
 overload       3x measured capacity for 60 s (10 s short), then normal rate
 soak           70 % of capacity for 15 min (60 s short)
-fuzz           the bad-record corpus (pipeline.chaos.corpus) with good requests
+fuzz           the bad-record corpus (pipeline.tools.chaos.corpus) with good requests
 =============  ==============================================================
 
 ``--short`` versions send a few hundred requests and take under a minute of
@@ -25,14 +25,14 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.bench.stats import CpuSnapshot, cpu_per_request
-from pipeline.chaos.cluster import ChaosBroker, Pipeline, process_ids, running
-from pipeline.chaos.fuzz import run_fuzz
-from pipeline.chaos.load import Load, Say
-from pipeline.chaos.sigterm import sigterm
-from pipeline.chaos.tally import Row, percentile, recovery
 from pipeline.flow import STAGE_NAMES
-from pipeline.kafka.loadgen import Arrival
+from pipeline.tools.bench.loadgen import Arrival
+from pipeline.tools.bench.stats import CpuSnapshot, cpu_per_request
+from pipeline.tools.chaos.cluster import ChaosBroker, Pipeline, process_ids, running
+from pipeline.tools.chaos.fuzz import run_fuzz
+from pipeline.tools.chaos.load import Load, Say
+from pipeline.tools.chaos.sigterm import sigterm
+from pipeline.tools.chaos.tally import Row, percentile, recovery
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from pipeline.chaos.cluster import ChaosBroker, process_ids, running
-from pipeline.chaos.load import Load, Say
-from pipeline.chaos.tally import Row
 from pipeline.flow import STAGE_NAMES
+from pipeline.tools.chaos.cluster import ChaosBroker, process_ids, running
+from pipeline.tools.chaos.load import Load, Say
+from pipeline.tools.chaos.tally import Row
 
 if TYPE_CHECKING:
-    from pipeline.chaos.scenarios import Options
+    from pipeline.tools.chaos.scenarios import Options
 
 STOP_WITHIN_S = 10.0
 

@@ -1,4 +1,4 @@
-"""How long a stage takes to build its logic in a fresh process: ``python -m pipeline.chaos.start_time STAGE``.
+"""How long a stage takes to build its logic in a fresh process: ``python -m pipeline.tools.chaos.start_time STAGE``.
 
 What a restarted member does before it joins its group (issue 7 point 2):
 its imports, ``Settings.from_env()`` and the stage's ``build``. Run it under
@@ -16,7 +16,7 @@ import time
 def main(argv: list[str]) -> int:
     began = time.perf_counter()
     if len(argv) != 1:
-        print("usage: python -m pipeline.chaos.start_time STAGE", file=sys.stderr)
+        print("usage: python -m pipeline.tools.chaos.start_time STAGE", file=sys.stderr)
         return 2
     import importlib
 

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.kafka.loadgen import Arrival
+from pipeline.tools.bench.loadgen import Arrival
 
 
 @dataclass

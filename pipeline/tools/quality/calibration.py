@@ -1,7 +1,7 @@
 """Calibrate faq's scoring on the tuning set: fusion weights, the "no good match" threshold, the unsure margin.
 
 Every tuning question is embedded once through the stages' own split and
-model, and every signal (:class:`~pipeline.tasks.retrieval.Signals`) is
+model, and every signal (:class:`~pipeline.tasks.faq.retrieval.Signals`) is
 computed once; each weighting on the grid is then plain arithmetic, so the
 search takes a second. The objective is top-1 as the evaluation counts it:
 the expected entry above the threshold, or the fallback for a question the
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.evaluation import NONE, Item
 from pipeline.settings import Settings
-from pipeline.tasks.retrieval import Signals, Weights
+from pipeline.tasks.faq.retrieval import Signals, Weights
+from pipeline.tools.quality.evaluation import NONE, Item
 
 ANSWER_GRID = (0.0, 0.1, 0.2)
 TITLE_GRID = (0.0, 0.1, 0.2, 0.3)
@@ -49,7 +49,7 @@ def tuning_signals(settings: Settings, items: Sequence[Item]) -> tuple[Signals, 
     from pipeline.stages.infer import build_infer
     from pipeline.stages.split import build_split
     from pipeline.tasks.base import l2_normalise
-    from pipeline.tasks.faq import part_text
+    from pipeline.tasks.faq.task import part_text
 
     served = build_infer(settings, tasks=["faq"]).served["faq"]
     kb = served.runtime.kb

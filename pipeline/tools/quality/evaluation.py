@@ -36,7 +36,7 @@ Answerer = Callable[[Sequence[str]], list[dict[str, Any]]]
 
 def load_sets(data: Path = DATA) -> tuple[list[Item], list[Item]]:
     """(tuning, test): the project's questions split by position; the tuning and held-out files on their side."""
-    from pipeline.tasks.kb import load_eval
+    from pipeline.tasks.faq.kb import load_eval
 
     project = load_eval(data / "faq_eval.json")
     heldout = load_eval(data / "faq_eval_heldout.json")
