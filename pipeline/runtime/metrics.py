@@ -37,7 +37,6 @@ WAIT_SECONDS = Histogram("pipeline_record_wait_seconds",
                          ["stage"], buckets=SECONDS)  # fmt: skip
 IN_FLIGHT = Gauge("pipeline_in_flight_records", "Records polled and not yet committed", ["stage"])
 PAUSED = Gauge("pipeline_paused", "1 while the consumer is paused at its in-flight bound", ["stage"])
-TOKENS = Counter("pipeline_tokens_total", "Tokens run through the model, real or padding", ["stage", "kind"])
 
 
 def serve(port: int) -> None:
@@ -89,12 +88,6 @@ class StageMetrics:
     def flow(self, in_flight: int, paused: bool) -> None:
         IN_FLIGHT.labels(self.stage).set(in_flight)
         PAUSED.labels(self.stage).set(1 if paused else 0)
-
-
-def tokens(stage: str, real: int, padding: int) -> None:
-    """Tokens a model batch ran: ``padding`` of them were only there to square the batch."""
-    TOKENS.labels(stage, "real").inc(real)
-    TOKENS.labels(stage, "padding").inc(padding)
 
 
 def _answer_status(value: bytes) -> str:

@@ -36,13 +36,12 @@ from pipeline.errors import (
     TooLargeError,
 )
 from pipeline.messages import Headers, Part, Result, now_ms
-from pipeline.models.batching import pad, plan_batches
+from pipeline.models.batching import count_tokens, pad, plan_batches
 from pipeline.models.export import ensure_exported
 from pipeline.models.quantize_encoder import encoder_variant
 from pipeline.models.session import OrtModel, open_session
 from pipeline.models.tokenizer import LazyTokenizer, Tokenizer
 from pipeline.records import Output, Record, StageLogic
-from pipeline.runtime import metrics
 from pipeline.settings import Settings
 from pipeline.stages.base import dead_letter
 from pipeline.tasks import Runtime, Task, get_task
@@ -145,7 +144,7 @@ class Infer:
 def _run(served: Served, batch: list[Part]) -> list[PartOutput]:
     feeds = pad(batch, served.model.meta.pad_token_id, served.model.input_names)
     real = sum(len(p.input_ids) for p in batch)
-    metrics.tokens(STAGE, real, len(batch) * max(len(p.input_ids) for p in batch) - real)
+    count_tokens(STAGE, real, len(batch) * max(len(p.input_ids) for p in batch) - real)
     outputs = served.task.postprocess(batch, served.model.run(feeds), served.runtime)
     if len(outputs) != len(batch):
         raise RuntimeError(f"postprocess returned {len(outputs)} outputs for {len(batch)} parts")
