@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +50,7 @@ from pipeline.runtime.clients import Clients, connect
 from pipeline.runtime.delivery import TXN_CALL_TIMEOUT_S, Delivery
 from pipeline.runtime.liveness import HealthFile, Watchdog
 from pipeline.runtime.metrics import StageMetrics
+from pipeline.runtime.policies import BackPressure, BatchReadiness, CommitOrder
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.runner")
@@ -104,6 +105,8 @@ class StageRunner:
         self.health = HealthFile(Path(settings.health_file) if settings.health_file else None)
         self.last_error_log: dict[str, float] = {}
         self.metrics = StageMetrics(stage)
+        self.readiness = BatchReadiness(batching, self.overlap)
+        self.backpressure = BackPressure(batching.max_in_flight)
         self.delivery = Delivery(settings, stage, clients, self.watchdog, self._warn_once)
 
     # -- the loop ----------------------------------------------------------------
@@ -227,17 +230,12 @@ class StageRunner:
     def _start_batch(self) -> None:
         if not self.buffer or self.pending_assign:
             return
-        # max_running bounds the batches in the handler; with overlap, a batch
-        # that finished and waits for its commit does not count (at most one
-        # such, the commit follows in the same turn).
-        computing = sum(1 for _, future in self.running if not future.done()) if self.overlap else len(self.running)
-        if computing >= self.batching.max_running or len(self.running) > self.batching.max_running:
-            return
+        computing = sum(1 for _, future in self.running if not future.done())
         oldest = self.buffer[0].timestamp()[1] if self.batching.max_wait_ms else None
-        waited_ms = time.time() * 1000 - oldest if oldest and oldest > 0 else float("inf")
-        if len(self.buffer) < self.batching.max_batch and waited_ms < self.batching.max_wait_ms:
+        size = self.readiness.take(len(self.buffer), oldest, time.time() * 1000, computing, len(self.running))
+        if not size:
             return
-        batch = [self.buffer.popleft() for _ in range(min(self.batching.max_batch, len(self.buffer)))]
+        batch = [self.buffer.popleft() for _ in range(size)]
         records = [self._record(m) for m in batch]
         self.running.append((batch, self.executor.submit(self._handle, records)))
 
@@ -273,15 +271,9 @@ class StageRunner:
                 self.processed += len(batch)
 
     def _next_ready(self, wait: bool) -> tuple[list[Message], Future[list[Output]]] | None:
-        if wait:
-            return self.running[0]
-        busy: set[tuple[str | None, int | None]] = set()
-        for batch, future in self.running:
-            places = {(m.topic(), m.partition()) for m in batch}
-            if future.done() and not places & busy:
-                return batch, future
-            busy |= places
-        return None
+        batches = [(frozenset((m.topic(), m.partition()) for m in b), f.done()) for b, f in self.running]
+        index = CommitOrder.next_ready(batches, wait)
+        return None if index is None else self.running[index]
 
     def _discard_running(self) -> list[Message]:
         """Wait for the batches still running and drop their outputs; their records, to be redone."""
@@ -311,10 +303,7 @@ class StageRunner:
 
     def _rewind(self, batch: Sequence[Message]) -> None:
         """Go back to the start of an aborted batch on the partitions still ours."""
-        first: dict[tuple[str, int], int] = {}
-        for message in batch:
-            key = (message.topic() or "", message.partition() or 0)
-            first[key] = min(first.get(key, message.offset() or 0), message.offset() or 0)
+        first = CommitOrder.first_offsets(_places(batch))
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         mine = [TopicPartition(t, p, offset) for (t, p), offset in first.items() if (t, p) in owned]
         self._forget(mine)  # buffered records after the batch are fetched again
@@ -373,26 +362,12 @@ class StageRunner:
         self.buffer = deque(m for m in self.buffer if (m.topic(), m.partition()) not in gone)
 
     def _backpressure(self) -> None:
-        """At ``max_in_flight`` buffered, pause the partitions holding their share of it or more; resume when drained.
-
-        Lag then builds in Kafka, not in memory. Not every partition: librdkafka
-        drops a paused partition's prefetched records and, on resume, fetches in
-        assignment order, so pausing all of them each time the buffer filled
-        starved the partitions late in that order (under overload one waited
-        40 s while the median waited 1-3 s, librdkafka #2177). A partition
-        holding less than its share keeps flowing; the buffer stays within
-        about ``max_in_flight`` (each partition up to its share, plus a fetch).
-        """
-        limit = self.batching.max_in_flight
-        if len(self.buffer) < limit and not self.paused:
-            return
-        held = Counter((m.topic() or "", m.partition() or 0) for m in self.buffer)
-        share = max(1, limit // max(1, len(self.consumer.assignment())))
-        if len(self.buffer) <= limit // 2:
-            resume = set(self.paused)
-        else:
-            resume = {tp for tp in self.paused if held[tp] <= share // 2}
-        pause = {tp for tp, n in held.items() if n >= share} - self.paused if len(self.buffer) >= limit else set()
+        """Pause or resume partitions so at most about ``max_in_flight`` records wait here (:class:`BackPressure`)."""
+        if len(self.buffer) < self.batching.max_in_flight and not self.paused:
+            return  # the common case, without asking the consumer for its assignment
+        held = ((m.topic() or "", m.partition() or 0) for m in self.buffer)
+        assigned = len(self.consumer.assignment())
+        pause, resume = self.backpressure.decide(held, len(self.buffer), assigned, self.paused)
         if resume:
             self.consumer.resume([TopicPartition(t, p) for t, p in resume])
             self.paused -= resume
@@ -413,11 +388,11 @@ class StageRunner:
 
 
 def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
-    highest: dict[tuple[str, int], int] = {}
-    for message in batch:
-        key = (message.topic() or "", message.partition() or 0)
-        highest[key] = max(highest.get(key, -1), message.offset() or 0)
-    return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in highest.items()]
+    return [TopicPartition(t, p, offset) for (t, p), offset in CommitOrder.next_offsets(_places(batch)).items()]
+
+
+def _places(batch: Sequence[Message]) -> list[tuple[str, int, int]]:
+    return [(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in batch]
 
 
 def _names(partitions: Sequence[TopicPartition]) -> str:
