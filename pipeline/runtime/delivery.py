@@ -49,7 +49,7 @@ class Delivery:
     def __init__(self, settings: Settings, stage: str, clients: Clients, watchdog: Watchdog, warn_once: Warn) -> None:
         self.settings = settings
         self.stage = stage
-        self.transactional = settings.processing_guarantee == "exactly_once"
+        self.transactional = settings.processing_guarantee.transactional  # the one reader of the guarantee
         self.watchdog = watchdog
         self.warn_once = warn_once
         self._make_producer = clients.producer
@@ -60,6 +60,10 @@ class Delivery:
         self.side: Any = None
         self.side_lock = threading.Lock()
         self.errors: list[KafkaError] = []
+
+    def outage(self) -> None:
+        """The brokers were out of reach, or the group session ended: a transactional producer is made anew."""
+        self.renew = self.transactional
 
     def start(self) -> None:
         """Before the member joins: the side producer connected, older instances of this member fenced."""

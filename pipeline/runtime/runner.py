@@ -88,7 +88,6 @@ class StageRunner:
         self.batching = batching
         self.state = StateTable(changelog) if changelog else None
         self.client_id = settings.client_id(stage)
-        self.transactional = settings.processing_guarantee == "exactly_once"
         self.overlap = settings.commit_overlap
         clients = clients or connect(settings, stage, self.client_id, changelog)
         self.consumer = clients.consumer
@@ -206,7 +205,7 @@ class StageRunner:
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
             elif error.code() in OUTAGE_ERRORS:
-                self.delivery.renew = self.transactional
+                self.delivery.outage()
                 self._warn_once("outage", "%s: brokers out of reach (retrying): %s", self.stage, error)
             elif error.fatal() or not error.retriable():
                 raise BrokerError(f"{self.stage}: consume failed: {error}")
@@ -343,7 +342,7 @@ class StageRunner:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, _names(partitions))
-        self.delivery.renew = self.transactional  # the session ended: the brokers were away, or we were
+        self.delivery.outage()  # the session ended: the brokers were away, or we were
         self.lost_at = time.monotonic()
         self._discard_running()
         self._drop(partitions)

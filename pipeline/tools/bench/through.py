@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.settings import PROJECT_ROOT, Guarantee, Settings
 from pipeline.tools.bench.stats import CpuSnapshot, cpu_per_request, listening_pid, percentile, rate
 
 Say = Callable[[str], None]
@@ -102,8 +102,8 @@ def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Seque
     from pipeline.local.supervisor import Supervisor
 
     variant = f"v{zlib.crc32(label.encode()) % 10_000}" if label else ""  # rows with a label get topics of their own
-    tag = ("eo" if guarantee == "exactly_once" else "alo") + variant
-    settings = replace(settings, prefix=f"{settings.prefix}{tag}{members}-", processing_guarantee=guarantee)
+    tag = ("eo" if Guarantee(guarantee).transactional else "alo") + variant
+    settings = replace(settings, prefix=f"{settings.prefix}{tag}{members}-", processing_guarantee=Guarantee(guarantee))
     name = f"pipeline {guarantee}" + (f", {members} infer" if members != 1 else "") + label
     row = PipelineRow(name, guarantee, members)
     prepare(settings, say=lambda _: None)
