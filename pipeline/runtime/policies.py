@@ -4,6 +4,8 @@
 * :class:`CommitOrder`: which finished batch may be committed next?
 * :class:`BackPressure`: which partitions to pause and which to resume?
 
+and :class:`Timers`, the clock a stage schedules its recurring work on.
+
 :class:`~pipeline.runtime.runner.StageRunner` asks them every turn with what
 it holds; ``tests/unit/test_runner_policies.py`` asks them directly.
 """
@@ -14,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pipeline.records import Batching
+from pipeline.records import Batching, Every
 
 Place = tuple[str | None, int | None]  # (topic, partition) of a record
 
@@ -117,3 +119,26 @@ class BackPressure:
         resume = set(paused) if buffered <= self.limit // 2 else {tp for tp in paused if counts[tp] <= share // 2}
         pause = {tp for tp, n in counts.items() if n >= share} - paused if buffered >= self.limit else set()
         return pause, resume
+
+
+class Timers:
+    """The stage's recurring work (``StageContext.schedule``), run by the loop when it falls due.
+
+    Each function runs on the first turn after it is scheduled, then again on
+    the first turn at least ``every_ms`` after its last run.
+    """
+
+    def __init__(self) -> None:
+        self.timers: list[tuple[float, Every]] = []
+        self.due: list[float] = []
+
+    def schedule(self, every_ms: float, fn: Every) -> None:
+        self.timers.append((every_ms, fn))
+        self.due.append(0.0)
+
+    def run(self, now_ms: float) -> None:
+        """Every function that is due, with ``now_ms``."""
+        for index, (every_ms, fn) in enumerate(self.timers):
+            if now_ms >= self.due[index]:
+                self.due[index] = now_ms + every_ms
+                fn(now_ms)

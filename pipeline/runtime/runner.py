@@ -44,13 +44,13 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from pipeline.errors import BrokerError
 from pipeline.messages import header_list, now_ms
-from pipeline.records import Batching, Output, Record, StageLogic, StateTable
+from pipeline.records import Batching, Output, Record, StageContext, StageLogic, StateTable
 from pipeline.runtime import table
 from pipeline.runtime.clients import Clients, connect
 from pipeline.runtime.delivery import TXN_CALL_TIMEOUT_S, Delivery
 from pipeline.runtime.liveness import HealthFile, Watchdog
 from pipeline.runtime.metrics import StageMetrics
-from pipeline.runtime.policies import BackPressure, BatchReadiness, CommitOrder
+from pipeline.runtime.policies import BackPressure, BatchReadiness, CommitOrder, Timers
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.runner")
@@ -106,6 +106,7 @@ class StageRunner:
         self.metrics = StageMetrics(stage)
         self.readiness = BatchReadiness(batching, self.overlap)
         self.backpressure = BackPressure(batching.max_in_flight)
+        self.timers = Timers()
         self.delivery = Delivery(settings, stage, clients, self.watchdog, self._warn_once)
 
     # -- the loop ----------------------------------------------------------------
@@ -127,7 +128,7 @@ class StageRunner:
     def join(self) -> None:
         """Hand the stage its senders and state, fence older instances of this member, subscribe."""
         self.delivery.start()
-        self.hooks.start(self.send, self.state)
+        self.hooks.start(StageContext(self.send, self.state, self.timers.schedule))
         self.consumer.subscribe(
             [self.settings.topic(self.source)],
             on_assign=self._on_assign,
@@ -144,7 +145,7 @@ class StageRunner:
                 f"{self.stage}: lost its partitions {REJOIN_TIMEOUT_S:.0f} s ago and has not rejoined its group; "
                 "exiting so a new process joins"
             )
-        self.hooks.tick(now_ms())
+        self.timers.run(now_ms())
         self._poll()
         self._restore_pending()
         if self.overlap:

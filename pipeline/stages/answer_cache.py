@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipeline.errors import DecodeError
 from pipeline.messages import Answer, Request, now_ms
-from pipeline.records import Hooks, compact
+from pipeline.records import Hooks, StageContext, compact
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.answer_cache")
@@ -137,7 +137,6 @@ class AnswerCache(Hooks):
         self.lru = AnswerLru(settings.answer_cache_max_bytes, settings.answer_cache_max_age_ms)
         self.lock = threading.Lock()  # fed by the follower's thread, read by the handler's
         self.version = versions(settings) if settings.answer_cache_max_bytes > 0 else ""
-        self.next_stats_ms = 0.0
         self.logged = (0, 0)
 
     def answer(self, request: Request) -> Answer | None:
@@ -159,10 +158,11 @@ class AnswerCache(Hooks):
         with self.lock:
             self.lru.put(key, value, timestamp_ms)
 
+    def start(self, context: StageContext) -> None:
+        context.schedule(STATS_EVERY_MS, self.tick)
+
     def tick(self, now: float) -> None:
-        if now < self.next_stats_ms:
-            return
-        self.next_stats_ms = now + STATS_EVERY_MS
+        """Every STATS_EVERY_MS: log the cache's counts when they changed."""
         with self.lock:
             counts = (self.lru.hits, self.lru.misses)
             stats = self.lru.stats()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.records import Batching
-from pipeline.runtime.policies import BackPressure, BatchReadiness, CommitOrder
+from pipeline.runtime.policies import BackPressure, BatchReadiness, CommitOrder, Timers
 
 A0, A1, B0 = ("a", 0), ("a", 1), ("b", 0)
 
@@ -79,3 +79,14 @@ def test_a_paused_partition_resumes_once_it_holds_half_its_share_or_the_buffer_i
     assert policy.decide([A0] * 3 + [A1] * 2 + [B0] * 3, 8, 2, {A0, A1}) == (set(), {A1})
     # Half empty: everything resumes.
     assert policy.decide([A0] * 5, 5, 2, {A0, A1}) == (set(), {A0, A1})
+
+
+# -- timers ---------------------------------------------------------------------------
+
+
+def test_a_scheduled_function_runs_at_once_then_once_per_period() -> None:
+    timers, ran = Timers(), []
+    timers.schedule(100, ran.append)
+    for now in (1000.0, 1050.0, 1100.0, 1150.0, 1250.0):
+        timers.run(now)
+    assert ran == [1000.0, 1100.0, 1250.0]

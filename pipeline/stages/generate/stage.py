@@ -38,7 +38,7 @@ from typing import Any
 from pipeline.errors import ConfigError, DeadlineExceededError, DecodeError
 from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
 from pipeline.models.generator import Generated, Generator, TextStream
-from pipeline.records import Output, Record, StageLogic, StatefulHooks
+from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import cache_key, reply_budget, versions
 from pipeline.stages.base import answer_output, reject
@@ -48,7 +48,6 @@ from pipeline.tasks.faq.task import FALLBACK, FALLBACK_ZH
 from pipeline.tasks.language import detect_language
 
 STAGE = "generate"
-STATE_TOPIC = "sessions"
 TASK = "chat"
 # How often idle sessions are looked for, and how long before an expire record is sent again.
 EXPIRE_SCAN_MS = 1_000.0
@@ -92,13 +91,11 @@ class Generate(StatefulHooks):
         self.engine = engine
         self.tokenizer = tokenizer
         self.version = version
-        super().__init__(STATE_TOPIC)
         self.lock = threading.Lock()
         # The reply last started per session: a follow-up waits for it.
         self.tails: dict[bytes, Future[list[Output]]] = {}
         self.last_seen: dict[tuple[int, bytes], float] = {}
         self.expire_sent: dict[tuple[int, bytes], float] = {}
-        self.next_scan_ms = 0.0
         # Sequences in the engine at once (its continuous batch): the member's bound.
         self.slots = threading.BoundedSemaphore(settings.generate_max_sequences)
         self.languages = {code.strip() for code in settings.chat_languages.split(",") if code.strip()}
@@ -321,10 +318,13 @@ class Generate(StatefulHooks):
                 self.last_seen.pop(place, None)
                 self.expire_sent.pop(place, None)
 
+    def start(self, context: StageContext) -> None:
+        super().start(context)
+        context.schedule(EXPIRE_SCAN_MS, self.tick)
+
     def tick(self, now: float) -> None:
-        if now < self.next_scan_ms or self.send is None:
-            return
-        self.next_scan_ms = now + EXPIRE_SCAN_MS
+        """Every EXPIRE_SCAN_MS: expire idle sessions through a control record."""
+        assert self.send is not None  # scheduled at start
         ttl = self.settings.session_ttl_ms
         with self.lock:
             due = [
