@@ -16,6 +16,7 @@ from typing import Protocol
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from pipeline.messages import DEAD_LETTER_PREFIX
+from pipeline.models.batching import TOKENS  # noqa: F401  (counted by infer; served here with the rest)
 from pipeline.records import Output
 
 # Latency buckets from 1 ms to 1 min: hops are milliseconds, generation seconds.
