@@ -267,6 +267,16 @@ class Settings:
     # at once): one record per token would cost the model's cores a produce,
     # a broker write and a client read per token.
     chunk_flush_ms: int = 40
+    # Grounded replies (docs/models.md, "Replies a customer can trust"): the reply opens with the
+    # facts' best sentence, the decoder keeps to the facts' numbers and copies their words, and each
+    # sentence is checked before it streams. false: the model's text as it comes (for A/B runs).
+    chat_grounded: bool = True
+    # Sentences the model adds after the lead before it is stopped (a reply of two or three sentences).
+    chat_max_sentences: int = 2
+    # Logit bonus for a token that continues the facts after a matching 1-, 2- and 3-gram.
+    chat_copy_bonus: str = "1,2,3"
+    # No n-gram of this many tokens twice in a reply (0: off).
+    chat_no_repeat: int = 4
     # ONNX Runtime threads of the generation engine; 0: one per core.
     generate_threads: int = 0
 

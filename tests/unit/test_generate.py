@@ -45,6 +45,8 @@ class Sent:
 
 
 def make_stage(engine: ScriptedEngine, **settings: object) -> tuple[Generate, Sent, StateTable]:
+    """The stage's mechanics (streaming, sessions, deadlines) on the model's raw text; grounding has its own tests."""
+    settings = {"chat_grounded": False, **settings}
     stage = Generate(Settings(chat_model="x", **settings), engine, CharTokenizer(), "v1")  # type: ignore[arg-type]
     sent, table = Sent(), StateTable("sessions")
     scheduled: list[float] = []
@@ -145,7 +147,7 @@ class ExpiredInQueue:
     """An engine whose sequences end at their deadline before their first step (no room in time)."""
 
     def submit(self, prompt_ids: list[int], max_new_tokens: int, on_token: object,
-               deadline_ms: int | None = None) -> Future[Generated]:  # fmt: skip
+               deadline_ms: int | None = None, process: object = None) -> Future[Generated]:  # fmt: skip
         assert deadline_ms is not None, "the stage hands the request's deadline to the engine"
         future: Future[Generated] = Future()
         future.set_result(Generated(tokens=[], stopped="stopped", prompt_tokens=len(prompt_ids)))

@@ -25,6 +25,8 @@ class Turn:
     user: str
     assistant: str
     tokens: int
+    # (entry id, answer) the reply drew on: a follow-up that names no topic of its own draws on them again.
+    entries: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -58,7 +60,10 @@ class Session:
 
     def encode(self) -> bytes:
         return orjson.dumps(
-            {"turns": [[t.request, t.user, t.assistant, t.tokens] for t in self.turns], "last_ms": self.last_ms}
+            {
+                "turns": [[t.request, t.user, t.assistant, t.tokens, [list(e) for e in t.entries]] for t in self.turns],
+                "last_ms": self.last_ms,
+            }
         )
 
     @classmethod
@@ -67,7 +72,14 @@ class Session:
             return cls()
         obj = loads(data, "session")
         try:
-            turns = [Turn(str(r), str(u), str(a), int(n)) for r, u, a, n in read_field(obj, "turns", list, "session")]
-        except (TypeError, ValueError) as exc:
+            turns = [_turn(t) for t in read_field(obj, "turns", list, "session")]
+        except (TypeError, ValueError, IndexError) as exc:
             raise DecodeError(f"session: malformed turns: {exc}") from exc
         return cls(turns, float(read_field(obj, "last_ms", (int, float), "session")))
+
+
+def _turn(fields: list[object]) -> Turn:
+    """A stored turn: [request, user, assistant, tokens] and, since replies are grounded, its entries."""
+    request, user, assistant, tokens, *rest = fields
+    entries = [(str(e), str(a)) for e, a in rest[0]] if rest else []  # type: ignore[attr-defined]
+    return Turn(str(request), str(user), str(assistant), int(tokens), entries)  # type: ignore[call-overload]

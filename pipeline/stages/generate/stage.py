@@ -37,12 +37,14 @@ from typing import Any
 
 from pipeline.errors import ConfigError, DeadlineExceededError, DecodeError
 from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
+from pipeline.models.constraints import Vocabulary
 from pipeline.models.generator import Generated, Generator, TextStream
 from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import cache_key, reply_budget, versions
 from pipeline.stages.base import answer_output, reject
-from pipeline.stages.generate.prompting import chat_messages, count_tokens, prompt_ids
+from pipeline.stages.generate.grounding import CheckedStream
+from pipeline.stages.generate.prompting import chat_messages, count_tokens, grounded_plan, grounded_sequence, prompt_ids
 from pipeline.stages.generate.sessions import Session, Turn
 from pipeline.tasks.faq.task import FALLBACK, FALLBACK_ZH
 from pipeline.tasks.language import detect_language
@@ -76,7 +78,9 @@ class Reply:
     history: list[Turn]
     stream: TextStream
     started_ms: float
+    checked: CheckedStream | None = None  # grounded replies: the lead, then checked sentences
     first_token_ms: float | None = None
+    model_first_ms: float | None = None  # the model's own first token (after the lead, for grounded replies)
     seq: int = 0
     held: str = ""  # text not yet sent: sent when chunk_flush_ms has passed since the last chunk
     sent_ms: float = 0.0
@@ -99,6 +103,8 @@ class Generate(StatefulHooks):
         # Sequences in the engine at once (its continuous batch): the member's bound.
         self.slots = threading.BoundedSemaphore(settings.generate_max_sequences)
         self.languages = {code.strip() for code in settings.chat_languages.split(",") if code.strip()}
+        # Grounded decoding needs each token's text (0.1 s for SmolLM2's 49k tokens, once).
+        self.vocab = Vocabulary(tokenizer) if settings.chat_grounded else None
 
     # -- the handler (worker threads; several batches at once) ---------------------------------
 
@@ -151,7 +157,16 @@ class Generate(StatefulHooks):
         language = detect_language(prompt.text)
         if language not in self.languages:
             return self._retrieved_reply(prompt, record, headers, history, session, language)
-        ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
+        plan = grounded_plan(prompt, history) if self.vocab is not None else None
+        if plan is not None:
+            prompt = plan.prompt  # the entries the reply draws on (a follow-up's earlier ones included)
+            if not plan.lead:  # nothing retrieved: no model may answer it
+                return self._retrieved_reply(prompt, record, headers, history, session, language)
+        process = None
+        if plan is not None and self.vocab is not None:
+            ids, process, checked = grounded_sequence(plan, self.tokenizer, self.vocab, self.settings, history)
+        else:
+            ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
         wait_s = None if headers.deadline_ms is None else (headers.deadline_ms - now_ms()) / 1000
         if (wait_s is not None and wait_s <= 0) or not self.slots.acquire(timeout=wait_s):
             error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
@@ -159,8 +174,14 @@ class Generate(StatefulHooks):
             return [answer_output(answer, headers)]
         reply = Reply(prompt, record, headers, history, TextStream(self.tokenizer), now_ms(), done=done)
         budget = reply_budget(self.settings, prompt.max_tokens)
+        if plan is not None and process is not None:
+            # The reply opens with the facts' best sentences, streamed now; the model continues after them.
+            reply.checked = checked
+            reply.first_token_ms = now_ms()
+            self._chunk(reply, plan.lead)
         try:
-            future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token), headers.deadline_ms)
+            future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token), headers.deadline_ms,
+                                        process)  # fmt: skip
         except BaseException:
             self.slots.release()
             raise
@@ -187,13 +208,21 @@ class Generate(StatefulHooks):
         now = now_ms()
         if reply.first_token_ms is None:
             reply.first_token_ms = now
+        if reply.model_first_ms is None:
+            reply.model_first_ms = now
+        deadline = reply.headers.deadline_ms
+        in_time = deadline is None or now < deadline
+        if reply.checked is not None:  # whole sentences, each checked, go out as they pass
+            released, go_on = reply.checked.push(reply.stream.push(token))
+            if released:
+                self._chunk(reply, released)
+            return go_on and in_time
         reply.held += reply.stream.push(token)
         # The first piece goes at once (time to first token); later ones are
         # gathered for chunk_flush_ms: fewer records, the same text.
         if reply.held and (reply.seq == 0 or now - reply.sent_ms >= self.settings.chunk_flush_ms):
             self._chunk(reply, reply.held)
-        deadline = reply.headers.deadline_ms
-        return deadline is None or now < deadline
+        return in_time
 
     def _chunk(self, reply: Reply, delta: str) -> None:
         if self.send is not None:
@@ -214,13 +243,20 @@ class Generate(StatefulHooks):
 
     def _outputs(self, reply: Reply, session: Session, generated: Generated) -> list[Output]:
         prompt = reply.prompt
-        rest = reply.held + reply.stream.finish()
+        checked = reply.checked
+        if checked is not None:
+            ended_by_check = checked.done
+            rest = checked.push(reply.stream.finish())[0] + checked.finish(complete=generated.stopped == "eos")
+            if ended_by_check and generated.stopped == "stopped":
+                generated = Generated(generated.tokens, "checked", generated.prompt_tokens)
+        else:
+            rest = reply.held + reply.stream.finish()
         if rest:
             self._chunk(reply, rest)
         end = now_ms()
-        text = reply.stream.text.strip()
+        text = (checked.text if checked is not None else reply.stream.text).strip()
         result = self._result(reply, generated, end)
-        if generated.stopped == "stopped" and not generated.tokens:
+        if generated.stopped == "stopped" and not generated.tokens and checked is None:
             # The deadline passed while it waited for room in the batch: nothing was written.
             error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
             return [answer_output(Answer.failure(prompt.id, error.code, error.message, task=TASK), reply.headers)]
@@ -232,7 +268,8 @@ class Generate(StatefulHooks):
         outputs = [answer_output(answer, reply.headers)]
         if prompt.session:
             tokens = count_tokens(self.tokenizer, prompt.text) + len(generated.tokens)
-            session.add(Turn(prompt.id, prompt.text, text, tokens), self.settings.chat_history_tokens, end)
+            used = [(str(e.get("entry")), str(e.get("answer"))) for e in prompt.entries if e.get("matched")]
+            session.add(Turn(prompt.id, prompt.text, text, tokens, used), self.settings.chat_history_tokens, end)
             outputs.append(self._put(reply.record.partition, prompt.session.encode(), session.encode(), end))
         if answer.ok and not reply.history:
             budget = reply_budget(self.settings, prompt.max_tokens)
@@ -246,9 +283,12 @@ class Generate(StatefulHooks):
         n = len(generated.tokens)
         first = reply.first_token_ms
         requested = reply.headers.hops.get("requested", reply.started_ms)
-        decode_s = (end - first) / 1000 if first is not None else 0.0
+        started = reply.model_first_ms  # tokens/s is the model's: from its first token, not the lead's
+        decode_s = (end - started) / 1000 if started is not None else 0.0
+        checked = reply.checked
+        extra: dict[str, Any] = {"grounding": checked.report()} if checked is not None else {}
         return {
-            "reply": reply.stream.text,  # exactly the chunks joined
+            "reply": checked.text if checked is not None else reply.stream.text,  # exactly the chunks joined
             "entries": reply.prompt.entries,
             "session": reply.prompt.session,
             "turns_in_prompt": len(reply.history),
@@ -259,6 +299,7 @@ class Generate(StatefulHooks):
             "prefill_ms": round(first - reply.started_ms, 1) if first is not None else None,
             "tokens_per_s": round((n - 1) / decode_s, 2) if n > 1 and decode_s > 0 else None,
             "generated": generated.stopped != "retrieved",
+            **extra,
         }
 
     # -- sessions ---------------------------------------------------------------------------
