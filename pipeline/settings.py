@@ -136,12 +136,12 @@ class Settings:
     # question's cosine. Below faq_min_score (of that fused score) a sub-question
     # gets the fallback reply. All four and the margin are calibrated on the tuning
     # set only for the shipped shop and MiniLM: pipeline eval --calibrate, docs/models.md.
-    faq_min_score: float = 0.3185
+    faq_min_score: float = 0.3223
     faq_answer_weight: float = 0.2
     faq_lexical_weight: float = 0.2
     faq_title_weight: float = 0.1
     # Best two entries closer than this: the answer says it is unsure and offers both.
-    faq_unsure_margin: float = 0.068
+    faq_unsure_margin: float = 0.071
     model_cache_dir: Path = PROJECT_ROOT / ".cache" / "models"
     # faq in other languages: a second knowledge base, which names its
     # languages in its file ("language": "zh" or a list), served by a
@@ -177,6 +177,11 @@ class Settings:
     # on a machine shared with the other stages and the broker the spinning
     # burns the cores they need. Off unless set.
     ort_spinning: bool = False
+    # Each infer (and CUDA generate) member's ONNX Runtime arena on the GPU, in
+    # MiB (gpu_mem_limit, grown only as asked: kSameAsRequested); 0: no limit.
+    # Members sharing a GPU need one, and `pipeline up` checks that they fit
+    # (pipeline/models/gpu_memory.py).
+    gpu_mem_limit_mb: int = 0
     batch_max_parts: int = 64
     # Padded tokens per batch (rows x longest row): bounds memory and latency.
     batch_max_tokens: int = 16_384
@@ -279,6 +284,8 @@ class Settings:
     chat_no_repeat: int = 4
     # ONNX Runtime threads of the generation engine; 0: one per core.
     generate_threads: int = 0
+    # The chat engine's ONNX Runtime provider: cpu, or cuda (the GPU bench).
+    generate_provider: str = "cpu"
 
     # -- answer cache (filter) -------------------------------------------------------
     # Bounds of filter's in-memory copy of the answer-cache topic; 0 bytes turns it off.
@@ -338,6 +345,10 @@ class Settings:
             raise ConfigError(
                 f"PIPELINE_SASL_MECHANISM={self.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
             )
+        if self.gpu_mem_limit_mb < 0:
+            raise ConfigError("PIPELINE_GPU_MEM_LIMIT_MB must be 0 (no limit) or positive")
+        if self.generate_provider.strip().lower() not in ("cpu", "cuda"):
+            raise ConfigError(f"PIPELINE_GENERATE_PROVIDER={self.generate_provider!r}: use cpu or cuda")
         for name in ("batch_max_parts", "batch_max_tokens", "batch_max_running", "max_in_flight", "chunk_tokens",
                      "chat_default_tokens", "chat_max_tokens", "generate_max_sequences", "generate_max_tokens",
                      "generate_prefill_tokens"):  # fmt: skip

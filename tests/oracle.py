@@ -145,11 +145,12 @@ def reference_faq(model_dir: Path, kb: Path | Sequence[Any], text: str, settings
     ``kb`` is a knowledge-base file (read with ``load_kb``) or entries with
     ``id``, ``questions`` and ``answer`` (``keywords`` optional).
     """
+    from pipeline.tasks.faq.kb import kb_synonyms, load_kb, places
     from pipeline.tasks.faq.retrieval import Lexical, lexical_document, title_line
 
+    synonyms: tuple[tuple[str, ...], ...] = ()
     if isinstance(kb, str | Path):
-        from pipeline.tasks.faq.kb import load_kb
-
+        synonyms = kb_synonyms(Path(kb))
         kb = load_kb(Path(kb))
     wa, wl, wt = settings.faq_answer_weight, settings.faq_lexical_weight, settings.faq_title_weight
     wq = 1.0 - wa - wl - wt
@@ -160,7 +161,8 @@ def reference_faq(model_dir: Path, kb: Path | Sequence[Any], text: str, settings
     questions = split_sentences(text) or [text.strip()]
     asked = torch.stack([vector(q) for q in questions])
     keywords = [tuple(getattr(entry, "keywords", ())) for entry in kb]
-    lexical = Lexical([lexical_document(e.id, e.questions, k) for e, k in zip(kb, keywords, strict=True)])
+    documents = [lexical_document(e.id, e.questions, k, places(e)) for e, k in zip(kb, keywords, strict=True)]
+    lexical = Lexical(documents, synonyms=synonyms)
     lexical_scores = lexical.scores(questions)
     best: list[tuple[float, str] | None] = [None] * len(questions)
     for column, (entry, words) in enumerate(zip(kb, keywords, strict=True)):

@@ -23,7 +23,10 @@ def register(sub: Any) -> None:
                        help="ORT / torch threads of the in-process rows (default: this machine's cores)")  # fmt: skip
     bench.add_argument("--batches", default="1,8,16,32,64", help="raw ORT batch sizes to sweep (default 1,8,16,32,64)")
     bench.add_argument("--guarantees", default="exactly_once,at_least_once", help="pipeline rows, comma-separated")
-    bench.add_argument("--members", default="1", help="infer members to measure, e.g. 1,2 (extra rows: exactly_once)")
+    bench.add_argument("--members", default="1",
+                       help="members per row (extra rows: exactly_once): infer counts, e.g. 1,2, or per-stage "
+                       "settings separated by ';', e.g. 'filter=2,split=2,infer=1,merge=2;infer=4' "
+                       "(a stage not named runs one)")  # fmt: skip
     bench.add_argument("--no-eager", action="store_true", help="skip the transformers eager row")
     bench.add_argument("--no-naive", action="store_true", help="skip the naive consumer row")
     bench.add_argument("--int8", action="store_true", help="add a raw ORT row for the int8 export (if exported)")
@@ -44,6 +47,15 @@ def _variant(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _members(text: str) -> tuple[Any, ...]:
+    from pipeline.tools.bench.through import parse_members
+
+    try:
+        return parse_members(text)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import orjson
 
@@ -56,7 +68,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads or len(os.sched_getaffinity(0)),
         batches=tuple(int(b) for b in args.batches.split(",")),
         guarantees=tuple(g for g in args.guarantees.split(",") if g),
-        members=tuple(int(m) for m in args.members.split(",")),
+        members=_members(args.members),
         eager=not args.no_eager,
         naive=not args.no_naive,
         int8=args.int8,

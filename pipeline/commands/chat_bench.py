@@ -157,6 +157,7 @@ def in_process(
     from pipeline.messages import Prompt
     from pipeline.models.constraints import Vocabulary
     from pipeline.models.generator import TextStream, load_generator
+    from pipeline.stages.generate.grounding import CheckedStream
     from pipeline.stages.generate.prompting import chat_messages, grounded_plan, grounded_sequence, prompt_ids
 
     engine, tokenizer = load_generator(settings)
@@ -169,7 +170,9 @@ def in_process(
             times: list[float] = []
             process, go_on = None, lambda _token: True
             if vocab is not None:
-                ids, process, checked = grounded_sequence(grounded_plan(prompt, []), tokenizer, vocab, settings)
+                plan = grounded_plan(prompt, [])
+                ids, process = grounded_sequence(plan, tokenizer, vocab, settings)
+                checked = CheckedStream(plan.grounds, plan.lead, settings.chat_max_sentences)
                 stream = TextStream(tokenizer)
                 go_on = lambda token: checked.push(stream.push(token))[1]  # noqa: E731  (stops as generate does)
             else:

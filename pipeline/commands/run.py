@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -62,6 +63,10 @@ def register(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Defensive, before the stage's imports: should a library import jax here after
+    # all, it takes GPU memory as it needs it instead of 75 % of the device
+    # at its first use (issue 19; bm25s is kept off jax in tasks/retrieval.py).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from pipeline.runtime.member import run_stage
 
     settings = settings_from(args, member=args.member)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.models.gpu_memory import check_members
 from pipeline.runtime.liveness import read_health
 from pipeline.settings import Settings
 
@@ -72,6 +73,7 @@ class Supervisor:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
+        check_members(self.counts, self.settings)  # the GPU members' budgets must fit the device
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for stage, count in self.counts.items():
             for index in range(count):

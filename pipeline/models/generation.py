@@ -111,6 +111,7 @@ class OrtEngine:
         max_sequences: int = 8,
         max_tokens: int = 16_384,
         max_prefill_tokens: int = 512,
+        providers: Sequence[Any] = ("CPUExecutionProvider",),
     ) -> None:
         path = exported.path if isinstance(exported, ExportedModel) else Path(exported)
         meta = exported.meta if isinstance(exported, ExportedModel) else ModelMeta.load(path)
@@ -125,7 +126,7 @@ class OrtEngine:
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path / model_file), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path / model_file), options, providers=list(providers))
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.ids = count()
@@ -394,6 +395,7 @@ def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
     from transformers import AutoTokenizer
 
     from pipeline.models.quantize import variant_file
+    from pipeline.models.session import engine_providers
 
     exported = ensure_exported(settings.chat_model, "decoder", settings)
     model_file = variant_file(exported, "int4" if settings.chat_quantized else "fp32")
@@ -404,6 +406,7 @@ def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
         max_sequences=settings.generate_max_sequences,
         max_tokens=settings.generate_max_tokens,
         max_prefill_tokens=settings.generate_prefill_tokens,
+        providers=engine_providers(settings),
     )
     return engine, AutoTokenizer.from_pretrained(str(exported.path))
 

@@ -32,6 +32,7 @@ import onnxruntime as ort
 
 from pipeline.errors import ConfigError, ExportError, ProviderError
 from pipeline.models.export import ExportedModel, ModelMeta
+from pipeline.models.gpu_memory import check_fit, cuda_options, device_memory_mb
 from pipeline.models.mapped import mapped_graph
 from pipeline.settings import Settings
 
@@ -80,6 +81,8 @@ def open_session(exported: ExportedModel, settings: Settings) -> OrtModel:
     else:
         candidates = [wanted, *(f for f in _FALLBACKS[wanted] if PROVIDERS[f] in available)]
     if any(name != "cpu" for name in candidates) and gpu_present():
+        # One member's budget must fit the device (pipeline up checks all of them together).
+        log.info("%s", check_fit(1, settings, device_memory_mb()))
         _preload_gpu_libraries()
 
     session = _create(exported, settings, candidates, strict=wanted != "auto")
@@ -177,6 +180,8 @@ def _create(
 
 
 def _provider_options(name: str, exported: ExportedModel, settings: Settings) -> dict[str, Any]:
+    if name == "cuda":
+        return cuda_options(settings)  # the member's GPU memory budget, if one is set
     if name != "tensorrt":
         return {}
     # TensorRT builds an engine per input shape unless it is given a shape range;
@@ -212,6 +217,15 @@ def _preload_gpu_libraries() -> None:
         log.debug("preloading GPU libraries failed: %s", exc)
     if chatter.getvalue().strip():
         log.debug("preloading GPU libraries: %s", chatter.getvalue().strip())
+
+
+def engine_providers(settings: Settings) -> list[Any]:
+    """The generation engine's providers: ``PIPELINE_GENERATE_PROVIDER`` (cpu, or cuda with the CPU behind it)."""
+    if settings.generate_provider.strip().lower() == "cuda":
+        if gpu_present():
+            _preload_gpu_libraries()
+        return [(PROVIDERS["cuda"], cuda_options(settings)), PROVIDERS["cpu"]]
+    return [PROVIDERS["cpu"]]
 
 
 # -- plain sessions (benchmarks, quantisation checks) ------------------------------

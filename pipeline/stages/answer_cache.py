@@ -34,7 +34,9 @@ _fingerprints: dict[tuple[str, int, float], str] = {}
 
 # The faq scoring settings a grounded reply depends on (besides the models and knowledge bases).
 RETRIEVAL_SETTINGS = ("faq_min_score", "faq_answer_weight", "faq_lexical_weight", "faq_title_weight",
-                      "faq_unsure_margin", "faq_multilingual_min_score")  # fmt: skip
+                      "faq_unsure_margin", "faq_multilingual_min_score",
+                      # and how the reply is grounded in them
+                      "chat_grounded", "chat_max_sentences", "chat_copy_bonus", "chat_no_repeat")  # fmt: skip
 
 
 def fingerprint(path: str | Path) -> str:

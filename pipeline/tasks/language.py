@@ -80,10 +80,14 @@ def multilingual_languages(settings: Settings) -> tuple[str, ...]:
     return languages
 
 
+# Tasks that retrieve from the faq knowledge base (chat retrieves as faq does): the ones routed by language.
+RETRIEVING = frozenset({"faq", "chat"})
+
+
 def task_routes(task: str, settings: Settings) -> dict[str, Settings]:
-    """Every route of ``task`` by key: ``{task: settings}``, plus ``faq:<lang>`` routes for faq."""
+    """Every route of ``task`` by key: ``{task: settings}``, plus ``<task>:<lang>`` routes for faq and chat."""
     routes = {task: settings}
-    languages = multilingual_languages(settings) if task == "faq" else ()
+    languages = multilingual_languages(settings) if task in RETRIEVING else ()
     if languages:
         multilingual = dataclasses.replace(
             settings,
@@ -102,8 +106,8 @@ def task_routes(task: str, settings: Settings) -> dict[str, Settings]:
 
 
 def request_route(request: Request, settings: Settings) -> str:
-    """The route key of ``request``: ``faq:<lang>`` when the multilingual pair reads it, else the task."""
-    if request.task == "faq":
+    """The route key of ``request``: ``<task>:<lang>`` when the multilingual pair reads it, else the task."""
+    if request.task in RETRIEVING:
         lang = request_language(request)
         if lang in multilingual_languages(settings):
             return route_key(request.task, lang)

@@ -16,6 +16,12 @@ clause the same characters are ordinary words (``这款还有货吗`` asks wheth
 is in stock). ``还有，…`` after a full stop or question mark needs no rule: the
 stop already split there.
 
+English messages join a second question the same way ("where is my parcel,
+also can I cancel it"): "also", "plus", "and also", "btw", "by the way" right
+after a comma start a new sentence when a question follows them (a question
+word, "I" or "my": "..., plus a bag" stays one sentence). Never "and" alone: ", and" joins clauses
+of one question far more often ("I ordered shoes, and they are late").
+
 This is deliberately a few rules, not a language model: it only has to find
 where one question ends and the next begins in a chat message.
 """
@@ -37,6 +43,13 @@ CONNECTORS: tuple[str, ...] = tuple(
         key=len,
         reverse=True,
     )
+)  # fmt: skip
+# English joining words that start a new question after a comma (lower-cased match, whole word).
+EN_CONNECTORS: tuple[str, ...] = ("and also", "by the way", "also", "plus", "btw")
+# What a question starts with after such a word.
+_EN_QUESTION_STARTS = frozenset(
+    {"can", "could", "do", "does", "did", "is", "are", "was", "were", "will", "would", "should", "may", "how",
+     "what", "when", "where", "which", "who", "why", "i", "i'm", "im", "my", "there", "any"}
 )  # fmt: skip
 _CLAUSE_COMMAS = "，,、"
 ABBREVIATIONS = frozenset(
@@ -73,11 +86,22 @@ def _split_at_connectors(piece: str) -> list[str]:
         after = i + 1
         while after < len(piece) and piece[after].isspace():
             after += 1
-        if piece.startswith(CONNECTORS, after):
+        if piece.startswith(CONNECTORS, after) or _english_connector_at(piece, after):
             out.append(piece[start:i])
             start = after
     out.append(piece[start:])
     return out
+
+
+def _english_connector_at(piece: str, at: int) -> bool:
+    """Whether an English joining word starts at ``at``, as a whole word with more words after it."""
+    lowered = piece[at:].lower()
+    for word in EN_CONNECTORS:
+        rest = lowered[len(word) :]
+        if lowered.startswith(word) and rest[:1] in (" ", ",", ":"):
+            following = rest.lstrip(" ,:").split(" ", 1)[0].rstrip("?,.!")
+            return following in _EN_QUESTION_STARTS
+    return False
 
 
 def _dot_ends_sentence(text: str, i: int) -> bool:

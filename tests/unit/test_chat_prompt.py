@@ -55,7 +55,7 @@ def test_the_prompt_has_instructions_facts_history_and_the_message_in_order() ->
     assert text.startswith("Earlier in this conversation:\nCustomer: Can I return shoes?\nYou: Yes, within 30 days.")
     # Matched entries only, each once, then the message.
     assert text.count("Use the link.") == 1 and "Irrelevant." not in text
-    assert text.endswith("answer the customer's message: And how long does that take?")
+    assert text.endswith("Question: And how long does that take?")
     assert "Earlier" not in chat_messages(prompt, [])[1]["content"]
     assert facts([UNMATCHED]) == NO_FACTS
 

@@ -23,6 +23,13 @@ from pipeline.tasks.faq.task import part_text
         ("And?", "And?"),  # nothing would be left
         ("Then?", "Then?"),
         ("How do I return it?", "How do I return it?"),
+        ("还有退款多久能到账？", "退款多久能到账？"),  # 还有 joins, a question of its own is left
+        ("还有，退款多久能到账？", "退款多久能到账？"),
+        ("还有货吗？", "还有货吗？"),  # 还有 is the question: "is there stock?"
+        ("另外能用 PayPal 付款吗？", "另外能用 PayPal 付款吗？"),  # 另外 may be "other": kept without punctuation
+        ("另外，能用 PayPal 付款吗？", "能用 PayPal 付款吗？"),
+        ("顺便问一下运费多少", "运费多少"),
+        ("還有就是優惠碼用不了", "優惠碼用不了"),
     ],
 )
 def test_strip_lead_in(question: str, expected: str) -> None:

@@ -102,3 +102,37 @@ def test_a_message_nothing_matched_gets_the_fallback_text_and_no_model_run(stage
     )
     assert answer.result is not None and answer.result["generated"] is False
     assert "rockets" not in "".join(chunks[1:]) and chunks == [answer.result["reply"]]
+
+
+def test_the_cached_copy_of_a_sessions_first_reply_names_no_session(stages: list[Stage]) -> None:
+    stage = make(stages, " Start a return under Account > Orders.")
+    outputs = stage.generate(
+        [record("r1", "Can I return shoes?", [entry("Can I return shoes?", "return-policy")], "s-1")]
+    )
+    [cached] = [Answer.decode(o.value) for o in outputs if o.topic == "answer-cache"]
+    assert cached.result is not None and cached.result["session"] is None, "another customer gets this copy"
+    [answered] = [Answer.decode(o.value) for o in outputs if o.topic == "answers"]
+    assert answered.result is not None and answered.result["session"] == "s-1"
+
+
+def test_a_chinese_chat_message_is_retrieved_from_the_chinese_shop() -> None:
+    """chat routes by language as faq does: before, a Chinese message met the English knowledge base and got nothing."""
+    from pipeline.messages import Request
+    from pipeline.tasks.language import request_route, route_settings
+
+    settings = Settings(chat_model="x")
+    request = Request(id="z", task="chat", text="我的快递到哪了？")
+    assert request_route(request, settings) == "chat:zh"
+    assert route_settings(request, settings).faq_kb == settings.faq_multilingual_kb
+
+
+def test_a_short_follow_up_keeps_to_the_one_entry_its_lead_comes_from(stages: list[Stage]) -> None:
+    stage = make(stages, " Standard shipping is free over $50.")
+    stage.ask(record("r1", "Is standard shipping free?", [entry("Is standard shipping free?", "shipping-costs")], "s"))
+    # "And express?" alone retrieves delivery times; the conversation was about what shipping costs.
+    answer, chunks = stage.ask(
+        record("r2", "And express?", [entry("And express?", "shipping-times", score=0.45)], "s", 1)
+    )
+    assert answer.result is not None
+    assert "$12.95" in chunks[0], "Express costs $12.95: the lead answers the conversation's question"
+    assert [e["entry"] for e in answer.result["entries"]] == ["shipping-costs"], "no drift into the other entry"

@@ -208,3 +208,32 @@ def test_closing_stops_what_is_running(tiny: tuple[Path, ExportedModel], prompts
     assert running.result(10).stopped == "stopped"
     with pytest.raises(RuntimeError):
         engine.submit(prompts[0], 1, lambda _: True)
+
+
+def test_another_architecture_drops_in(tmp_path: Path) -> None:
+    """PIPELINE_CHAT_MODEL takes any transformers causal-LM folder the decoder export can trace: a Qwen2 here
+    (the family of the small multilingual instruct models), exported, verified and generated like SmolLM2."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tests.chat_engines import smollm_tokenizer
+
+    tokenizer = smollm_tokenizer()
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True, initializer_range=0.2,
+    )  # fmt: skip
+    model = tmp_path / "tiny-qwen2"
+    Qwen2ForCausalLM(config).eval().save_pretrained(str(model))
+    tokenizer.save_pretrained(str(model))
+    exported = ensure_exported(str(model), "decoder", Settings(model_cache_dir=tmp_path / "cache"))
+    assert exported.meta.max_diff <= 1e-3
+    ids = list(tokenizer("Where is my order?", add_special_tokens=False)["input_ids"])
+    engine = OrtEngine(exported, threads=1)
+    engine.eos = set()
+    try:
+        assert alone(engine, ids) == reference(model, ids)
+    finally:
+        engine.close()

@@ -129,3 +129,21 @@ def test_a_session_keeps_the_entries_each_turn_drew_on_and_reads_turns_without_t
     assert again.turns[0].entries == [("international-shipping", "We ship.")]
     old = b'{"turns": [["r0", "hi", "hello", 3]], "last_ms": 2.0}'  # written before turns kept their entries
     assert Session.decode(old).turns[0].entries == []
+
+
+def test_chinese_sentences_are_cut_and_checked_too() -> None:
+    """A model that writes Chinese (PIPELINE_CHAT_LANGUAGES=en,zh with a multilingual model) is checked the same way."""
+    kb_zh = {
+        e["id"]: e["answer"]
+        for e in json.loads((PROJECT_ROOT / "pipeline/data/faq_shop_zh.json").read_text())["entries"]
+    }
+    facts = Grounds.of([("return-policy", kb_zh["return-policy"])], "鞋子不合适能退吗？")
+    assert len(facts.facts) == 2
+    assert facts.check("未使用且包装完好的商品可在签收后 30 天内退货。").ok
+    assert facts.check("商品可在签收后 14 天内退货。").reason == "number 14"
+    assert not facts.check("您不能退货。").ok
+    stream = CheckedStream(facts, facts.facts[0].text)
+    released, go_on = stream.push("在“账户 > 订单”或退货页面发起退货即可获取免费的预付运单。然后")
+    assert released == "在“账户 > 订单”或退货页面发起退货即可获取免费的预付运单。" and go_on, (
+        "no space between Chinese sentences"
+    )

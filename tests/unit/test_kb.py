@@ -162,6 +162,31 @@ def test_csv_keywords_column_is_semicolon_separated_and_optional_on_later_rows(t
     ]
 
 
+def test_regions_and_synonyms_from_json_and_csv(tmp_path: Path) -> None:
+    from pipeline.tasks.faq.kb import kb_synonyms, places
+
+    path = write(tmp_path, "kb.json", {
+        "synonyms": [["order", "Parcel", "box"], ["balance", "left"]],
+        "entries": [{"id": "ship", "question": "Abroad?", "answer": "Yes.",
+                     "regions": {"EU": ["Germany", "France"], "Canada": []}}],
+    })  # fmt: skip
+    entry = load_kb(path)[0]
+    assert entry.regions == (("EU", ("Germany", "France")), ("Canada", ()))
+    assert places(entry) == ("EU", "Germany", "France", "Canada")
+    assert kb_synonyms(path) == (("order", "parcel", "box"), ("balance", "left"))
+    csv_path = tmp_path / "kb.csv"
+    csv_path.write_text('id,question,answer,regions\nship,Abroad?,Yes.,"EU: Germany, France; Canada"\n')
+    assert load_kb(csv_path) == [entry] and kb_synonyms(csv_path) == ()
+    twice = write(tmp_path, "twice.json", {"synonyms": [["a", "b"], ["b", "c"]], "entries": []})
+    with pytest.raises(ConfigError, match="in two groups: b"):
+        kb_synonyms(twice)
+    with pytest.raises(ConfigError, match="at least two"):
+        kb_synonyms(write(tmp_path, "one.json", {"synonyms": [["a"]], "entries": []}))
+    bad = write(tmp_path, "bad.json", [{"id": "a", "question": "Q", "answer": "A", "regions": ["EU"]}])
+    with pytest.raises(ConfigError, match=r'"regions" must map .*entries\[0\]'):
+        load_kb(bad)
+
+
 def test_csv_without_id_column(tmp_path: Path) -> None:
     path = write(tmp_path, "kb.csv", "question,answer\nWhere is my order?,Check your email.\n")
     assert load_kb(path) == [KbEntry("where-is-my-order", ("Where is my order?",), "Check your email.")]

@@ -9,6 +9,7 @@ import numpy as np
 from pipeline.tasks.faq.retrieval import (
     Lexical,
     Signals,
+    Synonyms,
     Weights,
     best_per_entry,
     fuse,
@@ -54,6 +55,27 @@ def test_fusion_weighs_the_four_signals_and_skips_a_zero_weight() -> None:
 def test_best_per_entry_takes_each_entrys_best_question() -> None:
     scores, rows = best_per_entry(np.array([[0.2, 0.9, 0.3]]), np.array([0, 0, 1]), 2)
     assert scores.tolist() == [[0.9, 0.3]] and rows.tolist() == [[1, 2]]
+
+
+def test_synonyms_are_read_as_their_groups_first_word_on_both_sides() -> None:
+    groups = [["order", "parcel", "package", "box"], ["balance", "left", "remaining"], ["gift card", "voucher"]]
+    synonyms = Synonyms(groups)
+    assert synonyms("where is my parcel") == "where is my order"
+    assert synonyms("how much is left on my voucher") == "how much is balance on my gift card"
+    assert synonyms("boxing day, leftovers") == "boxing day, leftovers"  # whole words only
+    assert tokens("my box", synonyms) == tokens("my order")
+    documents = ["missing item from my order", "lost parcel never arrived"]
+    plain, read = Lexical(documents), Lexical(documents, synonyms=groups)
+    asked = ["one thing is missing from my parcel"]
+    assert plain.raw(asked)[0, 1] > 0 and read.raw(asked)[0, 0] > plain.raw(asked)[0, 0]
+
+
+def test_an_entry_is_read_by_its_id_questions_keywords_and_places() -> None:
+    assert lexical_document("ship", ["Do you ship abroad?"], ["overseas"], ["EU", "Ireland"]) == (
+        "ship Do you ship abroad? overseas EU Ireland"
+    )
+    lexical = Lexical(["returns send back", "ship abroad overseas EU Ireland France"])
+    assert lexical.raw(["Do you deliver to Ireland?"])[0].argmax() == 1
 
 
 def test_an_entry_is_read_by_its_id_questions_and_keywords() -> None:

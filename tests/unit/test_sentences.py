@@ -17,6 +17,12 @@ from pipeline.tasks.sentences import split_sentences
         ("我怎么重置密码？可以改地址吗？", ["我怎么重置密码？", "可以改地址吗？"]),
         ("我的订单在哪里。能退货吗！", ["我的订单在哪里。", "能退货吗！"]),
         ("Where is my order", ["Where is my order"]),
+        # English joining words after a comma start a new question when a question follows them.
+        ("where is my parcel, also can I cancel it", ["where is my parcel", "also can I cancel it"]),
+        ("Do you ship to Canada, plus do you take PayPal?", ["Do you ship to Canada", "plus do you take PayPal?"]),
+        ("I want it in blue, plus a bag", ["I want it in blue, plus a bag"]),  # no question follows
+        ("I ordered shoes, and they are late", ["I ordered shoes, and they are late"]),  # never "and" alone
+        ("Where is my box, btw how do i get an invoice", ["Where is my box", "btw how do i get an invoice"]),
         ("I paid 2.5 EUR too much. Can I get it back?", ["I paid 2.5 EUR too much.", "Can I get it back?"]),
         (
             "Can I pay with e.g. PayPal or i.e. a wallet? What about gift cards?",

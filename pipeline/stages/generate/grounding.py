@@ -60,13 +60,13 @@ LEAD_MARGIN = 2
 # A sentence this similar to one already in the reply is a repeat.
 REPEAT = 0.8
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _NUMBER = re.compile(r"\d+(?:[.,:/\-–—]\d+)*")
 _CUT_NUMBER = re.compile(r"\d[-–—/:](?!\d)")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _STEP = re.compile(r"([A-Za-z][\w&'-]*)\s*>\s*([A-Za-z][\w&'-]*)")
 # Where a fact text is cut into sentences: after . ! ? before the next one's first letter or quote.
-_FACT_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
+_FACT_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])|(?<=[。！？])\s*")
 
 
 def stem(word: str) -> str:
@@ -77,8 +77,14 @@ def stem(word: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased words, apostrophes folded ("can't" → "cant")."""
-    return [w.replace("'", "") for w in _WORD.findall(text.lower().replace("’", "'"))]
+    """Lower-cased words, apostrophes folded ("can't" → "cant"); Chinese as its characters' bigrams."""
+    out: list[str] = []
+    for run in _WORD.findall(text.lower().replace("’", "'")):
+        if run[0].isascii():
+            out.append(run.replace("'", ""))
+        else:  # a run of CJK characters: its bigrams (a lone character alone)
+            out.extend([run[i : i + 2] for i in range(len(run) - 1)] or [run])
+    return out
 
 
 def content(text: str) -> frozenset[str]:
@@ -251,7 +257,7 @@ class Grounds:
         return next((f for f in self.facts if f.text not in taken), None)
 
 
-_BOUNDARY = re.compile(r"([.!?]+[\"'”’)]*)(\s+)")
+_BOUNDARY = re.compile(r"([.!?]+[\"'”’)]*)(\s+)|([。！？]+[”’」』）]*)()")
 
 
 @dataclass
@@ -292,7 +298,7 @@ class CheckedStream:
             newline = self.pending.find("\n")
             if match is None and newline < 0:
                 break
-            end = match.end(1) if match is not None else newline
+            end = (match.end(1) if match.group(1) else match.end(3)) if match is not None else newline
             if newline >= 0 and (match is None or newline < match.start()):
                 end = newline
             sentence, self.pending = self.pending[:end], self.pending[end:].lstrip()
@@ -335,7 +341,8 @@ class CheckedStream:
         return self._release(stand_in.text)
 
     def _release(self, sentence: str) -> str:
-        piece = (" " if self.text else "") + sentence
+        spaced = self.text and not _is_cjk(self.text[-1]) and not _is_cjk(sentence[0])
+        piece = (" " if spaced else "") + sentence
         self.text += piece
         self.sentences.append(sentence)
         return piece
@@ -352,3 +359,7 @@ class CheckedStream:
             "fallback": self.stated == 0,
             "rejected": self.rejected,
         }
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3000" <= ch <= "\u9fff" or "\uf900" <= ch <= "\uffef"

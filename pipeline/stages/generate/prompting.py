@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.messages import Prompt
 from pipeline.models.constraints import DecodingRules, GroundedDecoding, Vocabulary
 from pipeline.settings import Settings
-from pipeline.stages.generate.grounding import CheckedStream, Grounds
+from pipeline.stages.generate.grounding import Grounds
 from pipeline.stages.generate.sessions import Turn
 from pipeline.tasks.faq.followup import leans_on_previous
 
@@ -67,6 +67,7 @@ def count_tokens(tokenizer: Any, text: str) -> int:
 
 # A follow-up's own retrieval at or above this score is trusted before the earlier turn's entries.
 FOLLOW_UP_TRUST = 0.6
+FOLLOW_UP_OPENERS = ("and ", "and,", "what about", "how about", "also", "plus ", "but ", "so ")
 
 
 @dataclass(frozen=True)
@@ -82,45 +83,55 @@ class Plan:
 def grounded_plan(prompt: Prompt, history: Sequence[Turn]) -> Plan:
     """The facts of ``prompt`` and the sentence the reply opens with.
 
-    A follow-up that names no topic of its own ("How long does it take to get
-    there?") is retrieved on its own words, which may point at a neighbour
-    entry, so the entries the previous turn drew on join its facts: before the
-    retrieved ones unless retrieval was sure (``FOLLOW_UP_TRUST``), and the
-    lead is the sentence of either that shares most with the message.
+    A follow-up (:func:`follows_up`: "How long does it take to get there?",
+    "And express?") is retrieved on its own words, which may point at a
+    neighbour entry, so the entries the previous turn drew on are candidates
+    too: before the retrieved ones unless retrieval was sure
+    (``FOLLOW_UP_TRUST``). The lead is the candidate sentence sharing most with
+    the message, and the reply keeps to that sentence's entry alone, so the
+    model does not drift into the other candidate's facts.
     """
     entries = [e for e in prompt.entries if e.get("matched")]
-    if history and history[-1].entries and leans_on_previous(prompt.text):
+    if history and history[-1].entries and follows_up(prompt.text):
         known = {str(e.get("entry")) for e in entries}
         earlier = [{"question": prompt.text, "entry": entry, "answer": answer, "matched": True, "carried": True}
                    for entry, answer in history[-1].entries if entry not in known]  # fmt: skip
         sure = max((float(e.get("score") or 0.0) for e in entries), default=0.0) >= FOLLOW_UP_TRUST
-        entries = entries + earlier if sure else earlier + entries
-        prompt = dataclasses.replace(prompt, entries=entries)
+        candidates = entries + earlier if sure else earlier + entries
+        pairs = [(str(e.get("entry")), str(e.get("answer") or "")) for e in candidates]
+        fact = Grounds.of(pairs, prompt.text).lead(prompt.text, [entry for entry, _ in pairs])
+        if fact is not None:
+            entries = [e for e in candidates if str(e.get("entry")) == fact.entry]
+            prompt = dataclasses.replace(prompt, entries=entries)
     pairs = [(str(e.get("entry")), str(e.get("answer") or "")) for e in entries]
     grounds = Grounds.of(pairs, prompt.text)
     leads: list[str] = []
-    if any(e.get("carried") for e in entries):
-        fact = grounds.lead(prompt.text, [entry for entry, _ in pairs])
-        leads = [fact.text] if fact is not None else []
-    else:  # one lead per sub-question, in the order asked
-        for entry in entries:
-            fact = grounds.lead(str(entry.get("question") or prompt.text), [str(entry.get("entry"))])
-            if fact is not None and fact.text not in leads:
-                leads.append(fact.text)
+    for entry in entries:  # one lead per sub-question, in the order asked
+        fact = grounds.lead(str(entry.get("question") or prompt.text), [str(entry.get("entry"))])
+        if fact is not None and fact.text not in leads:
+            leads.append(fact.text)
     runs = list(dict.fromkeys(answer for _, answer in pairs if answer))
     return Plan(prompt, grounds, " ".join(leads), runs)
 
 
+def follows_up(text: str) -> bool:
+    """Whether a chat message may lean on the turn before: it names too little of its own topic
+    (:func:`~pipeline.tasks.faq.followup.leans_on_previous`), opens with a joining word ("And express?",
+    "What about Canada?") or is a few words at most."""
+    plain = text.strip().lower()
+    return leans_on_previous(text) or plain.startswith(FOLLOW_UP_OPENERS) or len(plain.split()) <= 3
+
+
 def grounded_sequence(
     plan: Plan, tokenizer: Any, vocab: Vocabulary, settings: Settings, history: Sequence[Turn] = ()
-) -> tuple[list[int], GroundedDecoding, CheckedStream]:
-    """What the engine runs for a grounded reply: the prompt with the lead as the reply's start, its logits
-    processor, and the check its text goes through."""
+) -> tuple[list[int], GroundedDecoding]:
+    """What the engine runs for a grounded reply: the prompt with the lead as the reply's start, and its logits
+    processor (the text then goes through ``CheckedStream(plan.grounds, plan.lead, ...)``)."""
     lead_ids = [int(t) for t in tokenizer(plan.lead, add_special_tokens=False)["input_ids"]]
     ids = prompt_ids(tokenizer, chat_messages(plan.prompt, history)) + lead_ids
     runs = [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in plan.runs]
     process = GroundedDecoding(vocab, runs, plan.grounds.numbers, lead_ids, rules(settings))
-    return ids, process, CheckedStream(plan.grounds, plan.lead, settings.chat_max_sentences)
+    return ids, process
 
 
 def rules(settings: Settings) -> DecodingRules:

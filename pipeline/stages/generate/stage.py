@@ -162,23 +162,24 @@ class Generate(StatefulHooks):
             prompt = plan.prompt  # the entries the reply draws on (a follow-up's earlier ones included)
             if not plan.lead:  # nothing retrieved: no model may answer it
                 return self._retrieved_reply(prompt, record, headers, history, session, language)
+        reply = Reply(prompt, record, headers, history, TextStream(self.tokenizer), now_ms(), done=done)
         process = None
         if plan is not None and self.vocab is not None:
-            ids, process, checked = grounded_sequence(plan, self.tokenizer, self.vocab, self.settings, history)
+            # The reply opens with the facts' best sentences, streamed now, before anything waits on the model.
+            reply.checked = CheckedStream(plan.grounds, plan.lead, self.settings.chat_max_sentences)
+            reply.first_token_ms = now_ms()
+            self._chunk(reply, plan.lead)
+            ids, process = grounded_sequence(plan, self.tokenizer, self.vocab, self.settings, history)
         else:
             ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
         wait_s = None if headers.deadline_ms is None else (headers.deadline_ms - now_ms()) / 1000
         if (wait_s is not None and wait_s <= 0) or not self.slots.acquire(timeout=wait_s):
+            if reply.checked is not None:  # its lead went out: the answer carries it, cut short (partial)
+                return self._outputs(reply, session, Generated([], "stopped", len(ids)))
             error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
             answer = Answer.failure(prompt.id, error.code, error.message, task=TASK)
             return [answer_output(answer, headers)]
-        reply = Reply(prompt, record, headers, history, TextStream(self.tokenizer), now_ms(), done=done)
         budget = reply_budget(self.settings, prompt.max_tokens)
-        if plan is not None and process is not None:
-            # The reply opens with the facts' best sentences, streamed now; the model continues after them.
-            reply.checked = checked
-            reply.first_token_ms = now_ms()
-            self._chunk(reply, plan.lead)
         try:
             future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token), headers.deadline_ms,
                                         process)  # fmt: skip
@@ -274,7 +275,9 @@ class Generate(StatefulHooks):
         if answer.ok and not reply.history:
             budget = reply_budget(self.settings, prompt.max_tokens)
             key = cache_key(TASK, prompt.text, budget, self.version)
-            outputs.append(Output("answer-cache", key, Answer.success(prompt.id, TASK, result).encode()))
+            # Served later to requests without a session: the copy names none (not this customer's).
+            shared = {**result, "session": None}
+            outputs.append(Output("answer-cache", key, Answer.success(prompt.id, TASK, shared).encode()))
         log.info("answered %s: %s, %d tokens%s", prompt.id, answer.status, len(generated.tokens),
                  f" (session {prompt.session})" if prompt.session else "")  # fmt: skip
         return outputs

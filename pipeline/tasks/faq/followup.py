@@ -7,9 +7,14 @@ Two small rules, applied in faq's split, fix the two ways a later sentence
 depends on an earlier one:
 
 * **lead-in words**: "And", "Also,", "Plus", "btw", "by the way" at the start
-  of a sub-question only join it to the message (as 还有、另外 do in Chinese,
-  :mod:`pipeline.tasks.sentences`); they are dropped, so a question scores the
-  same asked alone or second in a message.
+  of a sub-question only join it to the message, and so do 还有、另外、顺便问一下
+  in Chinese (:mod:`pipeline.tasks.sentences` splits on them after a comma,
+  and on the English ones after a comma too: "where is my parcel, also can I
+  cancel"); they are dropped, so a question scores the same asked alone or
+  second in a message. A Chinese joining word that is also an ordinary word
+  (还有 "still have", 另外 "other") is dropped only when punctuation follows
+  it or, for 还有 and 以及, when a question of its own is left
+  (还有退款多久能到账 → 退款多久能到账, but 还有货吗 stays).
 * **carry-over**: a later sub-question that refers back ("it", "that",
   "they", "one", ...) and names at most two topic words of its own (words
   beyond function words, pronouns and question frames such as "how long",
@@ -60,13 +65,23 @@ SHORT = 4
 # carried 21, with no loss on the tuning set's two-question messages (docs/models.md).
 REFERRING_TOPIC_WORDS = 2
 _LATIN_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Chinese joining words that are also ordinary words: dropped only before punctuation, or (those in
+# _ZH_BARE) when at least _ZH_LEFT characters are left ("还有货吗" asks whether there is stock).
+_ZH_AMBIGUOUS = frozenset({"还有", "還有", "另外", "以及"})
+_ZH_BARE = frozenset({"还有", "還有", "以及"})
+_ZH_LEFT = 4
+_ZH_PUNCT = "，,、：:；; "
 
 
 def strip_lead_in(question: str) -> str:
     """``question`` without a leading joining word ("And", "Also,", "btw"), capitalised as it was.
 
     Nothing is dropped when nothing with a letter would be left ("And?").
+    Chinese joining words (还有、另外、顺便问一下, ...) are dropped as the
+    module's docstring says.
     """
+    if not question[:1].isascii():
+        return _strip_chinese_lead_in(question)
     lowered = question.lower()
     for lead in LEAD_INS:
         if not lowered.startswith(lead):
@@ -77,6 +92,24 @@ def strip_lead_in(question: str) -> str:
         rest = rest.lstrip(" \t,:;-–—")
         if any(ch.isalpha() for ch in rest):
             return rest[0].upper() + rest[1:] if question[0].isupper() else rest
+    return question
+
+
+def _strip_chinese_lead_in(question: str) -> str:
+    from pipeline.tasks.sentences import CONNECTORS
+
+    for lead in CONNECTORS:  # longest first
+        if not question.startswith(lead):
+            continue
+        rest = question[len(lead) :]
+        stripped = rest.lstrip(_ZH_PUNCT)
+        if not any(ch.isalnum() for ch in stripped):
+            return question
+        if lead not in _ZH_AMBIGUOUS or stripped != rest:
+            return stripped
+        if lead in _ZH_BARE and sum(ch.isalnum() for ch in stripped.rstrip("？?！!。.")) >= _ZH_LEFT:
+            return stripped
+        return question
     return question
 
 

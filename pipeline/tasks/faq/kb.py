@@ -15,8 +15,16 @@ Accepted files (chosen by extension):
   An entry may list ``"keywords"``: words and short phrases customers use for
   it that its questions do not (``"voucher"``, ``"gift certificate"``); faq's
   scoring reads them with the questions (:mod:`pipeline.tasks.faq.retrieval`).
+  An entry may list the ``"regions"`` it covers and the places in each
+  (``{"EU": ["Germany", "France", ...], "Canada": []}``), so a question that
+  names only a country ("Do you ship to Ireland?") meets the entry that names
+  its region; the lexical scoring reads every name.
+  The file may list ``"synonyms"``: groups of words or phrases customers use
+  for one thing (``["order", "parcel", "package", "box"]``); the lexical
+  scoring reads each as the group's first, in questions and entries alike.
 * ``.csv``: a header with the columns ``question`` and ``answer`` and
-  optionally ``id`` and ``keywords`` (``;``-separated). Rows that share an id
+  optionally ``id``, ``keywords`` (``;``-separated) and ``regions``
+  (``EU: Germany, France; Canada``). Rows that share an id
   add questions (and keywords) to one entry; after the first row of an id the
   answer cell may be left empty. A row without an id becomes its own entry
   with an id derived from its question.
@@ -40,7 +48,7 @@ import orjson
 
 from pipeline.errors import ConfigError
 
-__all__ = ["KbEntry", "kb_languages", "load_eval", "load_kb", "slugify"]
+__all__ = ["KbEntry", "kb_languages", "kb_synonyms", "load_eval", "load_kb", "places", "slugify"]
 
 _SLUG_MAX = 64
 
@@ -57,6 +65,13 @@ class KbEntry:
     questions: tuple[str, ...]
     answer: str
     keywords: tuple[str, ...] = ()
+    regions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (region, the places in it), in file order
+
+
+def places(entry: object) -> tuple[str, ...]:
+    """Every region an entry covers and every place in them, in file order (() for an entry without regions)."""
+    regions: tuple[tuple[str, tuple[str, ...]], ...] = getattr(entry, "regions", ())
+    return tuple(name for region, inside in regions for name in (region, *inside))
 
 
 def slugify(text: str) -> str:
@@ -115,6 +130,33 @@ def kb_languages(path: Path) -> tuple[str, ...]:
     if not isinstance(codes, list) or not all(isinstance(c, str) and c.strip() for c in codes):
         raise ConfigError('"language" must be a language code or a list of them, like "zh"', where=path.name)
     return tuple(dict.fromkeys(c.strip().lower() for c in codes))
+
+
+def kb_synonyms(path: Path) -> tuple[tuple[str, ...], ...]:
+    """The knowledge base's ``"synonyms"``: groups of words or phrases that mean one thing, lowercased.
+
+    Empty for a CSV file or a JSON file that lists none. Each group has at
+    least two members; its first is the word the others are read as.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return ()
+    data = _read_json(path)
+    groups = data.get("synonyms", []) if isinstance(data, dict) else []
+    if not isinstance(groups, list):
+        raise ConfigError('"synonyms" must be a list of lists of words', where=path.name)
+    out: list[tuple[str, ...]] = []
+    for index, group in enumerate(groups):
+        where = f"{path.name} synonyms[{index}]"
+        if not isinstance(group, list) or len(group) < 2:
+            raise ConfigError("a synonym group must be a list of at least two words or phrases", where=where)
+        words = tuple(dict.fromkeys(_string(w, "synonym", f"{where}[{i}]").lower() for i, w in enumerate(group)))
+        out.append(words)
+    seen = [w for group in out for w in group]
+    twice = sorted({w for w in seen if seen.count(w) > 1})
+    if twice:
+        raise ConfigError(f"a synonym is in two groups: {', '.join(twice)}", where=path.name)
+    return tuple(out)
 
 
 def load_eval(path: Path) -> list[tuple[str, str]]:
@@ -181,8 +223,34 @@ def _entries_from_json(path: Path) -> list[KbEntry]:
         if not isinstance(keywords, list):
             raise ConfigError('"keywords" must be a list of strings', where=where)
         words = [_string(k, "keyword", f"{where} keywords[{i}]") for i, k in enumerate(keywords)]
-        builder.add(entry_id, texts, _text(item, "answer", where), where, words)
+        regions = _regions_from_json(item.get("regions", {}), where)
+        builder.add(entry_id, texts, _text(item, "answer", where), where, words, regions)
     return builder.entries()
+
+
+def _regions_from_json(raw: object, where: str) -> list[tuple[str, tuple[str, ...]]]:
+    if not isinstance(raw, dict):
+        raise ConfigError('"regions" must map a region to the list of places in it', where=where)
+    out = []
+    for region, inside in raw.items():
+        name = _string(region, "region", f"{where} regions")
+        if not isinstance(inside, list):
+            raise ConfigError(f"region {name!r} must list its places (or [])", where=f"{where} regions")
+        out.append((name, tuple(_string(p, "place", f"{where} regions[{name!r}]") for p in inside)))
+    return out
+
+
+def _regions_from_csv(cell: str, where: str) -> list[tuple[str, tuple[str, ...]]]:
+    """``EU: Germany, France; Canada`` → [("EU", ("Germany", "France")), ("Canada", ())]."""
+    out = []
+    for part in (p.strip() for p in cell.split(";")):
+        if not part:
+            continue
+        region, _, inside = part.partition(":")
+        if not region.strip():
+            raise ConfigError(f"a region without a name in {part!r}", where=where)
+        out.append((region.strip(), tuple(p.strip() for p in inside.split(",") if p.strip())))
+    return out
 
 
 # -- CSV -----------------------------------------------------------------------------
@@ -223,7 +291,7 @@ def _entries_from_csv(path: Path) -> list[KbEntry]:
         if not answer and entry_id is not None and builder.has(entry_id):
             answer = builder.answer_of(entry_id)  # continuation row of an entry
         keywords = [k.strip() for k in cells.get("keywords", "").split(";") if k.strip()]
-        builder.add(entry_id, [question], answer, where, keywords)
+        builder.add(entry_id, [question], answer, where, keywords, _regions_from_csv(cells.get("regions", ""), where))
     return builder.entries()
 
 
@@ -239,6 +307,7 @@ class _Builder:
         self._answers: dict[str, str] = {}
         self._first_seen: dict[str, str] = {}
         self._keywords: dict[str, list[str]] = {}
+        self._regions: dict[str, dict[str, list[str]]] = {}
 
     def has(self, entry_id: str) -> bool:
         return entry_id in self._answers
@@ -247,7 +316,13 @@ class _Builder:
         return self._answers[entry_id]
 
     def add(
-        self, entry_id: str | None, questions: list[str], answer: str, where: str, keywords: list[str] | None = None
+        self,
+        entry_id: str | None,
+        questions: list[str],
+        answer: str,
+        where: str,
+        keywords: list[str] | None = None,
+        regions: list[tuple[str, tuple[str, ...]]] | None = None,
     ) -> None:
         if not answer:
             raise ConfigError("missing answer", where=where)
@@ -269,14 +344,24 @@ class _Builder:
             self._answers[entry_id] = answer
             self._questions[entry_id] = []
             self._keywords[entry_id] = []
+            self._regions[entry_id] = {}
             self._first_seen[entry_id] = where.removeprefix(f"{self._file} ")
         known = self._questions[entry_id]
         known.extend(q for q in dict.fromkeys(questions) if q not in known)
         words = self._keywords[entry_id]
         words.extend(k for k in dict.fromkeys(keywords or []) if k not in words)
+        for region, inside in regions or []:
+            known_places = self._regions[entry_id].setdefault(region, [])
+            known_places.extend(p for p in dict.fromkeys(inside) if p not in known_places)
 
     def entries(self) -> list[KbEntry]:
-        return [KbEntry(i, tuple(qs), self._answers[i], tuple(self._keywords[i])) for i, qs in self._questions.items()]
+        return [
+            KbEntry(i, tuple(qs), self._answers[i], tuple(self._keywords[i]), self._regions_of(i))
+            for i, qs in self._questions.items()
+        ]
+
+    def _regions_of(self, entry_id: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple((region, tuple(inside)) for region, inside in self._regions[entry_id].items())
 
 
 def _string(value: object, what: str, where: str) -> str:

@@ -20,7 +20,12 @@ signals, each in [0, 1] or a cosine:
   words are lower-cased, stop words dropped and lightly stemmed, and each
   word also gives its character trigrams, so "refnd" still meets "refund";
   Chinese (and any CJK text) is read as characters and bigrams, so the same
-  scorer serves a Chinese knowledge base.
+  scorer serves a Chinese knowledge base. The knowledge base's synonym
+  groups (``order, parcel, package, box``) are read as their first word on
+  both sides, so "parcel" neither misses an entry that says "order" nor pulls
+  towards the one entry whose text happens to say "parcel"; an entry's
+  regions and the places in them join its document, so "Ireland" meets the
+  entry that covers the EU.
 
 ``fused = wq·questions + wa·answer + wt·title + wl·lexical`` with
 ``wq = 1 - wa - wt - wl``. The weights, the "no good match" threshold and the
@@ -33,8 +38,10 @@ shipped shop and MiniLM, and docs/models.md shows the numbers.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -52,14 +59,34 @@ STOP_WORDS = frozenset(_STOP.split())
 LEXICAL_HALF = 10.0
 
 
-def tokens(text: str) -> list[str]:
+class Synonyms:
+    """Groups of words or phrases read as one: each member is replaced by its group's first, whole words only."""
+
+    def __init__(self, groups: Sequence[Sequence[str]] = ()) -> None:
+        self.canonical = {member.lower(): group[0].lower() for group in groups for member in group[1:]}
+        # Longest first, so "gift certificate" wins over "gift".
+        alternatives = sorted(self.canonical, key=len, reverse=True)
+        self.pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, alternatives)) + r")\b") if alternatives else None
+
+    def __call__(self, text: str) -> str:
+        """``text`` (lowercased, apostrophes dropped) with every synonym read as its group's first."""
+        if self.pattern is None:
+            return text
+        return self.pattern.sub(lambda m: self.canonical[m.group(0)], text)
+
+
+NO_SYNONYMS = Synonyms()
+
+
+def tokens(text: str, synonyms: Synonyms = NO_SYNONYMS) -> list[str]:
     """Lexical tokens: stemmed Latin words and their character trigrams; CJK characters and their bigrams.
 
     Trigrams are marked (``~ref``) so they never collide with a word, and the
-    word is padded (``#refund#``) so its start and end count.
+    word is padded (``#refund#``) so its start and end count. A synonym is
+    read as its group's first word before any of that.
     """
     out: list[str] = []
-    for run in _WORD.findall(text.lower().replace("'", "")):
+    for run in _WORD.findall(synonyms(text.lower().replace("'", ""))):
         if not run[0].isascii():
             out.extend(run)
             out.extend(run[i : i + 2] for i in range(len(run) - 1))
@@ -120,11 +147,14 @@ class Lexical:
     message (a token no document has scores 0, as in the library).
     """
 
-    def __init__(self, documents: Sequence[str], half: float = LEXICAL_HALF) -> None:
-        import bm25s
+    def __init__(
+        self, documents: Sequence[str], half: float = LEXICAL_HALF, synonyms: Sequence[Sequence[str]] = ()
+    ) -> None:
+        bm25s = import_bm25s()
 
+        self.synonyms = Synonyms(synonyms)
         # A placeholder token keeps an empty document from breaking the index.
-        tokenized = [tokens(d) or ["\u2205"] for d in documents]
+        tokenized = [tokens(d, self.synonyms) or ["\u2205"] for d in documents]
         bm25 = bm25s.BM25()
         bm25.index(tokenized, show_progress=False)
         self.vocabulary = {token: row for row, token in enumerate(sorted({t for d in tokenized for t in d}))}
@@ -138,7 +168,7 @@ class Lexical:
         """(len(texts), entries) BM25 scores (0 for a text without known tokens)."""
         out = np.zeros((len(texts), self.size))
         for row, text in enumerate(texts):
-            known = [self.vocabulary[t] for t in tokens(text) if t in self.vocabulary]
+            known = [self.vocabulary[t] for t in tokens(text, self.synonyms) if t in self.vocabulary]
             if known:
                 out[row] = self.table[known].sum(axis=0)
         return out
@@ -147,6 +177,34 @@ class Lexical:
         """(len(texts), entries) in [0, 1): BM25 saturated as ``s / (s + half)``."""
         raw = self.raw(texts)
         return np.asarray(raw / (raw + self.half))
+
+
+def import_bm25s() -> ModuleType:
+    """``bm25s`` on its numpy backend, never importing ``jax``.
+
+    bm25s's package import (``bm25s/selection.py``) tries ``import jax.lax``
+    and, where jax is installed (most GPU images), runs one ``top_k``: that
+    makes a JAX client, which on a GPU host preallocates 75 % of the GPU in
+    this process. With four infer members on one H200 the first took 105 GiB
+    and the others failed ``cublasCreate`` (issue 19). The project uses only
+    ``BM25.index`` and ``get_scores`` (numpy, scipy-free), so jax is hidden
+    while bm25s loads: its ``import jax.lax`` raises ImportError, which bm25s
+    catches, and it keeps the numpy path for the life of the process. The
+    entry is restored afterwards, so code that wants jax can still import it.
+    bm25s decides nowhere else (``BM25(backend="numpy")`` is its default).
+    """
+    loaded = sys.modules.get("bm25s")
+    if loaded is not None:
+        return loaded
+    saved: dict[str, ModuleType] = {name: sys.modules[name] for name in ("jax", "jax.lax") if name in sys.modules}
+    sys.modules["jax"] = None  # type: ignore[assignment]  # "import jax" now raises ImportError
+    sys.modules.pop("jax.lax", None)
+    try:
+        import bm25s
+    finally:
+        del sys.modules["jax"]
+        sys.modules.update(saved)
+    return bm25s
 
 
 def fuse(dense_questions: np.ndarray, dense_answer: np.ndarray, lexical: np.ndarray, weights: Weights) -> np.ndarray:
@@ -186,11 +244,13 @@ def title_line(entry_id: str, keywords: Sequence[str]) -> str:
     return f"{words}: {', '.join(keywords)}" if keywords else words
 
 
-def lexical_document(entry_id: str, questions: Sequence[str], keywords: Sequence[str]) -> str:
-    """What BM25 reads for an entry: its id's words, questions and keywords.
+def lexical_document(
+    entry_id: str, questions: Sequence[str], keywords: Sequence[str], places: Sequence[str] = ()
+) -> str:
+    """What BM25 reads for an entry: its id's words, questions, keywords and the regions and places it covers.
 
     The answer text is left to the dense answer signal: its many shared words
     ("account", "email", "order") blur BM25 more than they help (measured on
     the tuning set, docs/models.md).
     """
-    return " ".join([entry_id.replace("-", " "), *questions, *keywords])
+    return " ".join([entry_id.replace("-", " "), *questions, *keywords, *places])

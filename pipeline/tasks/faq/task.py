@@ -139,10 +139,11 @@ class FaqTask(BaseTask):
 
     def prepare(self, model: OrtModel, tokenizer: Tokenizer, settings: Settings) -> Runtime:
         # ``settings`` are the route's: its faq_kb, its model's KB-question prefix.
-        from pipeline.tasks.faq.kb import load_kb
+        from pipeline.tasks.faq.kb import kb_synonyms, load_kb
 
         _, prefix = prefixes_for(settings.model_for(self.name))
-        kb = build_kb_index(load_kb(settings.faq_kb), model, tokenizer, settings, prefix=prefix)
+        entries, synonyms = load_kb(settings.faq_kb), kb_synonyms(settings.faq_kb)
+        kb = build_kb_index(entries, model, tokenizer, settings, prefix=prefix, synonyms=synonyms)
         return Runtime(settings=settings, kb=kb)
 
     def postprocess(self, parts: Sequence[Part], outputs: ModelOutputs, runtime: Runtime) -> list[PartOutput]:
@@ -187,12 +188,21 @@ def _entry(kb: KbIndex, row: int, entry: int, scores: np.ndarray, matched_rows: 
 
 
 def build_kb_index(
-    entries: Sequence[KbEntryLike], model: OrtModel, tokenizer: Tokenizer, settings: Settings, *, prefix: str = ""
+    entries: Sequence[KbEntryLike],
+    model: OrtModel,
+    tokenizer: Tokenizer,
+    settings: Settings,
+    *,
+    prefix: str = "",
+    synonyms: Sequence[Sequence[str]] = (),
 ) -> KbIndex:
     """Embed every question of every entry with ``model``, batched like live traffic.
 
-    ``prefix`` goes before each question (e5's ``passage: ``), not into ``questions``.
+    ``prefix`` goes before each question (e5's ``passage: ``), not into ``questions``;
+    ``synonyms`` are the KB's groups of words read as one by the lexical scoring.
     """
+    from pipeline.tasks.faq.kb import places
+
     entry_ids = tuple(entry.id for entry in entries for _ in entry.questions)
     questions = tuple(q for entry in entries for q in entry.questions)
     if not questions:
@@ -204,7 +214,7 @@ def build_kb_index(
     answer_matrix = _embed([prefix + entry.answer for entry in entries], model, tokenizer, settings)
     titles = [prefix + title_line(entry.id, words) for entry, words in zip(entries, keywords, strict=True)]
     title_matrix = _embed(titles, model, tokenizer, settings)
-    documents = [lexical_document(e.id, e.questions, words) for e, words in zip(entries, keywords, strict=True)]
+    documents = [lexical_document(e.id, e.questions, k, places(e)) for e, k in zip(entries, keywords, strict=True)]
     return KbIndex(
         entry_ids=entry_ids,
         questions=questions,
@@ -215,7 +225,7 @@ def build_kb_index(
         owner=np.array([ids.index(e) for e in entry_ids], dtype=np.int64),
         answer_matrix=answer_matrix,
         title_matrix=title_matrix,
-        lexical=Lexical(documents),
+        lexical=Lexical(documents, synonyms=synonyms),
         weights=weights_of(settings),
         unsure_margin=settings.faq_unsure_margin,
     )

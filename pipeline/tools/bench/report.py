@@ -24,10 +24,9 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
         light, half = row.get("light_p50_ms", math.nan), row.get("half_p50_ms", math.nan)
         out[f"{name}: half-load p50 / light-load p50"] = ratio(half, light)
     cuda = result["rows"].get("raw ort cuda fp32", {}).get("throughput", math.nan)
-    if "pipeline exactly_once cuda" in result["rows"]:
-        out["pipeline exactly_once cuda / raw ort cuda fp32"] = ratio(
-            result["rows"]["pipeline exactly_once cuda"]["throughput"], cuda
-        )
+    for name, row in result["rows"].items():  # the pipeline rows on CUDA, one member each or scaled
+        if name.startswith("pipeline") and name.endswith(" cuda"):
+            out[f"{name} / raw ort cuda fp32"] = ratio(row["throughput"], cuda)
     if "raw ort cuda fp16" in result["rows"]:
         out["raw ort cuda fp16 / raw ort cuda fp32"] = ratio(result["rows"]["raw ort cuda fp16"]["throughput"], cuda)
     for name in ("raw ort int8", "transformers eager", "naive consumer"):

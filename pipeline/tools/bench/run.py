@@ -26,7 +26,8 @@ class Options:
     threads: int = 2
     batches: tuple[int, ...] = (1, 8, 16, 32, 64)
     guarantees: tuple[str, ...] = ("exactly_once", "at_least_once")
-    members: tuple[int, ...] = (1,)  # infer members, one pipeline row each (exactly_once) past the first
+    # Members per stage, one exactly_once pipeline row for each setting other than one member per stage.
+    members: tuple[through.Members, ...] = (through.ONE,)
     eager: bool = True
     naive: bool = True
     int8: bool = False
@@ -105,7 +106,10 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
         count = 100 if options.quick else 600
         tput, cpu = through.naive_row(settings, model, corpus, count, say)
         result["rows"]["naive consumer"] = {"throughput": tput, "batch": 1, "cpu_per_request": cpu}
-    rows = [(g, 1) for g in options.guarantees] + [("exactly_once", m) for m in options.members if m != 1]
+    rows = [(g, through.ONE) for g in options.guarantees]
+    scaled = [m for m in options.members if m != through.ONE]
+    if not cuda:  # with CUDA the scaled rows run there (below), where members share the GPU
+        rows += [("exactly_once", m) for m in scaled]
 
     def limit_now() -> float:
         # The machine's load moves between the sweep and a row minutes later: each
@@ -116,7 +120,8 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
 
     try:
         for guarantee, members in rows:
-            say(f"[{time.monotonic() - began:5.0f}s] pipeline, {guarantee}, {members} infer member(s)")
+            shape = ", ".join(f"{stage} {n}" for stage, n in members)
+            say(f"[{time.monotonic() - began:5.0f}s] pipeline, {guarantee}, members: {shape}")
             limit = limit_now()
             row = through.pipeline_row(settings, guarantee, members, corpus, plan, say, probe=probe)
             result["rows"][row.name] = {**_row_dict(row), "limit_before": limit}
@@ -128,14 +133,19 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             # A-B-A-B runs repeat a variant: each repeat is its own row, on its own topics.
             repeat = options.variants[:n].count((key, value))
             limit = limit_now()
-            row = through.pipeline_row(changed, "exactly_once", 1, corpus, plan, say, probe=probe,
+            row = through.pipeline_row(changed, "exactly_once", through.ONE, corpus, plan, say, probe=probe,
                                        label=f"{label} #{repeat + 1}" if repeat else label)  # fmt: skip
             result["rows"][row.name] = {**_row_dict(row), "limit_before": limit}
         if cuda:
             say(f"[{time.monotonic() - began:5.0f}s] pipeline on CUDA, exactly_once")
-            row = through.pipeline_row(replace(settings, provider="cuda"), "exactly_once", 1, corpus, plan,
-                                       say, label=" cuda")  # fmt: skip
+            on_gpu = replace(settings, provider="cuda")
+            row = through.pipeline_row(on_gpu, "exactly_once", through.ONE, corpus, plan, say, label=" cuda")
             result["rows"][row.name] = _row_dict(row)
+            for members in scaled:
+                shape = ", ".join(f"{stage} {n}" for stage, n in members)
+                say(f"[{time.monotonic() - began:5.0f}s] pipeline on CUDA, exactly_once, members: {shape}")
+                row = through.pipeline_row(on_gpu, "exactly_once", members, corpus, plan, say, label=" cuda")
+                result["rows"][row.name] = _row_dict(row)
     finally:
         _clean_up(settings)
     result["load_after"] = _load()
@@ -158,7 +168,7 @@ def _clean_up(settings: Settings) -> None:
 
 def _row_dict(row: through.PipelineRow) -> dict[str, Any]:
     out: dict[str, Any] = {"throughput": row.throughput, "cpu_per_request": row.cpu_per_request, "errors": row.errors,
-                           "model_ms": row.model_ms}  # fmt: skip
+                           "model_ms": row.model_ms, "members": row.counts}  # fmt: skip
     if row.light is not None:
         out.update(light_p50_ms=row.light.p50_ms, light_p99_ms=row.light.p99_ms, hops_p50_ms=row.light.hops_p50_ms)
     if row.half is not None:

@@ -31,6 +31,50 @@ from pipeline.tools.bench.stats import CpuSnapshot, cpu_per_request, listening_p
 Say = Callable[[str], None]
 STAGES = ("filter", "split", "infer", "merge")
 LIGHT_RATE = 10.0
+# Members per stage of one pipeline row; a stage not named runs one.
+Members = tuple[tuple[str, int], ...]
+ONE: Members = tuple((stage, 1) for stage in STAGES)
+
+
+def parse_members(text: str) -> tuple[Members, ...]:
+    """``--members``: ``1,2`` (infer members, one row each) or per-stage settings separated by ``;``.
+
+    ``filter=2,split=2,infer=1,merge=2;infer=4`` is two rows; a stage a
+    setting does not name runs one member.
+    """
+    text = text.strip()
+    usage = f"--members {text!r}: write infer counts (1,2) or STAGE=N[,STAGE=N...] with STAGE in {', '.join(STAGES)}"
+    if "=" not in text:
+        infer = [n.strip() for n in text.split(",")]
+        if not all(n.isdigit() and int(n) >= 1 for n in infer):
+            raise ValueError(usage)
+        return tuple(members(infer=int(n)) for n in infer)
+    rows = []
+    for setting in text.split(";"):
+        counts: dict[str, int] = {}
+        for item in setting.split(","):
+            stage, sep, count = item.partition("=")
+            stage = stage.strip()
+            if not sep or stage not in STAGES or not count.strip().isdigit() or int(count) < 1:
+                raise ValueError(usage)
+            counts[stage] = int(count)
+        rows.append(members(**counts))
+    return tuple(rows)
+
+
+def members(**counts: int) -> Members:
+    """Members per stage in the flow's order, one where not given."""
+    return tuple((stage, counts.get(stage, 1)) for stage in STAGES)
+
+
+def members_label(counts: Members) -> str:
+    """How a row names its members: ``""`` for one each, ``2 infer``, ``filter 2, split 2, infer 1, merge 2``."""
+    more = {stage: n for stage, n in counts if n != 1}
+    if not more:
+        return ""
+    if set(more) == {"infer"}:
+        return f"{more['infer']} infer"
+    return ", ".join(f"{stage} {n}" for stage, n in counts)
 
 
 @dataclass
@@ -56,11 +100,12 @@ class Latency:
 class PipelineRow:
     name: str
     guarantee: str
-    members: int
+    members: int  # infer's
     throughput: float = math.nan
     light: Latency | None = None
     half: Latency | None = None
     cpu_per_request: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # members per stage
     errors: int = 0
     model_ms: float = math.nan  # one text through the model alone, measured between the phases
     notes: list[str] = field(default_factory=list)
@@ -92,9 +137,9 @@ def naive_row(settings: Settings, model: Callable[[bytes], bytes], corpus: Seque
     return throughput, cpu_per_request(before, after, max(done, 1))
 
 
-def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Sequence[str], plan: Plan,
+def pipeline_row(settings: Settings, guarantee: str, members: Members, corpus: Sequence[str], plan: Plan,
                  say: Say, label: str = "", probe: Callable[[], float] | None = None) -> PipelineRow:  # fmt: skip
-    """Start the pipeline under ``guarantee`` with ``members`` infer members, measure it, stop it.
+    """Start the pipeline under ``guarantee`` with ``members`` per stage, measure it, stop it.
 
     ``probe`` times one text through the model alone (ms), between saturation and light load.
     """
@@ -103,11 +148,13 @@ def pipeline_row(settings: Settings, guarantee: str, members: int, corpus: Seque
 
     variant = f"v{zlib.crc32(label.encode()) % 10_000}" if label else ""  # rows with a label get topics of their own
     tag = ("eo" if Guarantee(guarantee).transactional else "alo") + variant
-    settings = replace(settings, prefix=f"{settings.prefix}{tag}{members}-", processing_guarantee=Guarantee(guarantee))
-    name = f"pipeline {guarantee}" + (f", {members} infer" if members != 1 else "") + label
-    row = PipelineRow(name, guarantee, members)
+    counts = dict(members)
+    shape = "".join(f"{stage[0]}{n}" for stage, n in members if n != 1) if members != ONE else "1"
+    settings = replace(settings, prefix=f"{settings.prefix}{tag}{shape}-", processing_guarantee=Guarantee(guarantee))
+    more = members_label(members)
+    name = f"pipeline {guarantee}" + (f", {more}" if more else "") + label
+    row = PipelineRow(name, guarantee, counts["infer"], counts=counts)
     prepare(settings, say=lambda _: None)
-    counts = {stage: members if stage == "infer" else 1 for stage in STAGES}
     log_dir = PROJECT_ROOT / ".cache" / "logs" / "bench" / settings.prefix.rstrip("-")
     supervisor = Supervisor(counts, settings, log_dir)
     say(f"  {row.name}: starting {', '.join(f'{s} {n}' for s, n in counts.items())} (logs {log_dir})")

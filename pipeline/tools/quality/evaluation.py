@@ -8,7 +8,10 @@ synonyms the knowledge base does not use, typos, very short and very long
 messages, and questions the shop cannot answer, ``"expect": "none"``, so the
 threshold is calibrated on data); odd items test. ``faq_eval_heldout.json``
 holds more such questions, written apart from the knowledge base; they only
-ever test. Two-question messages are built from consecutive test questions
+ever test, and so do ``faq_eval_heldout2.json`` and its two-question messages
+``faq_eval_heldout2_messages.json`` (issue 22: written before that issue's
+retrieval changes, reported beside the older held-out set, never tuned on).
+Two-question messages are built from consecutive test questions
 (and, for tuning, from consecutive tuning questions); ``faq_tune_followups.json``
 holds tuning messages whose second question leans on the first ("How long
 does that take?"), for the context carry-over in faq's split.
@@ -55,12 +58,24 @@ def two_question_messages(items: Sequence[Item]) -> list[tuple[str, tuple[str, s
     return joined
 
 
-def load_followups(data: Path = DATA) -> list[tuple[str, tuple[str, str]]]:
-    """Tuning two-question messages whose second question often leans on the first (``faq_tune_followups.json``)."""
+def load_messages(path: Path) -> list[tuple[str, tuple[str, str]]]:
+    """Two-question messages from a file of ``{"message": ..., "expect": [first, second]}`` items."""
     import json
 
-    items = json.loads((data / "faq_tune_followups.json").read_text(encoding="utf-8"))["items"]
+    items = json.loads(path.read_text(encoding="utf-8"))["items"]
     return [(item["message"], (item["expect"][0], item["expect"][1])) for item in items]
+
+
+def load_followups(data: Path = DATA) -> list[tuple[str, tuple[str, str]]]:
+    """Tuning two-question messages whose second question often leans on the first (``faq_tune_followups.json``)."""
+    return load_messages(data / "faq_tune_followups.json")
+
+
+def load_heldout2(data: Path = DATA) -> tuple[list[Item], list[tuple[str, tuple[str, str]]]]:
+    """Issue 22's held-out set: single questions and two-question messages, only ever tested."""
+    from pipeline.tasks.faq.kb import load_eval
+
+    return load_eval(data / "faq_eval_heldout2.json"), load_messages(data / "faq_eval_heldout2_messages.json")
 
 
 @dataclass
@@ -115,8 +130,11 @@ def evaluate_pairs(messages: Sequence[tuple[str, tuple[str, str]]], answer: Answ
     return report
 
 
-def offline_answerer(settings: Settings, infer: Any = None) -> Answerer:
-    """Answers from the stages' cores in this process: split → infer → merge, no broker."""
+def offline_answerer(settings: Settings, infer: Any = None, lang: str | None = "en") -> Answerer:
+    """Answers from the stages' cores in this process: split → infer → merge, no broker.
+
+    ``lang`` is every request's language; None leaves it to faq's detection, as a client that names none.
+    """
     from pipeline.messages import Part, Request, Result
     from pipeline.records import Record
     from pipeline.stages.infer import build_infer
@@ -129,7 +147,7 @@ def offline_answerer(settings: Settings, infer: Any = None) -> Answerer:
     def answer(texts: Sequence[str]) -> list[dict[str, Any]]:
         parts: list[Part] = []
         for offset, text in enumerate(texts):
-            request = Request(id=f"q{offset}", task="faq", text=text, lang="en")
+            request = Request(id=f"q{offset}", task="faq", text=text, lang=lang)
             record = Record("filtered", 0, offset, request.id.encode(), request.encode())
             parts += [Part.decode(o.value) for o in splitter.split_one(record) if o.topic == "parts" and o.value]
         by_request: dict[str, list[Result]] = {}
