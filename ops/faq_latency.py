@@ -44,7 +44,7 @@ def child(repeats: int) -> None:
     from pipeline.stages.infer import build_infer
     from pipeline.stages.split import build_split
     from pipeline.tasks import get_task
-    from pipeline.tasks.kb import load_eval
+    from pipeline.tasks.faq.kb import load_eval
 
     settings = Settings.from_env(faq_multilingual_model="")
     infer = build_infer(settings, tasks=["faq"])

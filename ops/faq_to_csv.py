@@ -16,7 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
-from pipeline.tasks.kb import load_kb
+from pipeline.tasks.faq.kb import load_kb
 
 
 def main(argv: list[str]) -> int:

@@ -3,12 +3,13 @@
 A task is the pair (how to split, how to merge) around one model family. This
 table says, for each, which request fields it reads, which setting names its
 model (and what it falls back to), which export kind that model is converted
-to, and where its implementation lives. Everything else reads it: filter's
+to. Everything else reads it: filter's
 validation, split's tokenizers, infer's sessions, ``pipeline model export``,
 ``Settings.model_for``.
 
-Adding a task is one module under ``pipeline/tasks/``, one line here and one
-model setting in :class:`~pipeline.settings.Settings`. This module imports
+Adding a task is one module under ``pipeline/tasks/`` (linked by name in
+:data:`pipeline.tasks.IMPLEMENTATIONS`), one line here and one model setting
+in :class:`~pipeline.settings.Settings`. This module imports
 nothing heavy, so settings and the command line can read it.
 """
 
@@ -24,7 +25,6 @@ class TaskSpec:
     fields: tuple[str, ...]  # the request fields it reads; filter checks and normalises these
     model: str  # the Settings field naming its model; empty disables the task
     fallback: str = ""  # the Settings field used when ``model`` is empty
-    implementation: str = ""  # "module:Class" of its Task under pipeline.tasks, imported when first used
     # Where merge sends what the task's merge returns: "answers" (the answer
     # itself), or another topic whose stage finishes the request (chat: "prompts").
     delivers: str = "answers"
@@ -35,10 +35,10 @@ class TaskSpec:
 CATALOG: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec("qa", "qa", ("question", "context"), "qa_model", implementation="qa:QaTask"),
-        TaskSpec("classify", "classify", ("text",), "classify_model", implementation="classify:ClassifyTask"),
-        TaskSpec("embed", "embed", ("text",), "embed_model", implementation="embed:EmbedTask"),
-        TaskSpec("faq", "embed", ("text",), "faq_model", "embed_model", implementation="faq:FaqTask"),
+        TaskSpec("qa", "qa", ("question", "context"), "qa_model"),
+        TaskSpec("classify", "classify", ("text",), "classify_model"),
+        TaskSpec("embed", "embed", ("text",), "embed_model"),
+        TaskSpec("faq", "embed", ("text",), "faq_model", "embed_model"),
         # Retrieval as faq, then a reply in the model's own words (the generate stage).
         TaskSpec(
             "chat",
@@ -46,7 +46,6 @@ CATALOG: dict[str, TaskSpec] = {
             ("text",),
             "faq_model",
             "embed_model",
-            implementation="chat:ChatTask",
             delivers="prompts",
             generator="chat_model",
         ),

@@ -6,26 +6,22 @@
                                                                              └─► generate ─► answer-chunks, answers
 
 Each :class:`Stage` says what it reads, what it writes, where its logic is
-built (a ``build(settings) -> StageLogic`` function in its module, imported
-only by the member that runs it, so heavy models load nowhere else), how it
-batches, and which changelog backs its state, if any. Every stage is its own
-consumer group (named after the stage), scales by adding members up to its
-source topic's partition count, and runs on the one loop in
-:mod:`pipeline.kafka.runner`. Nothing in the code asks a stage's name.
+built (:data:`pipeline.stages.BUILDERS`, imported only by the member that
+runs it, so heavy models load nowhere else), how it batches, and which
+changelog backs its state, if any. Every stage is its own consumer group
+(named after the stage), scales by adding members up to its source topic's
+partition count, and runs on the one loop in :mod:`pipeline.runtime.runner`
+(:func:`pipeline.runtime.member.run_stage`). This module is pure data: it
+imports no runtime and no stage. Nothing in the code asks a stage's name.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.records import Batching, StageLogic
+from pipeline.records import Batching
 from pipeline.settings import Settings
-
-log = logging.getLogger("pipeline.flow")
 
 
 def quick(settings: Settings) -> Batching:
@@ -52,31 +48,22 @@ class Stage:
     source: str
     sinks: tuple[str, ...]
     does: str
-    logic: str  # "module:function" building its StageLogic from Settings
     batching: Callable[[Settings], Batching] = quick
     changelog: str | None = None  # the compacted topic backing its state table
     follows: str | None = None  # a compacted topic read whole into its hooks (filter: the answer cache)
 
-    def build(self, settings: Settings) -> StageLogic:
-        module, _, function = self.logic.partition(":")
-        built: StageLogic = getattr(importlib.import_module(module), function)(settings)
-        return built
-
 
 STAGES: tuple[Stage, ...] = (
     Stage("filter", "requests", ("filtered", "answers", "dead-letters"),
-          "validate, normalise, reject; answer repeats from the answer cache",
-          "pipeline.stages.filter:build", follows="answer-cache"),
-    Stage("split", "filtered", ("parts", "results", "answers", "dead-letters"), "tokenize and scatter into parts",
-          "pipeline.stages.split:build"),
+          "validate, normalise, reject; answer repeats from the answer cache", follows="answer-cache"),
+    Stage("split", "filtered", ("parts", "results", "answers", "dead-letters"), "tokenize and scatter into parts"),
     Stage("infer", "parts", ("results", "dead-letters"), "batch parts across requests through ONNX Runtime",
-          "pipeline.stages.infer:build", batching=model_batches),
+          batching=model_batches),
     Stage("merge", "results", ("answers", "prompts", "merge-state", "dead-letters"),
-          "gather parts, answer exactly once (chat: hand a grounded prompt to generate)",
-          "pipeline.stages.merge:build", changelog="merge-state"),
+          "gather parts, answer exactly once (chat: hand a grounded prompt to generate)", changelog="merge-state"),
     Stage("generate", "prompts", ("answer-chunks", "answers", "answer-cache", "sessions", "dead-letters"),
           "write chat replies with the LLM, continuously batched, streamed; sessions in a table",
-          "pipeline.stages.generate:build", batching=generate_batches, changelog="sessions"),
+          batching=generate_batches, changelog="sessions"),
 )  # fmt: skip
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
@@ -86,38 +73,3 @@ def stage(name: str) -> Stage:
         if candidate.name == name:
             return candidate
     raise KeyError(f"no stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
-
-
-def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
-    """Run one member of stage ``name`` until ``stop`` is set.
-
-    The stage's logic (models, tokenizers) is built before the member joins
-    its group: a member that is in the group but still loading would hold
-    partitions while answering nothing.
-    """
-    from pipeline.kafka.runner import StageRunner
-    from pipeline.metrics import serve
-
-    spec = stage(name)
-    logic = spec.build(settings)
-    serve(settings.metrics_port)
-    runner = StageRunner(settings, spec.name, spec.source, logic, spec.batching(settings), changelog=spec.changelog)
-    telemetry = None
-    if settings.telemetry_interval_ms > 0:  # reports for the monitor (pipeline/telemetry.py)
-        from pipeline.kafka.telemetry import TelemetryEmitter
-
-        telemetry = TelemetryEmitter(settings, spec.name, runner.client_id)
-        runner.metrics.attach(telemetry)
-    follower = None
-    if spec.follows:
-        from pipeline.kafka.follow import Follower
-
-        follower = Follower(settings, spec.follows, logic.hooks.followed)
-        follower.start()
-    try:
-        runner.run(stop)
-    finally:
-        if follower is not None:
-            follower.close()
-        if telemetry is not None:
-            telemetry.close()

@@ -1,18 +1,22 @@
 """What a stage sees and emits, and what it may ask of the loop that runs it.
 
-This is the contract between the Kafka runner (``pipeline.kafka.runner``) and
+This is the contract between the Kafka runner (``pipeline.runtime.runner``) and
 the stages (``pipeline.stages``); both import it, neither imports the other.
 A stage is built from Settings into a :class:`StageLogic`: a plain
 :data:`Handler` (records in, outputs out) plus, for a stage that needs more
-than that, :class:`Hooks` the loop calls on assignment, revocation and every
-turn. Tests drive a stage by calling its handler with Records built by hand.
+than that, :class:`Hooks` the loop starts with a :class:`StageContext` (how
+to send at once, its state table, a clock to schedule work on) and calls on
+assignment and revocation. Tests drive a stage by calling its handler with
+Records built by hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from pipeline.errors import ConfigError
 from pipeline.messages import HeaderList
 
 
@@ -119,6 +123,18 @@ class StateTable:
         return sum(len(t) for t in self.partitions.values())
 
 
+Every = Callable[[float], None]  # called with the loop's now, in ms since the epoch
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the runtime gives a stage once, before the member joins its group."""
+
+    send: Send  # produce at once, outside any transaction; safe from the handler's thread
+    state: StateTable | None  # the stage's table, named after its changelog in the map (pipeline.flow)
+    schedule: Callable[[float, Every], None]  # schedule(every_ms, fn): fn(now_ms) on the loop's thread, every every_ms
+
+
 class Hooks:
     """What a stage may need from the loop beyond its handler; the defaults do nothing.
 
@@ -126,11 +142,13 @@ class Hooks:
     worker thread: what they share with the handler must be safe for that.
     ``assigned`` runs after the partitions' state is restored and before any
     of their records is handled; ``revoked`` after the batch running then is
-    committed, so state and committed offsets agree.
+    committed, so state and committed offsets agree. Work that recurs (a
+    stage's timers, expiry scans) is given to ``context.schedule`` at start:
+    the runtime owns the clock.
     """
 
-    def start(self, send: Send, state: StateTable | None) -> None:
-        """Once, before the member joins its group: how to send at once, and the stage's table if it has one."""
+    def start(self, context: StageContext) -> None:
+        """Once, before the member joins its group."""
 
     def assigned(self, partitions: list[int]) -> None:
         """Partitions of the source topic now ours, their state (if any) restored."""
@@ -138,29 +156,40 @@ class Hooks:
     def revoked(self, partitions: list[int]) -> None:
         """Partitions no longer ours (their state is dropped after this)."""
 
-    def tick(self, now_ms: float) -> None:
-        """Called on every turn of the loop (often: keep it cheap when there is nothing to do)."""
-
     def followed(self, key: bytes, value: bytes | None, timestamp_ms: float) -> None:
         """A record of the topic the stage follows (``Stage.follows``), on the follower's own thread."""
 
 
 class StatefulHooks(Hooks):
-    """Hooks of a stage with a state table: they keep the loop's ``send`` and the table it restores."""
+    """Hooks of a stage with a state table: they keep the context's ``send`` and the table the runtime restores."""
 
-    def __init__(self, changelog: str) -> None:
-        self.table = StateTable(changelog)  # replaced by the runner's own at start
-        self.send: Send | None = None
+    send: Send | None = None  # until start
+    table: StateTable  # from start: the runtime's, named from the map
 
-    def start(self, send: Send, state: StateTable | None) -> None:
-        self.send = send
-        if state is not None:
-            self.table = state
+    def start(self, context: StageContext) -> None:
+        if context.state is None:
+            raise ConfigError(f"{type(self).__name__} keeps state: give its stage a changelog in pipeline/flow.py")
+        self.send = context.send
+        self.table = context.state
+
+
+class Watcher(Protocol):
+    """A stage that watches the queues of later stages (filter's shedding model).
+
+    The runtime opens the probe (it speaks Kafka; the stage does not): it calls
+    :meth:`watch` once, before the member joins its group, with a function
+    that opens a probe of ``downstream`` and returns its read and close.
+    """
+
+    downstream: Sequence[tuple[str, str]]  # (stage, source topic) pairs
+
+    def watch(self, open_probe: Callable[[], tuple[Callable[[], Any], Callable[[], None]]]) -> None: ...
 
 
 @dataclass(frozen=True)
 class StageLogic:
-    """A stage as built from Settings: its handler and, if it needs them, its hooks."""
+    """A stage as built from Settings: its handler and, if it needs them, its hooks and its watcher."""
 
     handler: Handler
     hooks: Hooks = field(default_factory=Hooks)
+    watcher: Watcher | None = None

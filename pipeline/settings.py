@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -27,6 +28,21 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 SECRET_FIELDS = frozenset({"sasl_password"})
 """Fields whose values are never printed: left out of repr and of to_env() unless asked for."""
+
+
+class Guarantee(StrEnum):
+    """How a stage commits its outputs with the offsets it consumed (``PIPELINE_PROCESSING_GUARANTEE``).
+
+    Read by the one object that commits (:class:`pipeline.runtime.delivery.Delivery`)
+    and by what makes its producer (:func:`pipeline.runtime.clients.connect`).
+    """
+
+    EXACTLY_ONCE = "exactly_once"  # outputs, state changes and offsets in one Kafka transaction
+    AT_LEAST_ONCE = "at_least_once"  # outputs flushed and acknowledged before offsets are committed
+
+    @property
+    def transactional(self) -> bool:
+        return self is Guarantee.EXACTLY_ONCE
 
 
 def _default_embed_model() -> str:
@@ -66,7 +82,7 @@ class Settings:
     # exactly_once: each stage reads, writes and commits in one Kafka
     # transaction, so a crash never duplicates an answer. at_least_once: outputs
     # are flushed before offsets are committed; merge still drops duplicates.
-    processing_guarantee: str = "exactly_once"
+    processing_guarantee: Guarantee = Guarantee.EXACTLY_ONCE
     # The id of this member within its stage's group, part of its Kafka
     # transactional id. ``pipeline up`` sets 0, 1, ... so a restarted member
     # fences and aborts at once what its dead predecessor left open; empty
@@ -114,7 +130,7 @@ class Settings:
     qa_model: str = ""
     classify_model: str = ""
     faq_kb: Path = PROJECT_ROOT / "pipeline" / "data" / "faq_shop.json"
-    # How an faq entry's score is made (pipeline/tasks/retrieval.py): the weight of
+    # How an faq entry's score is made (pipeline/tasks/faq/retrieval.py): the weight of
     # the cosine with its answer text, of its saturated BM25 score and of the cosine
     # with its title line (id words and keywords); the rest goes to its best
     # question's cosine. Below faq_min_score (of that fused score) a sub-question
@@ -302,9 +318,15 @@ class Settings:
         settings.check()
         return settings
 
+    def __post_init__(self) -> None:
+        # A guarantee given as its name (dataclasses.replace, tests, flags) becomes the typed value;
+        # an unknown one stays as given, for check() to reject.
+        if not isinstance(self.processing_guarantee, Guarantee) and self.processing_guarantee in list(Guarantee):
+            object.__setattr__(self, "processing_guarantee", Guarantee(self.processing_guarantee))
+
     def check(self) -> None:
         """Reject combinations that cannot work, with the setting to fix."""
-        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
+        if not isinstance(self.processing_guarantee, Guarantee):
             raise ConfigError(
                 f"PIPELINE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use exactly_once or at_least_once"
             )

@@ -11,7 +11,7 @@ taken from the answers' ``latency_ms`` (where each request's time went).
 :class:`Aggregator` builds the reports from the same two calls the runner
 makes for its Prometheus metrics (``batch`` and ``delivered``); it is pure
 (the clock is passed in), so tests build reports by hand. The producer that
-sends them is :class:`pipeline.kafka.telemetry.TelemetryEmitter`.
+sends them is :class:`pipeline.runtime.telemetry.TelemetryEmitter`.
 """
 
 from __future__ import annotations

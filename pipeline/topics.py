@@ -12,7 +12,7 @@ Each topic is declared once, in ``topics/<name>.toml``::
     "max.message.bytes" = 2097152
 
 This module only reads and checks them (no Kafka here):
-:func:`pipeline.kafka.admin.apply_topics` makes a cluster match them. The
+:func:`pipeline.operations.admin.apply_topics` makes a cluster match them. The
 cluster-side name is ``settings.topic(name)``, so with a prefix several
 pipelines (or tests) share one cluster.
 """

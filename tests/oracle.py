@@ -141,12 +141,12 @@ def reference_faq(model_dir: Path, kb: Path | Sequence[Any], text: str, settings
 
     An entry's score is ``wq·q + wa·a + wt·t + wl·l``: ``q`` its closest
     question's cosine, ``a`` and ``t`` the cosines with its answer and its
-    title line, ``l`` the saturated BM25 score (pipeline.tasks.retrieval).
+    title line, ``l`` the saturated BM25 score (pipeline.tasks.faq.retrieval).
     ``kb`` is a knowledge-base file (read with ``load_kb``) or entries with
     ``id``, ``questions`` and ``answer`` (``keywords`` optional).
     """
-    from pipeline.tasks.kb import kb_synonyms, load_kb, places
-    from pipeline.tasks.retrieval import Lexical, lexical_document, title_line
+    from pipeline.tasks.faq.kb import kb_synonyms, load_kb, places
+    from pipeline.tasks.faq.retrieval import Lexical, lexical_document, title_line
 
     synonyms: tuple[tuple[str, ...], ...] = ()
     if isinstance(kb, str | Path):

@@ -162,7 +162,7 @@ def _result_text(task: str | None, result: dict[str, Any]) -> str:
 
 
 def cmd_heldout(args: argparse.Namespace) -> int:
-    from pipeline import evaluation as ev
+    from pipeline.tools.quality import evaluation as ev
 
     settings = settings_from(args)
     tuning, test = ev.load_sets()
@@ -189,8 +189,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _answerer(args: argparse.Namespace, settings: Any, lang: str | None) -> Iterator[Any]:
     """Answers from this process's stage cores (``--offline``) or from the running pipeline."""
-    from pipeline import evaluation as ev
     from pipeline.client import Client
+    from pipeline.tools.quality import evaluation as ev
 
     if args.offline:
         yield ev.offline_answerer(settings, lang=lang)
@@ -221,8 +221,8 @@ def _print_reports(name: str, single: Any, pairs: Any, pairs_from: str = "") -> 
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from pipeline import calibration as cal
-    from pipeline import evaluation as ev
+    from pipeline.tools.quality import calibration as cal
+    from pipeline.tools.quality import evaluation as ev
 
     tuning, _ = ev.load_sets()  # the test set is never read here
     signals, expected, _ = cal.tuning_signals(settings_from(args), tuning)
@@ -249,7 +249,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from pipeline.client import Client
     from pipeline.settings import PROJECT_ROOT
-    from pipeline.tasks.kb import load_eval
+    from pipeline.tasks.faq.kb import load_eval
 
     path = Path(args.file) if args.file else PROJECT_ROOT / "pipeline" / "data" / "faq_eval.json"
     items = load_eval(path)
@@ -282,7 +282,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_offline(items: list[tuple[str, str]], settings: Any) -> int:
     """``eval --file F --offline``: the same top-1 from this process's stage cores, the language detected."""
-    from pipeline import evaluation as ev
+    from pipeline.tools.quality import evaluation as ev
 
     report = ev.evaluate(items, ev.offline_answerer(settings, lang=None))
     for miss in report.misses:

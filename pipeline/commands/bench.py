@@ -48,7 +48,7 @@ def _variant(text: str) -> tuple[str, str]:
 
 
 def _members(text: str) -> tuple[Any, ...]:
-    from pipeline.bench.through import parse_members
+    from pipeline.tools.bench.through import parse_members
 
     try:
         return parse_members(text)
@@ -59,8 +59,8 @@ def _members(text: str) -> tuple[Any, ...]:
 def cmd_bench(args: argparse.Namespace) -> int:
     import orjson
 
-    from pipeline.bench.report import render
-    from pipeline.bench.run import Options, run_bench
+    from pipeline.tools.bench.report import render
+    from pipeline.tools.bench.run import Options, run_bench
 
     settings = settings_from(args)
     options = Options(

@@ -38,9 +38,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from pipeline.chaos.cluster import CHAOS_DIR, ChaosBroker, chaos_settings
-    from pipeline.chaos.scenarios import SCENARIOS, Options
-    from pipeline.chaos.tally import Row, render
+    from pipeline.tools.chaos.cluster import CHAOS_DIR, ChaosBroker, chaos_settings
+    from pipeline.tools.chaos.scenarios import SCENARIOS, Options
+    from pipeline.tools.chaos.tally import Row, render
 
     settings = chaos_settings(
         Settings.from_env(),

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.commands.common import add_cluster_args, settings_from
-from pipeline.models.bench_generate import QUESTIONS  # the same customer questions as the engine's bench
 from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.tools.bench.generate import QUESTIONS  # the same customer questions as the engine's bench
 
 
 @dataclass
@@ -160,8 +160,8 @@ def in_process(
     from pipeline.messages import Prompt
     from pipeline.models.constraints import Vocabulary
     from pipeline.models.generator import TextStream, load_generator
-    from pipeline.stages.grounding import CheckedStream
-    from pipeline.stages.prompting import chat_messages, grounded_plan, grounded_sequence, prompt_ids
+    from pipeline.stages.generate.grounding import CheckedStream
+    from pipeline.stages.generate.prompting import chat_messages, grounded_plan, grounded_sequence, prompt_ids
 
     engine, tokenizer = load_generator(settings)
     vocab = Vocabulary(tokenizer) if grounded else None

@@ -1,4 +1,4 @@
-"""``pipeline eval --chat``: the chat evaluation (:mod:`pipeline.chat_eval`) through the running pipeline.
+"""``pipeline eval --chat``: the chat evaluation (:mod:`pipeline.tools.quality.chat_eval`) through the running pipeline.
 
 Every question goes through the plain Kafka client as task ``chat``, one at a
 time (light load: the figures are a single conversation's): a fresh session
@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from pipeline import chat_eval as ce
 from pipeline.commands.common import settings_from
+from pipeline.tools.quality import chat_eval as ce
 
 PART_TITLES = {"english": "English", "chinese": "Chinese", "conversations": "conversations"}
 COLUMNS = ("right entry", "all facts", "grounded", "no contradiction", "pass", "fallback", "retrieved")

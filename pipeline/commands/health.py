@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from pipeline.kafka.liveness import read_health
+    from pipeline.runtime.liveness import read_health
     from pipeline.settings import Settings
 
     path = Path(args.file or Settings.from_env().health_file or "")

@@ -1,4 +1,4 @@
-"""``pipeline k8s``: the Kubernetes manifests of the pipeline, made from the stage map (see pipeline.deploy)."""
+"""``pipeline k8s``: the Kubernetes manifests of the pipeline, made from the stage map (pipeline.operations.deploy)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
 
 
 def render() -> str:
-    from pipeline.deploy import manifests
+    from pipeline.operations.deploy import manifests
     from pipeline.settings import Settings
 
     docs = manifests(Settings())

@@ -115,8 +115,8 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _secrets(args: argparse.Namespace) -> int:
-    from pipeline.acls import roles
     from pipeline.local.secure import deploy_secrets
+    from pipeline.operations.acls import roles
 
     made = deploy_secrets(args.dir, args.host, list(roles(Settings.from_env())))
     _say(f"{len(made)} files in {args.dir} (kept if there): CA and stores in tls/, a password per user in secrets/")

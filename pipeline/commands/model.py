@@ -79,7 +79,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _quantize_encoder(exported: Any, settings: Settings) -> int:
     """The encoder's int8 graph, made and checked against fp32; non-zero when the check fails."""
-    from pipeline.models.quantize_encoder import check_encoder, quantize_encoder
+    from pipeline.models.quantize_encoder import quantize_encoder
+    from pipeline.tools.quality.check_encoder import check_encoder
 
     if exported.meta.task != "embed":
         print(f"--quantize int8 is for the sentence encoder (embed, faq, chat), not a {exported.meta.task} model")

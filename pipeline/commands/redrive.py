@@ -1,7 +1,7 @@
 """``pipeline redrive``: replay dead letters to ``requests`` once their cause is fixed.
 
 What is replayed and what is skipped (parts and results hold no request) is
-explained in :mod:`pipeline.kafka.redrive`.
+explained in :mod:`pipeline.operations.redrive`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def parse_time(text: str | None, now: float) -> int | None:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from pipeline.kafka.redrive import load_dead_letters, redrive, select
+    from pipeline.operations.redrive import load_dead_letters, redrive, select
 
     settings = settings_from(args)
     now = time.time()

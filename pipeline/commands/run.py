@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # all, it takes GPU memory as it needs it instead of 75 % of the device
     # at its first use (issue 19; bm25s is kept off jax in tasks/retrieval.py).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from pipeline.flow import run_stage
+    from pipeline.runtime.member import run_stage
 
     settings = settings_from(args, member=args.member)
     if settings.sasl and not settings.sasl_username:
@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    from pipeline.kafka.liveness import exit_after_signal
+    from pipeline.runtime.liveness import exit_after_signal
 
     exit_after_signal(f"{args.stage} member {settings.member}", settings.shutdown_timeout_s)
     run_stage(args.stage, settings, stop)

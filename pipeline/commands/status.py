@@ -29,8 +29,8 @@ def register(sub: Any) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.flow import STAGES
-    from pipeline.kafka.lag import snapshot
-    from pipeline.status import compare, render
+    from pipeline.operations.lag import snapshot
+    from pipeline.operations.status import compare, render
 
     settings = settings_from(args)
     stages = [(s.name, s.source) for s in STAGES]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.commands.common import add_cluster_args, settings_from
-from pipeline.kafka.admin import apply_topics, list_topics
+from pipeline.operations.admin import apply_topics, list_topics
 from pipeline.settings import Settings
 
 
@@ -70,7 +70,7 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _acls(args: argparse.Namespace) -> int:
-    from pipeline.acls import bindings
+    from pipeline.operations.acls import bindings
 
     settings = _settings(args)
     rows = [

@@ -2,6 +2,6 @@
 
 Everything here exists so the pipeline runs on one machine (``pipeline up``,
 ``pipeline demo``, the tests); in production docker compose or Kubernetes
-play these parts, and nothing under ``pipeline/kafka/`` or ``pipeline/stages/``
+play these parts, and nothing under ``pipeline/runtime/`` or ``pipeline/stages/``
 imports from here.
 """

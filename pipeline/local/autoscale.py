@@ -2,9 +2,9 @@
 
 Every ``interval_s`` the :class:`Autoscaler` takes the same reading ``pipeline
 status`` does (two offset snapshots, compared), turns each stage's status
-into a :class:`~pipeline.scaling.Load` (with the members still starting and
+into a :class:`~pipeline.operations.scaling.Load` (with the members still starting and
 whether the stage downstream of it is backlogged), asks
-:func:`~pipeline.scaling.decide`, and has the supervisor start or retire
+:func:`~pipeline.operations.scaling.decide`, and has the supervisor start or retire
 members. Every decision, with its inputs, goes to the log (changes and
 reasoned holds) and to ``autoscale.jsonl`` in the log folder (all of them).
 It runs in a thread of its own, so the supervisor's restart loop never waits
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.scaling import Decision, Load, Memory, Policy, decide
+from pipeline.operations.scaling import Decision, Load, Memory, Policy, decide
+from pipeline.operations.status import GroupSnapshot, StageStatus, compare
 from pipeline.settings import Settings
-from pipeline.status import GroupSnapshot, StageStatus, compare
 
 log = logging.getLogger("pipeline.autoscale")
 
@@ -109,7 +109,7 @@ class Autoscaler:
     def read(self) -> list[StageStatus]:
         """One reading of every stage: this snapshot compared with the last one."""
         from pipeline.flow import STAGES
-        from pipeline.kafka.lag import snapshot
+        from pipeline.operations.lag import snapshot
 
         current = snapshot(self.settings, [(s.name, s.source) for s in STAGES])
         before, self.previous = self.previous, current

@@ -34,10 +34,10 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.errors import BrokerError, ConfigError
-from pipeline.kafka.admin import check_broker
 from pipeline.local.broker_config import LOG4J2_PROPERTIES, render_server_properties
 from pipeline.local.secure import admin_settings, scram_format_args, tls_files
 from pipeline.local.tls import ensure_tls
+from pipeline.operations.admin import check_broker
 from pipeline.settings import PROJECT_ROOT, Settings
 
 PROJECT_LIBS = PROJECT_ROOT / ".cache" / "kafka" / "libs"

@@ -16,9 +16,9 @@ def prepare(settings: Settings, say: Any = print) -> bool:
 
     Returns whether it started the local broker (so a caller can stop it again).
     """
-    from pipeline.kafka.admin import apply_topics
     from pipeline.local import broker
     from pipeline.models.export import ensure_exported
+    from pipeline.operations.admin import apply_topics
     from pipeline.tasks.language import task_routes
 
     started = False
@@ -54,7 +54,7 @@ def wait_ready(
     on_wait: Any = None,
 ) -> bool:
     """Wait until every stage's consumer group has its members; say so."""
-    from pipeline.kafka.groups import group_members
+    from pipeline.operations.groups import group_members
 
     began = time.monotonic()
     while not stop.is_set() and time.monotonic() - began < timeout_s:
@@ -77,11 +77,11 @@ def secure_principals(settings: Settings, say: Any = print, users_dir: Path | No
     or when ``users_dir`` names a folder of password files, one per user
     (docker compose); a managed cluster makes its users itself.
     """
-    from pipeline.acls import roles
-    from pipeline.kafka.acls import apply_acls, ensure_users
     from pipeline.local import broker
     from pipeline.local.secure import tls_files
     from pipeline.local.tls import password_in
+    from pipeline.operations.acls import roles
+    from pipeline.operations.apply_acls import apply_acls, ensure_users
 
     if users_dir is None and settings.kafka_secure and settings.bootstrap_servers == broker.address(settings):
         users_dir = tls_files(settings).secrets

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pipeline.local.autoscale import Autoscaler
 from pipeline.local.control import ControlChannel, partitions_of, write_state
 from pipeline.local.supervisor import Supervisor
-from pipeline.scaling import Policy, parse_limits
+from pipeline.operations.scaling import Policy, parse_limits
 from pipeline.settings import Settings
 
 STATE_EVERY_S = 2.0

@@ -17,7 +17,7 @@ What changes against the plaintext broker:
   is formatted (``kafka-storage format --add-scram``), so they exist before
   the first client connects; the pipeline's principals (stages, client,
   monitor) are added afterwards through the admin API
-  (:func:`pipeline.kafka.users.ensure_users`), passwords in ``secrets/``.
+  (:func:`pipeline.runtime.users.ensure_users`), passwords in ``secrets/``.
 """
 
 from __future__ import annotations

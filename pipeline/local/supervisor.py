@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.kafka.liveness import read_health
 from pipeline.models.gpu_memory import check_members
+from pipeline.runtime.liveness import read_health
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.local.supervisor")

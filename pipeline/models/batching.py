@@ -12,8 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from prometheus_client import Counter
 
 from pipeline.messages import Part
+
+# On the member's /metrics (pipeline.runtime.metrics serves the default registry).
+TOKENS = Counter("pipeline_tokens_total", "Tokens run through the model, real or padding", ["stage", "kind"])
+
+
+def count_tokens(stage: str, real: int, padding: int) -> None:
+    """Tokens a model batch ran: ``padding`` of them were only there to square the batch."""
+    TOKENS.labels(stage, "real").inc(real)
+    TOKENS.labels(stage, "padding").inc(padding)
 
 
 def plan_batches(

@@ -4,13 +4,14 @@
 ``model.int8.onnx`` next to the verified fp32 export (ONNX Runtime dynamic
 quantisation of the MatMul weights, int8 per channel; activations quantised
 on the fly) and
-checks it against fp32 in this process:
+checks it against fp32 in this process
+(:func:`pipeline.tools.quality.check_encoder.check_encoder`):
 
 * **embeddings**: the cosine between the int8 and fp32 embedding of each
   check text (the faq evaluation questions and knowledge-base texts); the
-  lowest must be at least :data:`MIN_COSINE`;
+  lowest must be at least :data:`~pipeline.tools.quality.check_encoder.MIN_COSINE`;
 * **faq**: top-1 on the held-out faq evaluation set within
-  :data:`MAX_TOP1_LOSS` question(s) of fp32's.
+  :data:`~pipeline.tools.quality.check_encoder.MAX_TOP1_LOSS` question(s) of fp32's.
 
 The outcome is written to ``int8.check.json``. Infer runs the int8 graph only
 when ``PIPELINE_ENCODER_INT8=true`` *and* that file says the check passed;
@@ -21,11 +22,9 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import orjson
 
 from pipeline.errors import ConfigError
@@ -34,8 +33,6 @@ from pipeline.settings import Settings
 
 INT8_FILE = "model.int8.onnx"
 CHECK_FILE = "int8.check.json"
-MIN_COSINE = 0.99
-MAX_TOP1_LOSS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,33 +44,6 @@ class VariantModel(ExportedModel):
     @property
     def onnx_path(self) -> Path:
         return self.path / self.file
-
-
-@dataclass(frozen=True)
-class EncoderCheck:
-    """int8 against fp32 on the same inputs, in one process."""
-
-    min_cosine: float
-    mean_cosine: float
-    texts: int
-    top1_fp32: int
-    top1_int8: int
-    questions: int
-    fp32_texts_per_s: float
-    int8_texts_per_s: float
-
-    @property
-    def passed(self) -> bool:
-        return self.min_cosine >= MIN_COSINE and self.top1_int8 >= self.top1_fp32 - MAX_TOP1_LOSS
-
-    def render(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
-        return (
-            f"int8 check {verdict}: embedding cosine to fp32 min {self.min_cosine:.4f} / mean {self.mean_cosine:.4f} "
-            f"over {self.texts} texts (need >= {MIN_COSINE}); faq top-1 {self.top1_int8}/{self.questions} vs fp32 "
-            f"{self.top1_fp32}/{self.questions} (may lose {MAX_TOP1_LOSS}); batch 32: "
-            f"{self.int8_texts_per_s:.0f} vs {self.fp32_texts_per_s:.0f} texts/s"
-        )
 
 
 def int8_file(exported: ExportedModel) -> Path:
@@ -113,40 +83,6 @@ def kept_fp32(onnx_path: Path) -> list[str]:
     layers = [int(m.group(1)) for n in names if (m := re.search(r"/layer\.(\d+)/", n))]
     last = f"/layer.{max(layers)}/" if layers else None
     return [n for n in names if ("/output/dense/" in n and "/attention/" not in n) or (last and last in n)]
-
-
-def check_encoder(exported: ExportedModel, settings: Settings) -> EncoderCheck:
-    """Compare int8 with fp32 (embeddings and faq top-1), write ``int8.check.json``, return the outcome."""
-    from pipeline.evaluation import evaluate, load_sets, offline_answerer
-    from pipeline.models.session import feeds, ort_session
-    from pipeline.models.tokenizer import load_tokenizer
-    from pipeline.stages.infer import build_infer
-    from pipeline.tasks.kb import load_eval
-
-    _, test = load_sets()
-    texts = [q for q, _ in test] + [q for q, _ in load_eval(Path(settings.faq_kb).parent / "faq_eval.json")]
-    tokenizer = load_tokenizer(exported.path)
-    threads = len(os.sched_getaffinity(0))
-    vectors, speed = {}, {}
-    for name, path in (("fp32", exported.onnx_path), ("int8", int8_file(exported))):
-        session = ort_session(path, threads)
-        names = [i.name for i in session.get_inputs()]
-        batches = [texts[i : i + 32] for i in range(0, len(texts), 32)]
-        began = time.perf_counter()
-        vectors[name] = np.concatenate([session.run(None, feeds(tokenizer, b, names))[0] for b in batches])
-        speed[name] = len(texts) / (time.perf_counter() - began)
-    a, b = vectors["fp32"], vectors["int8"]
-    cosines = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    # The int8 graph is the English encoder's; on the CPU, where it runs.
-    english = replace(settings, faq_multilingual_model="", provider="cpu")
-    hits = {}
-    for name, int8 in (("fp32", False), ("int8", True)):
-        infer = build_infer(replace(english, encoder_int8=int8), tasks=["faq"], unchecked=True)
-        hits[name] = evaluate(test, offline_answerer(english, infer)).hits
-    check = EncoderCheck(float(cosines.min()), float(cosines.mean()), len(texts), hits["fp32"], hits["int8"],
-                         len(test), speed["fp32"], speed["int8"])  # fmt: skip
-    (exported.path / CHECK_FILE).write_bytes(orjson.dumps({**asdict(check), "passed": check.passed}))
-    return check
 
 
 def encoder_variant(

@@ -90,8 +90,8 @@ def build_app(settings: Settings, *, lag_every_s: float = LAG_EVERY_S) -> faust.
 
     @app.timer(interval=lag_every_s, on_leader=True)
     async def read_lag() -> None:
-        from pipeline.kafka.lag import snapshot
-        from pipeline.status import compare
+        from pipeline.operations.lag import snapshot
+        from pipeline.operations.status import compare
 
         pairs = [(s.name, s.source) for s in STAGES]
         loop = asyncio.get_running_loop()
@@ -154,7 +154,7 @@ def changelog_specs(app: faust.App) -> list[TopicSpec]:
 
 def run(settings: Settings, loglevel: str = "info") -> None:
     """Run the monitor until SIGINT/SIGTERM (faust's worker owns the event loop and the signals)."""
-    from pipeline.kafka.admin import ensure_topics
+    from pipeline.operations.admin import ensure_topics
 
     app = build_app(settings)
     # faust creates its changelogs at start and may read their metadata before

@@ -1,6 +1,6 @@
 """The monitor's TLS and SASL for faust (aiokafka), from the same settings as every librdkafka client.
 
-:func:`pipeline.kafka.config.security_config` gives librdkafka its
+:func:`pipeline.runtime.config.security_config` gives librdkafka its
 ``security.protocol``, ``sasl.*`` and ``ssl.ca.location``; faust takes the
 same things as one credentials object. Both read the user and password through
 :mod:`pipeline.security`, so the password comes from the same setting, file or

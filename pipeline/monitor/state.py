@@ -17,8 +17,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from pipeline.scaling import Decision, Memory, Policy, decide
-from pipeline.status import StageStatus
+from pipeline.operations.scaling import Decision, Memory, Policy, decide
+from pipeline.operations.status import StageStatus
 from pipeline.telemetry import BUCKETS_MS, TOTAL_HOP, StageReport, error_rate, histogram, quantile
 
 LATEST_DEAD = 20

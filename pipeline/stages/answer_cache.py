@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipeline.errors import DecodeError
 from pipeline.messages import Answer, Request, now_ms
-from pipeline.records import Hooks, compact
+from pipeline.records import Hooks, StageContext, compact
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.answer_cache")
@@ -61,7 +61,7 @@ def fingerprint(path: str | Path) -> str:
 
 def versions(settings: Settings) -> str:
     """What a cached reply depends on besides the request: models, knowledge base, prompt."""
-    from pipeline.stages.prompting import PROMPT_VERSION
+    from pipeline.stages.generate.prompting import PROMPT_VERSION
 
     # How entries are chosen decides what the reply is grounded on.
     scoring = ",".join(str(getattr(settings, name)) for name in RETRIEVAL_SETTINGS)
@@ -139,7 +139,6 @@ class AnswerCache(Hooks):
         self.lru = AnswerLru(settings.answer_cache_max_bytes, settings.answer_cache_max_age_ms)
         self.lock = threading.Lock()  # fed by the follower's thread, read by the handler's
         self.version = versions(settings) if settings.answer_cache_max_bytes > 0 else ""
-        self.next_stats_ms = 0.0
         self.logged = (0, 0)
 
     def answer(self, request: Request) -> Answer | None:
@@ -161,10 +160,11 @@ class AnswerCache(Hooks):
         with self.lock:
             self.lru.put(key, value, timestamp_ms)
 
+    def start(self, context: StageContext) -> None:
+        context.schedule(STATS_EVERY_MS, self.tick)
+
     def tick(self, now: float) -> None:
-        if now < self.next_stats_ms:
-            return
-        self.next_stats_ms = now + STATS_EVERY_MS
+        """Every STATS_EVERY_MS: log the cache's counts when they changed."""
         with self.lock:
             counts = (self.lru.hits, self.lru.misses)
             stats = self.lru.stats()

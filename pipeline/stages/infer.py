@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
 
-from pipeline import metrics
 from pipeline.catalog import CATALOG, TASK_NAMES
 from pipeline.errors import (
     ConfigError,
@@ -37,7 +36,7 @@ from pipeline.errors import (
     TooLargeError,
 )
 from pipeline.messages import Headers, Part, Result, now_ms
-from pipeline.models.batching import pad, plan_batches
+from pipeline.models.batching import count_tokens, pad, plan_batches
 from pipeline.models.export import ensure_exported
 from pipeline.models.quantize_encoder import encoder_variant
 from pipeline.models.session import OrtModel, open_session
@@ -145,7 +144,7 @@ class Infer:
 def _run(served: Served, batch: list[Part]) -> list[PartOutput]:
     feeds = pad(batch, served.model.meta.pad_token_id, served.model.input_names)
     real = sum(len(p.input_ids) for p in batch)
-    metrics.tokens(STAGE, real, len(batch) * max(len(p.input_ids) for p in batch) - real)
+    count_tokens(STAGE, real, len(batch) * max(len(p.input_ids) for p in batch) - real)
     outputs = served.task.postprocess(batch, served.model.run(feeds), served.runtime)
     if len(outputs) != len(batch):
         raise RuntimeError(f"postprocess returned {len(outputs)} outputs for {len(batch)} parts")

@@ -33,12 +33,11 @@ import orjson
 from pipeline.catalog import CATALOG
 from pipeline.errors import ERROR_CODES, DecodeError, PipelineError
 from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
-from pipeline.records import Output, Record, StageLogic, StatefulHooks
+from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.base import answer_output, dead_letter
 
 STAGE = "merge"
-STATE_TOPIC = "merge-state"
 
 log = logging.getLogger("pipeline.merge")
 
@@ -228,10 +227,8 @@ class Merger(StatefulHooks):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        super().__init__(STATE_TOPIC)
         self.heap: list[tuple[float, int, bytes]] = []  # (due ms, partition, request key)
         self.lock = threading.Lock()  # the heap is fed by the handler's thread and drained by the loop's
-        self.next_tick_ms = 0.0
 
     # -- the handler (worker thread) ---------------------------------------------------------
 
@@ -263,10 +260,13 @@ class Merger(StatefulHooks):
                 held += 1
         log.info("merge holds %d requests of partitions %s", held, partitions)
 
+    def start(self, context: StageContext) -> None:
+        super().start(context)
+        context.schedule(self.settings.merge_tick_ms, self.tick)
+
     def tick(self, now: float) -> None:
-        if now < self.next_tick_ms or self.send is None:
-            return
-        self.next_tick_ms = now + self.settings.merge_tick_ms
+        """Every ``merge_tick_ms``: send each request whose wait fell due its tick record."""
+        assert self.send is not None  # scheduled at start
         with self.lock:
             due_now: list[tuple[float, int, bytes]] = []
             while self.heap and self.heap[0][0] <= now:

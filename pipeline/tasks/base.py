@@ -29,7 +29,7 @@ from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from pipeline.models.session import OrtModel
-    from pipeline.tasks.faq import KbIndex
+    from pipeline.tasks.faq.task import KbIndex
 
 PartOutput = dict[str, Any]
 """What infer's postprocess makes of one part (small JSON: a span, logits, an entry)."""

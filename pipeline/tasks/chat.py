@@ -1,4 +1,4 @@
-"""Customer-service chat: retrieval as :mod:`~pipeline.tasks.faq`, then a reply in the model's own words.
+"""Customer-service chat: retrieval as :mod:`~pipeline.tasks.faq.task`, then a reply in the model's own words.
 
 split, infer and merge treat a chat request exactly like an faq one (one part
 per sub-question, its embedding, the closest knowledge-base entry). What
@@ -19,7 +19,7 @@ from pipeline.messages import Part, Prompt, Request, Result
 from pipeline.models.tokenizer import Tokenizer
 from pipeline.settings import Settings
 from pipeline.tasks.base import AnswerResult, ModelOutputs, PartOutput, Runtime, usable
-from pipeline.tasks.faq import FaqTask
+from pipeline.tasks.faq.task import FaqTask
 
 ENTRY_FIELDS = ("question", "entry", "match", "answer", "score", "matched")
 

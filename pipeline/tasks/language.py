@@ -132,6 +132,6 @@ def part_route(part: Part, served: Container[str]) -> str:
 @functools.lru_cache(maxsize=16)
 def _kb_languages(path: Path) -> tuple[str, ...]:
     # Read once per file: split asks for every request.
-    from pipeline.tasks.kb import kb_languages
+    from pipeline.tasks.faq.kb import kb_languages
 
     return kb_languages(path)

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BrokerError, PipelineError
-from pipeline.kafka.admin import apply_topics, check_broker, delete_prefixed
+from pipeline.operations.admin import apply_topics, check_broker, delete_prefixed
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec, load_topics
 

@@ -18,10 +18,10 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.errors import PipelineError
-from pipeline.kafka.admin import delete_prefixed
-from pipeline.kafka.config import consumer_config
 from pipeline.local.cluster import prepare, wait_ready
 from pipeline.local.supervisor import Supervisor
+from pipeline.operations.admin import delete_prefixed
+from pipeline.runtime.config import consumer_config
 from pipeline.settings import PROJECT_ROOT, Settings
 
 ALL_STAGES = ("filter", "split", "infer", "merge")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 
-from pipeline.bench.report import render
-from pipeline.bench.run import Options, run_bench
 from pipeline.settings import Settings
+from pipeline.tools.bench.report import render
+from pipeline.tools.bench.run import Options, run_bench
 
 
 def test_quick_bench_has_every_row_with_positive_numbers(settings: Settings) -> None:

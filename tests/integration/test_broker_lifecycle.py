@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import BrokerError
-from pipeline.kafka.admin import check_broker
 from pipeline.local import broker
+from pipeline.operations.admin import check_broker
 from pipeline.settings import Settings
 from tests.net import free_port
 

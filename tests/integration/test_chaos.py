@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.chaos.cluster import ChaosBroker, chaos_settings
-from pipeline.chaos.scenarios import Options, broker_restart, fuzz, kill_each
-from pipeline.chaos.sigterm import sigterm
-from pipeline.chaos.tally import render
 from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.tools.chaos.cluster import ChaosBroker, chaos_settings
+from pipeline.tools.chaos.scenarios import Options, broker_restart, fuzz, kill_each
+from pipeline.tools.chaos.sigterm import sigterm
+from pipeline.tools.chaos.tally import render
 
 pytestmark = pytest.mark.integration
 

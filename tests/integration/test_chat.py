@@ -28,7 +28,7 @@ from pipeline.client import Client
 from pipeline.local.supervisor import Supervisor
 from pipeline.messages import Answer, Chunk
 from pipeline.settings import Settings
-from pipeline.stages.grounding import Grounds, fact_sentences
+from pipeline.stages.generate.grounding import Grounds, fact_sentences
 from tests.chat_engines import build_tiny_llama
 from tests.integration.harness import read_topic, running_pipeline
 

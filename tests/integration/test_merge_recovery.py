@@ -15,11 +15,11 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline.client import Client
-from pipeline.kafka.config import producer_config
 from pipeline.local.supervisor import Supervisor
 from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
+from pipeline.runtime.config import producer_config
 from pipeline.settings import Settings
-from pipeline.tasks.kb import load_kb
+from pipeline.tasks.faq.kb import load_kb
 from tests.integration.harness import read_topic, running_pipeline
 
 pytestmark = pytest.mark.integration

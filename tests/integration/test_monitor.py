@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from pipeline.kafka.config import producer_config
-from pipeline.kafka.telemetry import TelemetryEmitter
+from pipeline.runtime.config import producer_config
+from pipeline.runtime.telemetry import TelemetryEmitter
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.telemetry import StageReport
 from pipeline.topics import TopicSpec

@@ -1,13 +1,13 @@
 """filter predicts where a request's records will wait by computing their partitions itself
-(pipeline.kafka.partitioner); here the stage producers' real partitioner must agree, record for record."""
+(pipeline.messages.partitioner); here the stage producers' real partitioner must agree, record for record."""
 
 from __future__ import annotations
 
 from confluent_kafka import Message, Producer
 
-from pipeline.kafka.config import producer_config
-from pipeline.kafka.partitioner import partition_for
 from pipeline.messages import part_key
+from pipeline.messages.partitioner import partition_for
+from pipeline.runtime.config import producer_config
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec
 

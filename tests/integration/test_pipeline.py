@@ -25,10 +25,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline.client import Client
-from pipeline.kafka.config import admin_config
 from pipeline.messages import Answer
+from pipeline.runtime.config import admin_config
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.tasks.kb import load_eval, load_kb
+from pipeline.tasks.faq.kb import load_eval, load_kb
 from tests.integration.harness import json_value, read_topic, running_pipeline
 from tests.oracle import reference_classify, reference_embed, reference_faq, reference_qa
 from tests.tiny_models import build_tiny_classifier, build_tiny_qa_model

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from pipeline.kafka.config import producer_config
-from pipeline.kafka.loadgen import AnswerReader, read_all
+from pipeline.runtime.config import producer_config
 from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.tools.bench.loadgen import AnswerReader, read_all
 from tests.integration.harness import ALL_STAGES, running_pipeline
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import uuid
 
 from confluent_kafka import Consumer, Producer
 
-from pipeline.kafka.config import consumer_config, producer_config
+from pipeline.runtime.config import consumer_config, producer_config
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec
 

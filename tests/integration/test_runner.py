@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, Producer
 
-from pipeline.kafka.config import consumer_config, producer_config
-from pipeline.kafka.runner import StageRunner
 from pipeline.records import Batching, Output, Record, StageLogic
+from pipeline.runtime.config import consumer_config, producer_config
+from pipeline.runtime.runner import StageRunner
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec
 from tests.integration.harness import read_topic

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.kafka.groups import group_members
 from pipeline.local.control import ControlChannel, ScaleError, partitions_of, request_scale, write_state
+from pipeline.operations.groups import group_members
 from pipeline.settings import Settings
 from tests.integration.harness import running_pipeline
 

@@ -24,19 +24,19 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from pipeline.acls import bindings
 from pipeline.errors import AuthenticationError, AuthorizationError
-from pipeline.kafka.acls import apply_acls, list_acls, remove_principals, to_binding
-from pipeline.kafka.admin import check_broker
-from pipeline.kafka.client import Client
-from pipeline.kafka.config import consumer_config, producer_config
-from pipeline.kafka.lag import snapshot
-from pipeline.kafka.queue_age import QueueAges
 from pipeline.local import broker
 from pipeline.local.secure import admin_settings, tls_files
+from pipeline.operations.acls import bindings
+from pipeline.operations.admin import check_broker
+from pipeline.operations.apply_acls import apply_acls, list_acls, remove_principals, to_binding
+from pipeline.operations.lag import snapshot
+from pipeline.runtime.client import Client
+from pipeline.runtime.config import consumer_config, producer_config
+from pipeline.runtime.queue_age import QueueAges
 from pipeline.security import sasl_password
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.stages.queue_wait import DOWNSTREAM
+from pipeline.stages.filter.queue_wait import DOWNSTREAM
 from pipeline.topics import load_topics
 from tests.integration.harness import ALL_STAGES, LOG_ROOT, running_pipeline
 from tests.integration.test_monitor import wait_for_state
@@ -216,7 +216,7 @@ def test_acls_apply_idempotently_and_take_back_what_is_not_declared(pipeline: Se
         next(a for a in bindings(pipeline) if a.principal.endswith("split") and a.operation == "read"),
         name=pipeline.topic("answers"),
     )
-    from pipeline.kafka.admin import _admin, _wait
+    from pipeline.operations.admin import _admin, _wait
 
     admin = _admin(pipeline)
     _wait(admin.create_acls([to_binding(stray)]), "create ACL")
@@ -246,8 +246,8 @@ def test_filters_shedding_probe_reads_the_queues_after_it_as_the_filter_principa
     and merge's queues are not even in the metadata (no ages at all).
     """
     other = dataclasses.replace(secure, prefix=f"probe{uuid.uuid4().hex[:6]}-")
-    from pipeline.kafka.admin import apply_topics
     from pipeline.local.cluster import secure_principals
+    from pipeline.operations.admin import apply_topics
 
     apply_topics(other)
     secure_principals(other, say=lambda _: None)

@@ -6,10 +6,10 @@ import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from pipeline.kafka.config import consumer_config, producer_config
-from pipeline.kafka.lag import snapshot
+from pipeline.operations.lag import snapshot
+from pipeline.operations.status import compare
+from pipeline.runtime.config import consumer_config, producer_config
 from pipeline.settings import Settings
-from pipeline.status import compare
 from pipeline.topics import TopicSpec
 
 

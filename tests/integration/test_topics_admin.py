@@ -14,8 +14,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from pipeline.cli import main
-from pipeline.kafka.admin import apply_topics, list_topics
-from pipeline.kafka.config import admin_config
+from pipeline.operations.admin import apply_topics, list_topics
+from pipeline.runtime.config import admin_config
 from pipeline.settings import Settings
 from pipeline.topics import load_topics
 

@@ -1,6 +1,6 @@
 """Small in-memory stand-ins for confluent-kafka's Consumer and Producer, for unit tests of the runner.
 
-They implement only what :class:`~pipeline.kafka.runner.StageRunner` calls,
+They implement only what :class:`~pipeline.runtime.runner.StageRunner` calls,
 with Kafka's semantics where the runner depends on them: positions advance as
 messages are returned and move back on ``seek``; paused partitions return
 nothing; rebalance callbacks run inside ``poll``; a transaction's records and
@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from pipeline.kafka.clients import Clients
+from pipeline.runtime.clients import Clients
 
 
 @dataclass

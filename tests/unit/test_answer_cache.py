@@ -11,7 +11,7 @@ from pipeline.messages import Answer, Request
 from pipeline.records import Record
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import AnswerCache, AnswerLru, cache_key, fingerprint, reply_budget, versions
-from pipeline.stages.filter import filter_records
+from pipeline.stages.filter.stage import filter_records
 
 
 def test_the_key_ignores_case_and_spacing_but_not_task_budget_or_version() -> None:

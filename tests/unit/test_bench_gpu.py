@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.bench.baselines import texts
-from pipeline.bench.gpu import MIN_FP16_COSINE, cuda_problem, gpu_rows
 from pipeline.models.export import ExportedModel
 from pipeline.models.tokenizer import load_tokenizer
+from pipeline.tools.bench.baselines import texts
+from pipeline.tools.bench.gpu import MIN_FP16_COSINE, cuda_problem, gpu_rows
 
 
 def _cuda(exported: ExportedModel) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.bench.report import ratios
-from pipeline.bench.through import ONE, members, members_label, parse_members
+from pipeline.tools.bench.report import ratios
+from pipeline.tools.bench.through import ONE, members, members_label, parse_members
 
 
 def test_plain_counts_are_infer_members_as_before() -> None:

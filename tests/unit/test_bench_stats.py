@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.report import ratios, table
-from pipeline.bench.stats import (
+from pipeline.tools.bench.report import ratios, table
+from pipeline.tools.bench.stats import (
     CLOCK_TICKS,
     CpuSnapshot,
     cpu_per_request,

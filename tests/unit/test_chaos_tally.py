@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.chaos.tally import count, percentile, render
-from pipeline.kafka.loadgen import Arrival
+from pipeline.tools.bench.loadgen import Arrival
+from pipeline.tools.chaos.tally import count, percentile, render
 
 
 def test_lost_duplicated_codes_and_latency_are_counted_by_id() -> None:
@@ -38,7 +38,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_kill_recoveries_per_member() -> None:
-    from pipeline.chaos.scenarios import kill_recoveries
+    from pipeline.tools.chaos.scenarios import kill_recoveries
 
     kills = [("split-0", 10.0, 10.7), ("infer-0", 20.0, None)]
     acked = {"a": 9.0, "b": 10.5, "c": 21.0}
@@ -53,7 +53,7 @@ def test_kill_recoveries_per_member() -> None:
 
 
 def test_p50_return_after_the_burst() -> None:
-    from pipeline.chaos.scenarios import p50_return
+    from pipeline.tools.chaos.scenarios import p50_return
 
     acked: dict[str, float] = {}
     arrivals = []
@@ -74,7 +74,7 @@ def test_p50_return_after_the_burst() -> None:
 
 
 def test_shed_timing_counts_early_answers() -> None:
-    from pipeline.chaos.scenarios import shed_timing
+    from pipeline.tools.chaos.scenarios import shed_timing
 
     acked = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
     arrivals = [
@@ -87,7 +87,7 @@ def test_shed_timing_counts_early_answers() -> None:
 
 
 def test_answers_by_phase_of_the_burst() -> None:
-    from pipeline.chaos.scenarios import by_phase
+    from pipeline.tools.chaos.scenarios import by_phase
 
     acked = {"a": 1.0, "b": 11.0, "c": 12.0, "d": 13.0, "e": 25.0}
     arrivals = [

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pipeline import chat_eval as ce
 from pipeline.commands.chat_eval import render_table
+from pipeline.tools.quality import chat_eval as ce
 
 KBS = ce.load_kbs()
 HELDOUT = ce.load_set("heldout")

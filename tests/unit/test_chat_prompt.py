@@ -8,8 +8,8 @@ import pytest
 from pipeline.errors import DecodeError
 from pipeline.messages import Prompt, Result
 from pipeline.models.generator import TextStream
-from pipeline.stages.prompting import INSTRUCTIONS, NO_FACTS, chat_messages, facts, prompt_ids
-from pipeline.stages.sessions import Session, Turn
+from pipeline.stages.generate.prompting import INSTRUCTIONS, NO_FACTS, chat_messages, facts, prompt_ids
+from pipeline.stages.generate.sessions import Session, Turn
 from pipeline.tasks.chat import ChatTask
 from tests.chat_engines import CharTokenizer
 
@@ -130,7 +130,7 @@ def test_chat_is_disabled_without_a_reply_model() -> None:
     from pipeline.errors import InvalidRequestError
     from pipeline.messages import Request
     from pipeline.settings import Settings
-    from pipeline.stages.filter import check_request
+    from pipeline.stages.filter.stage import check_request
 
     settings = Settings(chat_model="")
     assert settings.model_for("chat") == "" and settings.model_for("faq")

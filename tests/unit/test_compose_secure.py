@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.acls import roles
 from pipeline.cli import build_parser
 from pipeline.flow import STAGE_NAMES
 from pipeline.local.secure import deploy_secrets, listener_lines
+from pipeline.operations.acls import roles
 from pipeline.settings import PROJECT_ROOT, Settings
 
 SECURE = PROJECT_ROOT / "docker-compose.secure.yml"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.acls import bindings
 from pipeline.cli import build_parser
+from pipeline.operations.acls import bindings
 from pipeline.settings import PROJECT_ROOT, Settings, _render
 
 README = PROJECT_ROOT / "README.md"
@@ -174,7 +174,7 @@ def metric_rows(text: str) -> set[str]:
 
 
 def test_the_metrics_table_lists_what_members_export() -> None:
-    import pipeline.metrics as metrics
+    import pipeline.runtime.metrics as metrics
 
     # prometheus-client keeps a Counter's name without _total.
     exported = {m._name for m in vars(metrics).values() if hasattr(m, "_name") and hasattr(m, "_type")}

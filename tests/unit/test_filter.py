@@ -8,7 +8,7 @@ import pytest
 from pipeline.messages import Answer, Headers, Request, now_ms
 from pipeline.records import Record
 from pipeline.settings import Settings
-from pipeline.stages.filter import filter_records, normalise
+from pipeline.stages.filter.stage import build, filter_records, normalise
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_one_bad_record_does_not_stop_the_batch(settings: Settings) -> None:
 
 
 def test_sheds_a_request_that_cannot_make_its_deadline(settings: Settings) -> None:
-    from pipeline.stages.queue_wait import PartitionQueue, QueueWait
+    from pipeline.stages.filter.queue_wait import PartitionQueue, QueueWait
 
     # infer: every partition of parts has 80 records waiting and no rate yet: the heads' 7.5 s stand in.
     reading = {"split": {0: PartitionQueue(5, 5, 0.0)}, "infer": {p: PartitionQueue(10, 90, 7.5) for p in range(4)}}
@@ -106,7 +106,7 @@ def test_sheds_a_request_that_cannot_make_its_deadline(settings: Settings) -> No
 
 
 def test_a_stale_prediction_sheds_nothing(settings: Settings) -> None:
-    from pipeline.stages.queue_wait import PartitionQueue, QueueWait
+    from pipeline.stages.filter.queue_wait import PartitionQueue, QueueWait
 
     queue = QueueWait(settings)
     queue.update({"infer": {0: PartitionQueue(0, 50, 100.0)}})
@@ -114,3 +114,28 @@ def test_a_stale_prediction_sheds_nothing(settings: Settings) -> None:
     assert queue.wait_ms(request) == 100_000.0
     queue.at -= 60  # read a minute ago
     assert queue.wait_ms(request) == 0.0
+
+
+def test_the_runtime_opens_the_probe_the_shedding_model_reads(settings: Settings) -> None:
+    """filter watches the queues downstream, but the probe (Kafka) is opened for it, not imported by it."""
+    import threading
+
+    from pipeline.stages.filter.queue_wait import DOWNSTREAM, PartitionQueue, QueueWait
+
+    logic = build(settings)
+    assert isinstance(logic.watcher, QueueWait) and list(logic.watcher.downstream) == DOWNSTREAM
+    queue: QueueWait = logic.watcher
+    read, closed = threading.Event(), threading.Event()
+
+    def probe() -> dict[str, dict[int, PartitionQueue]]:
+        read.set()
+        return {"infer": {0: PartitionQueue(0, 50, 100.0)}}
+
+    queue.watch(lambda: (probe, closed.set))
+    queue.start()
+    try:
+        assert read.wait(10), "the probe the runtime opened is read once the member starts"
+    finally:
+        queue.stop()
+    assert closed.wait(10), "and closed when the stage stops"
+    assert queue.wait_ms(Request(id="r1", task="embed", text="hello")) == 100_000.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.messages import Part
-from pipeline.tasks.faq import part_text
-from pipeline.tasks.followup import contexts, leans_on_previous, scoring_text, strip_lead_in, topic_words
+from pipeline.tasks.faq.followup import contexts, leans_on_previous, scoring_text, strip_lead_in, topic_words
+from pipeline.tasks.faq.task import part_text
 
 
 @pytest.mark.parametrize(

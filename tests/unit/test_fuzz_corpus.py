@@ -12,15 +12,15 @@ from functools import partial
 
 import pytest
 
-from pipeline.chaos.corpus import BadRecord, build_corpus
 from pipeline.messages import Answer
 from pipeline.models.tokenizer import Tokenizer
-from pipeline.records import Output, Record
+from pipeline.records import Output, Record, StageContext, StateTable
 from pipeline.settings import Settings
-from pipeline.stages.filter import filter_records
+from pipeline.stages.filter.stage import filter_records
 from pipeline.stages.infer import Infer, InferRecords
 from pipeline.stages.merge import Merger
 from pipeline.stages.split import Splitter
+from pipeline.tools.chaos.corpus import BadRecord, build_corpus
 
 Core = Callable[[Sequence[Record]], list[Output]]
 
@@ -57,11 +57,13 @@ def test_the_corpus_is_large_deterministic_and_covers_every_kind() -> None:
 @pytest.fixture(scope="module")
 def cores(model_settings: Settings, tokenizers: dict[str, Tokenizer], infer: Infer) -> dict[str, Core]:
     settings = model_settings
+    merger = Merger(settings)
+    merger.start(StageContext(lambda output: None, StateTable("merge-state"), lambda every_ms, fn: None))
     return {
         "requests": partial(filter_records, settings=settings),
         "filtered": Splitter(settings, tokenizers),
         "parts": InferRecords(infer),
-        "results": Merger(settings),
+        "results": merger,
     }
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.kafka.config import DEAD_LETTER_MAX_BYTES, producer_config
 from pipeline.messages import DEADLINE_HEADER, Answer, Headers
 from pipeline.models.tokenizer import Tokenizer
 from pipeline.records import Record
+from pipeline.runtime.config import DEAD_LETTER_MAX_BYTES, producer_config
 from pipeline.settings import Settings
-from pipeline.stages.filter import MAX_HEADER_BYTES, filter_records
+from pipeline.stages.filter.stage import MAX_HEADER_BYTES, filter_records
 from pipeline.stages.split import Splitter
 from pipeline.topics import load_topics
 

@@ -12,10 +12,10 @@ import pytest
 
 from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
 from pipeline.models.generator import Generated
-from pipeline.records import Output, Record, StateTable
+from pipeline.records import Output, Record, StageContext, StateTable
 from pipeline.settings import Settings
-from pipeline.stages.generate import Generate
-from pipeline.stages.sessions import Session
+from pipeline.stages.generate.sessions import Session
+from pipeline.stages.generate.stage import EXPIRE_SCAN_MS, Generate
 from tests.chat_engines import CharTokenizer, ScriptedEngine
 
 ENTRY = {"question": "Where is it?", "entry": "track", "match": "Where is my order?", "answer": "Use the link.",
@@ -49,7 +49,9 @@ def make_stage(engine: ScriptedEngine, **settings: object) -> tuple[Generate, Se
     settings = {"chat_grounded": False, **settings}
     stage = Generate(Settings(chat_model="x", **settings), engine, CharTokenizer(), "v1")  # type: ignore[arg-type]
     sent, table = Sent(), StateTable("sessions")
-    stage.start(sent, table)
+    scheduled: list[float] = []
+    stage.start(StageContext(sent, table, lambda every_ms, fn: scheduled.append(every_ms)))
+    assert scheduled == [EXPIRE_SCAN_MS], "the expiry scan runs on the runtime's clock"
     return stage, sent, table
 
 
@@ -208,7 +210,6 @@ def test_idle_sessions_expire_through_a_control_record(engine: ScriptedEngine) -
     stage.tick(now_ms())  # not idle long enough yet
     assert not [o for o in sent.outputs if o.topic == "prompts"]
     time.sleep(0.06)
-    stage.next_scan_ms = 0
     stage.tick(now_ms())
     expire = [o for o in sent.outputs if o.topic == "prompts"]
     assert len(expire) == 1 and Control.of(expire[0].headers) is Control.EXPIRE and expire[0].key == b"s"

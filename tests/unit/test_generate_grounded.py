@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 from pipeline.messages import Answer, Chunk, Headers, Prompt
-from pipeline.records import Output, Record, StateTable
+from pipeline.records import Output, Record, StageContext, StateTable
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.stages.generate import Generate
-from pipeline.stages.grounding import fact_sentences
+from pipeline.stages.generate.grounding import fact_sentences
+from pipeline.stages.generate.stage import Generate
 from tests.chat_engines import CharTokenizer, FixedEngine
 
 KB = {e["id"]: e["answer"] for e in json.loads((PROJECT_ROOT / "pipeline/data/faq_shop.json").read_text())["entries"]}
@@ -35,7 +35,7 @@ class Stage:
         self.engine = FixedEngine(reply)
         self.sent: list[Output] = []
         self.generate = Generate(Settings(chat_model="x", **settings), self.engine, CharTokenizer(), "v1")  # type: ignore[arg-type]
-        self.generate.start(self.sent.append, StateTable("sessions"))
+        self.generate.start(StageContext(self.sent.append, StateTable("sessions"), lambda every_ms, fn: None))
 
     def ask(self, rec: Record) -> tuple[Answer, list[str]]:
         outputs = self.generate([rec])

@@ -162,7 +162,7 @@ def test_bm25s_still_scores_and_jax_stays_importable(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import sys
-        from pipeline.tasks.retrieval import Lexical
+        from pipeline.tasks.faq.retrieval import Lexical
         lexical = Lexical(["refund my order", "track a parcel"])
         assert "jax" not in sys.modules
         assert lexical.raw(["refund"])[0, 0] > 0 and lexical.raw(["refund"])[0, 1] == 0

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from pipeline.settings import PROJECT_ROOT
-from pipeline.stages.grounding import CheckedStream, Grounds, fact_sentences
-from pipeline.stages.sessions import Session, Turn
+from pipeline.stages.generate.grounding import CheckedStream, Grounds, fact_sentences
+from pipeline.stages.generate.sessions import Session, Turn
 
 KB = {e["id"]: e["answer"] for e in json.loads((PROJECT_ROOT / "pipeline/data/faq_shop.json").read_text())["entries"]}
 

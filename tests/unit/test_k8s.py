@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-import pipeline.metrics as metrics
+import pipeline.runtime.metrics as metrics
 from pipeline.cli import build_parser
 from pipeline.commands.k8s import render
 from pipeline.flow import STAGE_NAMES, STAGES

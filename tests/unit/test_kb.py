@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.tasks.kb import KbEntry, load_eval, load_kb, slugify
+from pipeline.tasks.faq.kb import KbEntry, load_eval, load_kb, slugify
 
 DATA = Path(__file__).resolve().parents[2] / "pipeline" / "data"
 SHOP_KB = DATA / "faq_shop.json"
@@ -163,7 +163,7 @@ def test_csv_keywords_column_is_semicolon_separated_and_optional_on_later_rows(t
 
 
 def test_regions_and_synonyms_from_json_and_csv(tmp_path: Path) -> None:
-    from pipeline.tasks.kb import kb_synonyms, places
+    from pipeline.tasks.faq.kb import kb_synonyms, places
 
     path = write(tmp_path, "kb.json", {
         "synonyms": [["order", "Parcel", "box"], ["balance", "left"]],

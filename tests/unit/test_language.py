@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import ConfigError, InvalidRequestError
 from pipeline.messages import Part, Request
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.tasks.kb import kb_languages
+from pipeline.tasks.faq.kb import kb_languages
 from pipeline.tasks.language import (
     detect_language,
     part_route,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from pipeline.cli import main
-from pipeline.kafka.liveness import EXIT_STALLED, HealthFile, read_health
+from pipeline.runtime.liveness import EXIT_STALLED, HealthFile, read_health
 from pipeline.settings import PROJECT_ROOT
 
 
@@ -28,7 +28,7 @@ def test_the_watchdog_ends_a_process_whose_loop_stops_beating() -> None:
     code = textwrap.dedent(
         """
         import time
-        from pipeline.kafka.liveness import Watchdog
+        from pipeline.runtime.liveness import Watchdog
         dog = Watchdog("test member")
         dog.start()
         dog.beat("loop", 0.5)
@@ -47,7 +47,7 @@ def test_a_member_told_to_stop_exits_within_its_budget_while_its_main_thread_is_
     script = tmp_path / "blocked.py"
     script.write_text(
         "import signal, threading, time\n"
-        "from pipeline.kafka.liveness import exit_after_signal\n"
+        "from pipeline.runtime.liveness import exit_after_signal\n"
         "stop = threading.Event()\n"
         "signal.signal(signal.SIGTERM, lambda *_: stop.set())\n"
         "exit_after_signal('test member', 1.0)\n"

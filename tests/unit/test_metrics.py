@@ -5,8 +5,9 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, generate_latest
 
 from pipeline.messages import Answer, DeadLetterReason
-from pipeline.metrics import StageMetrics, tokens
+from pipeline.models.batching import count_tokens
 from pipeline.records import Output
+from pipeline.runtime.metrics import StageMetrics
 
 
 def value(name: str, **labels: str) -> float:
@@ -21,7 +22,7 @@ def test_a_batch_and_its_delivery_are_counted_by_stage_topic_code_and_status() -
     dead = Output("dead-letters", b"b", b"...", DeadLetterReason("mtest", "too_large", "big", "x[0]@1").to_list())
     metrics.delivered([ok, failed, dead], 0.004)
     metrics.flow(7, paused=True)
-    tokens("mtest", real=90, padding=30)
+    count_tokens("mtest", real=90, padding=30)
     assert value("pipeline_records_in_total", stage="mtest") == 3
     assert value("pipeline_records_out_total", stage="mtest", topic="answers") == 2
     assert value("pipeline_answers_total", stage="mtest", status="ok") == 1

@@ -10,10 +10,10 @@ from pathlib import Path
 import faust
 import pytest
 
-from pipeline.acls import bindings
 from pipeline.local.tls import TlsFiles, ensure_tls
 from pipeline.monitor.app import build_app
 from pipeline.monitor.auth import as_monitor, credentials
+from pipeline.operations.acls import bindings
 from pipeline.settings import Settings
 
 SECRET = "m0n1t0r-secret-never-printed"

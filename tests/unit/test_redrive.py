@@ -6,11 +6,11 @@ import orjson
 
 from pipeline.commands.redrive import parse_time
 from pipeline.errors import DeadlineExceededError
-from pipeline.kafka.loadgen import RawRecord
-from pipeline.kafka.redrive import REDRIVE_HEADER, DeadLetter, replay_record, select
 from pipeline.messages import DEADLINE_HEADER, Headers
+from pipeline.operations.redrive import REDRIVE_HEADER, DeadLetter, replay_record, select
 from pipeline.records import Record
 from pipeline.stages.base import reject
+from pipeline.tools.bench.loadgen import RawRecord
 
 
 def letter(source: str, code: str, stage: str, ts: int, value: bytes = b"{}") -> DeadLetter:

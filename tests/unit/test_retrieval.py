@@ -6,10 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import calibration as cal
-from pipeline import evaluation as ev
-from pipeline.tasks.faq import reply_text
-from pipeline.tasks.retrieval import (
+from pipeline.tasks.faq.retrieval import (
     Lexical,
     Signals,
     Synonyms,
@@ -20,6 +17,9 @@ from pipeline.tasks.retrieval import (
     title_line,
     tokens,
 )
+from pipeline.tasks.faq.task import reply_text
+from pipeline.tools.quality import calibration as cal
+from pipeline.tools.quality import evaluation as ev
 
 
 def test_tokens_stem_english_add_trigrams_drop_stop_words_and_read_chinese_as_characters_and_bigrams() -> None:

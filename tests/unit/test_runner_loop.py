@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from pipeline.kafka.clients import Clients
-from pipeline.kafka.runner import StageRunner
-from pipeline.records import Batching, Hooks, Output, Record, StageLogic
+from pipeline.records import Batching, Hooks, Output, Record, StageContext, StageLogic
+from pipeline.runtime.clients import Clients
+from pipeline.runtime.runner import StageRunner
 from pipeline.settings import Settings
 from tests.unit.fake_kafka import fake_clients
 
@@ -154,8 +154,8 @@ class Recorder(Hooks):
         self.table_at_assign: dict[bytes, bytes] = {}
         self.state = None
 
-    def start(self, send: object, state: object) -> None:
-        self.state = state  # type: ignore[assignment]
+    def start(self, context: StageContext) -> None:
+        self.state = context.state  # type: ignore[assignment]
 
     def assigned(self, partitions: list[int]) -> None:
         self.calls.append(f"assigned {partitions}")
@@ -276,7 +276,7 @@ def test_after_the_session_is_lost_the_next_transaction_uses_a_new_producer() ->
 
 def test_a_member_that_lost_its_session_and_does_not_rejoin_exits(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.errors import BrokerError
-    from pipeline.kafka import runner as runner_module
+    from pipeline.runtime import runner as runner_module
 
     monkeypatch.setattr(runner_module, "REJOIN_TIMEOUT_S", 0.05)
     clients, consumer, _ = fake_clients("in")
@@ -288,3 +288,20 @@ def test_a_member_that_lost_its_session_and_does_not_rejoin_exits(monkeypatch: p
     time.sleep(0.1)
     with pytest.raises(BrokerError, match="has not rejoined"):
         runner.turn()
+
+
+def test_the_runtime_owns_the_clock_a_stage_schedules_its_recurring_work_on() -> None:
+    clients, _, _ = fake_clients("in")
+    ran: list[float] = []
+
+    class Scheduling(Hooks):
+        def start(self, context: StageContext) -> None:
+            assert context.state is not None and context.state.changelog == "stage-state", "named from the map"
+            context.schedule(60_000, ran.append)
+
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler([]), Scheduling()), Batching(),
+                         changelog="stage-state", clients=clients)  # fmt: skip
+    runner.join()
+    runner.turn()
+    runner.turn()
+    assert len(ran) == 1, "due on the first turn, then not again within its period"

@@ -10,9 +10,9 @@ from pipeline.errors import ConfigError
 from pipeline.flow import STAGES
 from pipeline.local.autoscale import Autoscaler, downstream_of, loads
 from pipeline.local.control import ScaleError, check_counts, parse_counts, partitions_of, request_scale
-from pipeline.scaling import Policy
+from pipeline.operations.scaling import Policy
+from pipeline.operations.status import Member, StageStatus
 from pipeline.settings import Settings
-from pipeline.status import Member, StageStatus
 
 
 def test_more_members_than_partitions_is_refused_with_the_limit_named() -> None:

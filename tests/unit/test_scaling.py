@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.scaling import Decision, Load, Memory, Policy, decide, learn_rate, parse_limits
+from pipeline.operations.scaling import Decision, Load, Memory, Policy, decide, learn_rate, parse_limits
 
 CAPACITY = 40.0  # records/s one member handles
 START_S = 20.0  # a new member's start and model load: it handles nothing before that

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings
+from pipeline.settings import Guarantee, Settings
 
 
 def test_to_env_builds_the_same_settings_in_a_child() -> None:
@@ -21,3 +22,14 @@ def test_to_env_builds_the_same_settings_in_a_child() -> None:
 def test_an_unknown_variable_is_an_error() -> None:
     with pytest.raises(ConfigError, match="PIPELINE_BATCH_MAX_PART"):
         Settings.from_env({"PIPELINE_BATCH_MAX_PART": "3"})
+
+
+def test_the_processing_guarantee_is_a_typed_value_however_it_is_given() -> None:
+    assert Settings().processing_guarantee is Guarantee.EXACTLY_ONCE
+    alo = Settings.from_env({"PIPELINE_PROCESSING_GUARANTEE": "at_least_once"})
+    assert alo.processing_guarantee is Guarantee.AT_LEAST_ONCE and not alo.processing_guarantee.transactional
+    assert alo.to_env()["PIPELINE_PROCESSING_GUARANTEE"] == "at_least_once"
+    replaced = dataclasses.replace(Settings(), processing_guarantee="exactly_once")  # type: ignore[arg-type]
+    assert replaced.processing_guarantee is Guarantee.EXACTLY_ONCE and replaced.processing_guarantee.transactional
+    with pytest.raises(ConfigError, match="use exactly_once or at_least_once"):
+        Settings.from_env({"PIPELINE_PROCESSING_GUARANTEE": "exactly-once"})

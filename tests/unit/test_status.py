@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.status import GroupSnapshot, Member, compare, render
+from pipeline.operations.status import GroupSnapshot, Member, compare, render
 
 MEMBER = (Member("infer-0", "/127.0.0.1", (0, 1)),)
 

@@ -15,7 +15,7 @@ from pipeline.models.tokenizer import Tokenizer
 from pipeline.settings import Settings
 from pipeline.stages.infer import Infer
 from pipeline.tasks import Runtime, get_task
-from pipeline.tasks.faq import FALLBACK, KbIndex, build_kb_index, reply_text
+from pipeline.tasks.faq.task import FALLBACK, KbIndex, build_kb_index, reply_text
 from tests.oracle import reference_faq
 from tests.tiny_models import MINILM
 

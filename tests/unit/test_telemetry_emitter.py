@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from pipeline.kafka.telemetry import TelemetryEmitter
+from pipeline.runtime.telemetry import TelemetryEmitter
 from pipeline.settings import Settings
 from pipeline.telemetry import StageReport
 from tests.unit.test_telemetry import answer

@@ -1,0 +1,172 @@
+"""How a member's outputs reach Kafka: its transactional (or plain) producer, kept working through outages.
+
+* **exactly_once:** a batch's outputs and its consumed offsets go in one
+  transaction. Retriable failures of a transactional call are retried
+  (librdkafka's advice); the watchdog's budget for the transaction bounds
+  the retries, because librdkafka can block past its own timeout when the
+  coordinator it cached went away (librdkafka #5456, #5511).
+* **After an outage** (a lost group session, all brokers down) the producer
+  is made anew with the same transactional id before the next transaction:
+  ``init_transactions`` fences the old one and the new one finds the
+  coordinators afresh. The old one is kept, not destroyed, since librdkafka's
+  destroy can block on the same stale coordinator.
+* **at_least_once:** outputs are flushed and acknowledged, then offsets committed.
+* **The side producer** sends at once outside any transaction (merge's ticks,
+  generate's streamed chunks); it is idempotent, and safe from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from pipeline.errors import BrokerError
+from pipeline.messages import kafka_headers
+from pipeline.records import Output
+from pipeline.runtime.clients import Clients
+from pipeline.runtime.liveness import Watchdog
+from pipeline.settings import Settings
+
+log = logging.getLogger("pipeline.delivery")
+
+# librdkafka's own timeout for each transactional call; the watchdog bounds retries of them.
+TXN_CALL_TIMEOUT_S = 10.0
+# How long committing one batch may take, retries included, before the member
+# gives up and restarts.
+TXN_BUDGET_S = 2 * TXN_CALL_TIMEOUT_S
+
+Warn = Callable[..., None]
+
+
+class Delivery:
+    """One member's producers: the one that commits batches, and the side one that sends at once."""
+
+    def __init__(self, settings: Settings, stage: str, clients: Clients, watchdog: Watchdog, warn_once: Warn) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.transactional = settings.processing_guarantee.transactional  # the one reader of the guarantee
+        self.watchdog = watchdog
+        self.warn_once = warn_once
+        self._make_producer = clients.producer
+        self._make_side = clients.side
+        self.producer = clients.producer()
+        self.retired: list[Any] = []  # producers replaced after an outage (never destroyed, see above)
+        self.renew = False  # the brokers were out of reach: make the producer anew before the next transaction
+        self.side: Any = None
+        self.side_lock = threading.Lock()
+        self.errors: list[KafkaError] = []
+
+    def outage(self) -> None:
+        """The brokers were out of reach, or the group session ended: a transactional producer is made anew."""
+        self.renew = self.transactional
+
+    def start(self) -> None:
+        """Before the member joins: the side producer connected, older instances of this member fenced."""
+        # The side producer is made now, not at the first send: its connection is up
+        # before the first streamed chunk, which must not arrive after its answer.
+        with self.side_lock:
+            self.side = self.side or self._make_side()
+        if self.transactional:
+            self._retrying("init transactions", self.producer.init_transactions, TXN_CALL_TIMEOUT_S)
+
+    def commit(self, outputs: Sequence[Output], offsets: list[TopicPartition], consumer: Any) -> bool:
+        """Outputs and offsets committed together; False if the transaction was aborted (redo the batch)."""
+        if not self.transactional:
+            self._commit_plain(outputs, offsets, consumer)
+            return True
+        self.watchdog.beat("transaction", TXN_BUDGET_S)
+        if self.renew:
+            self._renew()
+        try:
+            self.producer.begin_transaction()
+            self.produce(outputs)
+            metadata = consumer.consumer_group_metadata()
+            self._retrying("send offsets", self.producer.send_offsets_to_transaction, offsets, metadata,
+                           TXN_CALL_TIMEOUT_S)  # fmt: skip
+            self._retrying("commit", self.producer.commit_transaction, TXN_CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal() or not error.txn_requires_abort():
+                raise BrokerError(f"{self.stage}: transaction failed, batch will be redone: {error}") from exc
+            # Typically the group moved on (a rebalance) before the offsets were
+            # committed: nothing of the batch becomes visible, and it is redone,
+            # here or by the partitions' new owner.
+            self._retrying("abort", self.producer.abort_transaction, TXN_CALL_TIMEOUT_S)
+            log.warning("%s: transaction aborted: %s", self.stage, error)
+            return False
+        return True
+
+    def _commit_plain(self, outputs: Sequence[Output], offsets: list[TopicPartition], consumer: Any) -> None:
+        self.errors.clear()
+        self.produce(outputs)
+        remaining = self.producer.flush(30)
+        if remaining or self.errors:
+            raise BrokerError(
+                f"{self.stage}: {remaining} outputs unsent, errors: {self.errors[:3]}; offsets not committed"
+            )
+        consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _renew(self) -> None:
+        log.info("%s: renewing the transactional producer after the brokers were out of reach", self.stage)
+        self.retired.append(self.producer)
+        self.producer = self._make_producer()
+        self._retrying("init transactions", self.producer.init_transactions, TXN_CALL_TIMEOUT_S)
+        self.renew = False
+
+    def _retrying(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """A transactional call, again while it fails with a retriable error; the watchdog bounds the whole."""
+        while True:
+            try:
+                return call(*args)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or error.txn_requires_abort() or not error.retriable():
+                    raise
+                self.warn_once(f"txn:{what}", "%s: %s failed, retrying: %s", self.stage, what, error)
+                time.sleep(0.1)
+
+    def produce(self, outputs: Sequence[Output], producer: Any = None) -> None:
+        producer = producer or self.producer
+        for output in outputs:
+            while True:
+                try:
+                    producer.produce(
+                        self.settings.topic(output.topic),
+                        key=output.key,
+                        value=output.value,
+                        headers=kafka_headers(output.headers),
+                        # -1: librdkafka's "unassigned", the partitioner picks by key.
+                        partition=-1 if output.partition is None else output.partition,
+                        on_delivery=self._on_delivery,
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)  # local queue full: let deliveries drain
+        producer.poll(0)
+
+    def send(self, output: Output) -> None:
+        """Produce at once outside any transaction; safe from the handler's thread."""
+        with self.side_lock:
+            if self.side is None:
+                self.side = self._make_side()
+            self.produce([output], self.side)
+
+    def poll(self) -> None:
+        """Serve the side producer's delivery reports (and its log lines)."""
+        if self.side is not None:
+            self.side.poll(0)
+
+    def close(self) -> None:
+        self.producer.flush(1)
+        if self.side is not None:
+            self.side.flush(1)
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.errors.append(error)
+            log.error("%s: delivery to %s[%s] failed: %s", self.stage, message.topic(), message.partition(), error)

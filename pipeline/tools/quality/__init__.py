@@ -1,0 +1,1 @@
+"""How good the answers are, measured offline: faq evaluation, calibration, the int8 encoder's check."""
