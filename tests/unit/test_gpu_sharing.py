@@ -93,12 +93,13 @@ PROBE = textwrap.dedent(
         print(json.dumps({"self-test": {"cuda_calls": calls}}))
         sys.exit(0)
 
+    from pipeline import stages
     from pipeline.settings import Settings
 
     settings = Settings.from_env()
     seen = {}
     for stage in sys.argv[1:]:
-        importlib.import_module("pipeline.stages." + stage).build(settings)
+        stages.build(stage, settings)
         torch = sys.modules.get("torch")
         seen[stage] = {
             "jax": sorted(m for m in sys.modules if m == "jax" or m.startswith(("jax.", "jaxlib"))),
