@@ -211,7 +211,7 @@ def decoding_ab(settings: Settings, entries: dict[str, Any], rounds: int = 3) ->
     from pipeline.messages import Prompt
     from pipeline.models.constraints import Vocabulary
     from pipeline.models.generator import load_generator
-    from pipeline.stages.prompting import grounded_plan, grounded_sequence
+    from pipeline.stages.generate.prompting import grounded_plan, grounded_sequence
 
     engine, tokenizer = load_generator(settings)
     vocab = Vocabulary(tokenizer)

@@ -72,3 +72,40 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from pipeline.runtime.runner import StageRunner\n")
     assert imports(module) == [(2, "pipeline.runtime.runner")]
+
+
+def missing_modules() -> list[str]:
+    """Imports of ``pipeline`` modules that do not exist (a path left behind by a move; mypy does not see them)."""
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for line, target in imports(path):
+            where = PROJECT_ROOT.joinpath(*target.split("."))
+            if where.with_suffix(".py").is_file() or (where / "__init__.py").is_file():
+                continue
+            if _defines(where.parent, where.name):  # from pipeline import __version__
+                continue
+            missing.append(f"{path.relative_to(PROJECT_ROOT)}:{line} imports {target}")
+    return missing
+
+
+def _defines(module: Path, name: str) -> bool:
+    """Whether module ``module`` (a path without suffix) binds ``name`` at its top level."""
+    source = module.with_suffix(".py") if module.with_suffix(".py").is_file() else module / "__init__.py"
+    if not source.is_file():
+        return False
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+            (a.asname or a.name.split(".")[0]) == name for a in node.names
+        ):
+            return True
+    return False
+
+
+def test_every_import_of_the_package_names_a_module_that_exists() -> None:
+    assert missing_modules() == []
