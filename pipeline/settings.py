@@ -236,7 +236,7 @@ class Settings:
     # disables chat (filter answers invalid_request).
     chat_model: str = field(default_factory=_default_chat_model)
     # "module:function" loading (engine, tokenizer) from Settings; empty: the
-    # ONNX Runtime engine (pipeline.models.generation).
+    # ONNX Runtime engine (pipeline.models.chat_engine:load_engine).
     chat_engine: str = ""
     # New tokens per reply when the request names none, and the most it may ask for.
     chat_default_tokens: int = 128
