@@ -18,14 +18,11 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from pipeline.errors import ConfigError
+from pipeline.settings_env import ENV_PREFIX, check_values, read_env, render
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The checkout (or image) root: topics/, ops/ and the local caches live under it."""
 
-ENV_PREFIX = "PIPELINE_"
-
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 SECRET_FIELDS = frozenset({"sasl_password"})
 """Fields whose values are never printed: left out of repr and of to_env() unless asked for."""
 
@@ -236,7 +233,7 @@ class Settings:
     # disables chat (filter answers invalid_request).
     chat_model: str = field(default_factory=_default_chat_model)
     # "module:function" loading (engine, tokenizer) from Settings; empty: the
-    # ONNX Runtime engine (pipeline.models.generation).
+    # ONNX Runtime engine (pipeline.models.chat_engine:load_engine).
     chat_engine: str = ""
     # New tokens per reply when the request names none, and the most it may ask for.
     chat_default_tokens: int = 128
@@ -302,17 +299,8 @@ class Settings:
         Unknown ``PIPELINE_*`` variables are an error: a typo must not be
         silently ignored.
         """
-        env = os.environ if env is None else env
         hints = get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in env.items():
-            if not key.startswith(ENV_PREFIX):
-                continue
-            name = key[len(ENV_PREFIX) :].lower()
-            if name not in names:
-                raise ConfigError(f"unknown setting {key}; known: {', '.join(sorted(names))}")
-            values[name] = _parse(name, raw, hints[name])
+        values = read_env(os.environ if env is None else env, {f.name: hints[f.name] for f in dataclasses.fields(cls)})
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.check()
@@ -325,35 +313,12 @@ class Settings:
             object.__setattr__(self, "processing_guarantee", Guarantee(self.processing_guarantee))
 
     def check(self) -> None:
-        """Reject combinations that cannot work, with the setting to fix."""
+        """Reject combinations that cannot work, with the setting to fix (the rules: :func:`check_values`)."""
         if not isinstance(self.processing_guarantee, Guarantee):
             raise ConfigError(
                 f"PIPELINE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use exactly_once or at_least_once"
             )
-        if self.qa_stride >= self.qa_max_length:
-            raise ConfigError("PIPELINE_QA_STRIDE must be smaller than PIPELINE_QA_MAX_LENGTH")
-        if self.stall_timeout_s * 1000 >= self.max_poll_interval_ms:
-            raise ConfigError(
-                "PIPELINE_STALL_TIMEOUT_S must be below PIPELINE_MAX_POLL_INTERVAL_MS: a stalled member should "
-                "restart before the group throws it out"
-            )
-        if self.security_protocol not in SECURITY_PROTOCOLS:
-            raise ConfigError(
-                f"PIPELINE_SECURITY_PROTOCOL={self.security_protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
-            )
-        if self.sasl_mechanism not in SASL_MECHANISMS:
-            raise ConfigError(
-                f"PIPELINE_SASL_MECHANISM={self.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
-            )
-        if self.gpu_mem_limit_mb < 0:
-            raise ConfigError("PIPELINE_GPU_MEM_LIMIT_MB must be 0 (no limit) or positive")
-        if self.generate_provider.strip().lower() not in ("cpu", "cuda"):
-            raise ConfigError(f"PIPELINE_GENERATE_PROVIDER={self.generate_provider!r}: use cpu or cuda")
-        for name in ("batch_max_parts", "batch_max_tokens", "batch_max_running", "max_in_flight", "chunk_tokens",
-                     "chat_default_tokens", "chat_max_tokens", "generate_max_sequences", "generate_max_tokens",
-                     "generate_prefill_tokens"):  # fmt: skip
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"PIPELINE_{name.upper()} must be positive")
+        check_values(self)
 
     def to_env(self, *, secrets: bool = False) -> dict[str, str]:
         """``PIPELINE_*`` variables that make a child process build these same Settings.
@@ -370,7 +335,7 @@ class Settings:
                 continue
             value = getattr(self, f.name)
             if value != getattr(defaults, f.name):
-                env[ENV_PREFIX + f.name.upper()] = _render(value)
+                env[ENV_PREFIX + f.name.upper()] = render(value)
         return env
 
     # -- derived names ------------------------------------------------------------
@@ -405,24 +370,3 @@ class Settings:
         if spec.generator and not getattr(self, spec.generator):
             return ""  # a task that generates its reply needs its generator too
         return str(getattr(self, spec.model) or (getattr(self, spec.fallback) if spec.fallback else ""))
-
-
-def _render(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _parse(name: str, raw: str, kind: Any) -> Any:
-    try:
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
-        if kind is Path:
-            return Path(raw)
-        return raw
-    except ValueError as exc:
-        raise ConfigError(f"PIPELINE_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc

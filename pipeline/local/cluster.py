@@ -40,7 +40,7 @@ def prepare(settings: Settings, say: Any = print) -> bool:
             exported = ensure_exported(model, task, settings)
             say(f"model for {task}: {exported.path}")
     if settings.chat_model and not settings.chat_engine:
-        from pipeline.models.generation import ensure_decoder
+        from pipeline.models.chat_engine import ensure_decoder
 
         say(f"reply model for chat: {ensure_decoder(settings.chat_model, settings.model_cache_dir)}")
     return started

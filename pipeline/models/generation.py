@@ -1,6 +1,7 @@
 """Greedy generation on ONNX Runtime with a KV cache and continuous batching: the default chat engine.
 
-API (the :class:`~pipeline.models.generator.Generator` seam the generate stage uses)::
+API (the :class:`~pipeline.models.generator.Generator` seam the generate stage uses; loading
+from Settings and a plain iterator of replies in :mod:`pipeline.models.chat_engine`)::
 
     engine, tokenizer = load_engine(settings)            # exports the decoder on first use
     future = engine.submit(prompt_ids, max_new_tokens, on_token, deadline_ms=None, process=None)
@@ -10,9 +11,6 @@ API (the :class:`~pipeline.models.generator.Generator` seam the generate stage u
     #   logits before each greedy pick: grounded decoding (pipeline.models.constraints).
     generated = future.result()                           # Generated(tokens, stopped, prompt_tokens)
     engine.close()
-
-    for index, delta in stream_replies(engine, tokenizer, prompts, max_new_tokens):
-        ...                                               # (which prompt, text it adds), as generated
 
 ``stopped`` is ``"eos"`` (the model ended it; the end token is not in
 ``tokens``), ``"length"`` (``max_new_tokens``, or the model's positions) or
@@ -41,10 +39,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import count
@@ -55,9 +52,8 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline.errors import ConfigError, TooLargeError
-from pipeline.models.export import MODEL_FILE, DecoderShape, ExportedModel, ModelMeta, ensure_exported
-from pipeline.models.generator import Generated, OnToken, Process, TextStream
-from pipeline.settings import Settings
+from pipeline.models.export import MODEL_FILE, DecoderShape, ExportedModel, ModelMeta
+from pipeline.models.generator import Generated, OnToken, Process
 
 log = logging.getLogger("pipeline.generation")
 
@@ -347,70 +343,3 @@ def _pick(rows: Sequence[_Sequence], logits: np.ndarray) -> list[int]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def stream_replies(
-    engine: OrtEngine, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int
-) -> Iterator[tuple[int, str]]:
-    """Submit every prompt at once; yield ``(index, text delta)`` as the batch writes them, each reply's last.
-
-    For callers that want a plain iterator (benchmarks, a console) instead of
-    callbacks on the engine's thread.
-    """
-    events: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
-    streams = [TextStream(tokenizer) for _ in prompts]
-
-    def on_token(index: int) -> OnToken:
-        def put(token: int) -> bool:
-            events.put((index, token))
-            return True
-
-        return put
-
-    def on_done(index: int) -> Callable[[Future[Generated]], None]:
-        return lambda _future: events.put((index, None))
-
-    futures = []
-    for index, prompt in enumerate(prompts):
-        future = engine.submit(prompt, max_new_tokens, on_token(index))
-        future.add_done_callback(on_done(index))
-        futures.append(future)
-    open_ = len(prompts)
-    while open_:
-        index, token = events.get()
-        if token is None:
-            open_ -= 1
-            futures[index].result()  # a failed sequence raises here
-            rest = streams[index].finish()
-            if rest:
-                yield index, rest
-            continue
-        delta = streams[index].push(token)
-        if delta:
-            yield index, delta
-
-
-def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
-    """The engine for ``settings.chat_model`` (its decoder exported on first use) and its tokenizer."""
-    from transformers import AutoTokenizer
-
-    from pipeline.models.quantize import variant_file
-    from pipeline.models.session import engine_providers
-
-    exported = ensure_exported(settings.chat_model, "decoder", settings)
-    model_file = variant_file(exported, "int4" if settings.chat_quantized else "fp32")
-    engine = OrtEngine(
-        exported,
-        model_file=model_file.name,
-        threads=settings.generate_threads,
-        max_sequences=settings.generate_max_sequences,
-        max_tokens=settings.generate_max_tokens,
-        max_prefill_tokens=settings.generate_prefill_tokens,
-        providers=engine_providers(settings),
-    )
-    return engine, AutoTokenizer.from_pretrained(str(exported.path))
-
-
-def ensure_decoder(model: str, cache_dir: Path) -> Path:
-    """The folder of ``model``'s decoder export (made now unless cached): ``model.onnx`` and ``meta.json``."""
-    return ensure_exported(model, "decoder", Settings(model_cache_dir=Path(cache_dir))).path

@@ -117,7 +117,7 @@ def chat_ids(tokenizer: Any, message: str) -> list[int]:
     return [int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
 
 
-DEFAULT_ENGINE = "pipeline.models.generation:load_engine"
+DEFAULT_ENGINE = "pipeline.models.chat_engine:load_engine"
 
 
 def load_generator(settings: Any) -> tuple[Generator, Any]:

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.commands.chat_eval import render_table
 from pipeline.tools.quality import chat_eval as ce
+from pipeline.tools.quality.claims import ungrounded
 
 KBS = ce.load_kbs()
 HELDOUT = ce.load_set("heldout")
@@ -140,11 +141,11 @@ def test_fallback_and_retrieved_are_reported() -> None:
 )  # fmt: skip
 def test_grounded_numbers_prices_times_contacts_and_paths(reply: str, sources: list[str], wrong: list[str]) -> None:
     texts = [KBS["zh" if re.search(r"[\u4e00-\u9fff]", reply) else "en"][e] for e in sources]
-    assert ce.ungrounded(reply, texts) == wrong
+    assert ungrounded(reply, texts) == wrong
 
 
 def test_a_number_the_customer_gave_is_grounded_and_an_earlier_turn_counts_in_a_conversation() -> None:
-    assert ce.ungrounded("Your order 48213 is on its way.", ["Where is order 48213?"]) == []
+    assert ungrounded("Your order 48213 is on its way.", ["Where is order 48213?"]) == []
     canada = HELDOUT.conversations[0][1]
     earlier = [(canada[0].text, answer({"international-shipping": KBS["en"]["international-shipping"]}, "Yes."))]
     later = answer({"shipping-times": KBS["en"]["shipping-times"]}, "It takes 7-14 business days.")

@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.cli import build_parser
 from pipeline.operations.acls import bindings
-from pipeline.settings import PROJECT_ROOT, Settings, _render
+from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.settings_env import render
 
 README = PROJECT_ROOT / "README.md"
 DOCS = sorted((PROJECT_ROOT / "docs").glob("*.md"))
@@ -53,7 +54,7 @@ def expected_default(name: str) -> str | None:
     value = field.default
     if isinstance(value, Path):
         value = value.relative_to(PROJECT_ROOT)
-    return _render(value)
+    return render(value)
 
 
 def stated(cell: str) -> str | None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.models.chat_engine import ensure_decoder, stream_replies
 from pipeline.models.export import ExportedModel, ensure_exported
-from pipeline.models.generation import OrtEngine, ensure_decoder, stream_replies
+from pipeline.models.generation import OrtEngine
 from pipeline.settings import Settings
 from tests.chat_engines import build_tiny_llama
 
