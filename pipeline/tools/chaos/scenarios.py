@@ -57,15 +57,34 @@ def broker_restart(broker: ChaosBroker, opts: Options, say: Say, *, down_s: floa
         load.start(opts.rate)
         time.sleep(before)
         say(f"{name}: stopping the broker for {down:.0f} s")
-        stopped_in = broker.stop()
+        stopped_in = broker.stop()  # raises unless the broker's process is gone and its port closed
+        down_from = time.time()
         time.sleep(down)
+        down_until = time.time()
         started_in = broker.start()
         back = time.time()
         say(f"{name}: broker stopped in {stopped_in:.1f} s, answering again {started_in:.1f} s after start")
         time.sleep(after)
         load.drain(say)
         row = load.row([back], pipeline.restarts(), pipeline.startup_restarts)
+    row.notes.append(outage_check(row, load.reader.snapshot(), down_from, down_until))
     return row
+
+
+OUTAGE_GRACE_S = 0.5
+"""Answers the reader had already fetched may reach it this long after the broker's process ended."""
+
+
+def outage_check(row: Row, arrivals: list[Arrival], down_from: float, down_until: float) -> str:
+    """The fault really happened: no answer arrived while the broker was down (a problem on ``row`` if one did)."""
+    during = [a for a in arrivals if down_from + OUTAGE_GRACE_S <= a.at < down_until]
+    span = down_until - down_from
+    if during:
+        row.problems.append(
+            f"{len(during)} answers arrived in the {span:.1f} s the broker was meant to be down "
+            f"(first {during[0].id}): the outage did not happen"
+        )
+    return f"broker down {span:.1f} s (process gone, port closed); answers during it: {len(during)}"
 
 
 def broker_outage(broker: ChaosBroker, opts: Options, say: Say) -> Row:
