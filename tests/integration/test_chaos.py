@@ -55,9 +55,16 @@ def test_killing_each_stage_loses_and_doubles_nothing(chaos_broker: ChaosBroker)
     assert row.sent >= 300
     assert (row.lost, row.duplicated) == (0, 0), render([row])
     assert row.recovery_s is not None, render([row])
-    assert row.restarts == len(STAGE_NAMES), render([row])  # one per SIGKILL, no other
-    assert not_ok_share(row) <= NOT_OK_SHARE, render([row])
-    assert row.recovery_s <= RECOVERY_LIMIT_S, render([row])
+    broken = [
+        rule
+        for rule, holds in (
+            (f"one restart per SIGKILL ({len(STAGE_NAMES)}), got {row.restarts}", row.restarts == len(STAGE_NAMES)),
+            (f"<= {NOT_OK_SHARE:.1%} not ok, got {not_ok_share(row):.1%}", not_ok_share(row) <= NOT_OK_SHARE),
+            (f"recovery <= {RECOVERY_LIMIT_S:.0f} s, got {row.recovery_s:.1f} s", row.recovery_s <= RECOVERY_LIMIT_S),
+        )
+        if not holds
+    ]
+    assert broken == [], "\n".join(broken) + "\n" + render([row])
 
 
 def test_a_broker_restart_loses_and_doubles_nothing(chaos_broker: ChaosBroker) -> None:
@@ -67,10 +74,10 @@ def test_a_broker_restart_loses_and_doubles_nothing(chaos_broker: ChaosBroker) -
     assert (row.lost, row.duplicated) == (0, 0), render([row])
     assert row.recovery_s is not None, render([row])
     # The outage happened: ChaosBroker.stop saw the process gone and the port closed, and no answer
-    # arrived while the broker was down (outage_check puts one that did in row.problems).
-    assert row.problems == [], render([row])
-    # A 5 s outage is well inside the 30 s deadline: every answer is ok (docs/reliability.md).
-    assert dict(row.answers) == {"ok": row.sent}, render([row])
+    # arrived while the broker was down (outage_check puts one that did in row.problems). A 5 s
+    # outage is well inside the 30 s deadline: every answer is ok (docs/reliability.md).
+    broken = [*row.problems, *([] if row.answers == {"ok": row.sent} else [f"answers not all ok: {row.answers}"])]
+    assert broken == [], "\n".join(broken) + "\n" + render([row])
 
 
 def test_bad_input_is_answered_once_dead_lettered_and_never_restarts_a_member(chaos_broker: ChaosBroker) -> None:

@@ -101,6 +101,16 @@ class ChaosBroker:
         if port_open(self.settings.kafka_host, self.settings.kafka_port):
             raise PipelineError(f"something still accepts connections at {where} after the broker (pid {pid}) stopped")
 
+    def watch_down(self, seconds: float, every_s: float = 0.25) -> list[float]:
+        """Sleep ``seconds`` while probing the broker's port; when (time.time()) it accepted a connection."""
+        reachable = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if port_open(self.settings.kafka_host, self.settings.kafka_port, timeout_s=min(every_s, left)):
+                reachable.append(time.time())
+            time.sleep(max(0.0, min(every_s, deadline - time.monotonic())))
+        return reachable
+
     def start(self) -> float:
         """Start it again and wait until it answers; seconds it took."""
         return broker.start(self.settings).seconds
