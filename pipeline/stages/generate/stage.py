@@ -13,6 +13,11 @@ sequences are; its outputs commit in one transaction:
 * the reply on ``answer-cache`` when it may be served again
   (:mod:`pipeline.stages.answer_cache`).
 
+A reply is grounded (``Settings.chat_grounded``): its lead, the facts' best
+sentence per sub-question, is streamed before the model runs, the engine
+decodes with :class:`~pipeline.models.constraints.GroundedDecoding`, and each
+sentence the model writes is checked (:mod:`.grounding`) before it streams.
+
 While a reply is written its pieces go out at once as
 :class:`~pipeline.messages.Chunk` records on ``answer-chunks`` through the
 runner's ``send`` (idempotent, not transactional: a transactional reader would
