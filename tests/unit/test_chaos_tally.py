@@ -100,3 +100,21 @@ def test_answers_by_phase_of_the_burst() -> None:
         "answers by when sent: before the burst ok:1; during the burst deadline_exceeded:1 ok:1 partial:1; "
         "after the burst lost:1"
     )
+
+
+def test_an_outage_with_answers_or_an_open_port_during_it_is_a_problem() -> None:
+    from pipeline.tools.chaos.scenarios import outage_check
+    from pipeline.tools.chaos.tally import Row
+
+    before, after = Arrival("a", "ok", None, 100.2), Arrival("b", "ok", None, 106.0)
+    clean = Row("broker-restart")
+    assert "answers during it: 0" in outage_check(clean, [before, after], 100.0, 105.0, [])
+    assert clean.problems == []  # an answer fetched just before the stop, inside the grace, is fine
+
+    answered = Row("broker-restart")
+    outage_check(answered, [before, Arrival("c", "ok", None, 102.0), after], 100.0, 105.0, [])
+    assert len(answered.problems) == 1 and "1 answers arrived" in answered.problems[0]
+
+    reachable = Row("broker-restart")
+    outage_check(reachable, [before, after], 100.0, 105.0, [100.1, 100.4])
+    assert len(reachable.problems) == 1 and "accepted 2 probes" in reachable.problems[0]

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -78,12 +79,50 @@ class ChaosBroker:
             return None
 
     def stop(self) -> float:
-        """Stop the broker for real (SIGTERM, clean shutdown); seconds it took."""
-        return broker.stop(self.settings).seconds
+        """Stop the broker for real (SIGTERM, clean shutdown); seconds it took.
+
+        Raises when no broker of ours was stopped, its process still runs or
+        something still listens on its port: a scenario that means to take the
+        broker away must not carry on against one that stayed (e.g. a broker on
+        the port that another command started, which this one cannot stop).
+        """
+        pid = self.pid()
+        stopped = broker.stop(self.settings)
+        self.verify_down(pid if stopped.pid is None else stopped.pid, stopped.stopped)
+        return stopped.seconds
+
+    def verify_down(self, pid: int | None, stopped: bool) -> None:
+        """Raise PipelineError unless broker process ``pid`` is gone and its port refuses connections."""
+        where = broker.address(self.settings)
+        if not stopped or pid is None:
+            raise PipelineError(f"no broker of ours was running at {where} to stop ({self.settings.kafka_dir})")
+        if broker.alive(pid):
+            raise PipelineError(f"the broker at {where} (pid {pid}) still runs after stop")
+        if port_open(self.settings.kafka_host, self.settings.kafka_port):
+            raise PipelineError(f"something still accepts connections at {where} after the broker (pid {pid}) stopped")
+
+    def watch_down(self, seconds: float, every_s: float = 0.25) -> list[float]:
+        """Sleep ``seconds`` while probing the broker's port; when (time.time()) it accepted a connection."""
+        reachable = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if port_open(self.settings.kafka_host, self.settings.kafka_port, timeout_s=min(every_s, left)):
+                reachable.append(time.time())
+            time.sleep(max(0.0, min(every_s, deadline - time.monotonic())))
+        return reachable
 
     def start(self) -> float:
         """Start it again and wait until it answers; seconds it took."""
         return broker.start(self.settings).seconds
+
+
+def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """Whether a TCP connection to ``host:port`` is accepted."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 class Pipeline:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,15 +57,45 @@ def broker_restart(broker: ChaosBroker, opts: Options, say: Say, *, down_s: floa
         load.start(opts.rate)
         time.sleep(before)
         say(f"{name}: stopping the broker for {down:.0f} s")
-        stopped_in = broker.stop()
-        time.sleep(down)
+        stopped_in = broker.stop()  # raises unless the broker's process is gone and its port closed
+        down_from = time.time()
+        reachable = broker.watch_down(down)  # probes its port the whole time: a broker back early is caught
+        down_until = time.time()
         started_in = broker.start()
         back = time.time()
         say(f"{name}: broker stopped in {stopped_in:.1f} s, answering again {started_in:.1f} s after start")
         time.sleep(after)
         load.drain(say)
         row = load.row([back], pipeline.restarts(), pipeline.startup_restarts)
+    row.notes.append(outage_check(row, load.reader.snapshot(), down_from, down_until, reachable))
     return row
+
+
+OUTAGE_GRACE_S = 0.5
+"""Answers the reader had already fetched may reach it this long after the broker's process ended."""
+
+
+def outage_check(
+    row: Row, arrivals: list[Arrival], down_from: float, down_until: float, reachable: Sequence[float] = ()
+) -> str:
+    """The fault really happened: the broker's port refused every probe while it was down, and no answer
+    arrived then (each a problem on ``row``)."""
+    during = [a for a in arrivals if down_from + OUTAGE_GRACE_S <= a.at < down_until]
+    span = down_until - down_from
+    if reachable:
+        row.problems.append(
+            f"the broker's port accepted {len(reachable)} probes in the {span:.1f} s it was meant to be down "
+            f"(first {reachable[0] - down_from:.1f} s after the stop): the outage did not happen"
+        )
+    if during:
+        row.problems.append(
+            f"{len(during)} answers arrived in the {span:.1f} s the broker was meant to be down "
+            f"(first {during[0].id}): the outage did not happen"
+        )
+    return (
+        f"broker down {span:.1f} s (process gone; port open at {len(reachable)} probes); "
+        f"answers during it: {len(during)}"
+    )
 
 
 def broker_outage(broker: ChaosBroker, opts: Options, say: Say) -> Row:
