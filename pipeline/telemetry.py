@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+import msgspec
 import orjson
 
-from pipeline.errors import DecodeError
 from pipeline.messages import DEAD_LETTER_PREFIX
+from pipeline.messages.codec import Codec, encode
 from pipeline.records import Output
 
 TOPIC = "telemetry"
@@ -32,8 +33,7 @@ LATEST_DEAD = 5
 TOTAL_HOP = "total"  # the end-to-end latency: from the client's produce to the answer
 
 
-@dataclass(frozen=True)
-class StageReport:
+class StageReport(msgspec.Struct, frozen=True):
     stage: str
     member: str
     at_ms: float  # end of the interval (epoch ms)
@@ -41,36 +41,21 @@ class StageReport:
     records: int = 0
     batches: int = 0
     handler_s: float = 0.0
-    answers: dict[str, int] = field(default_factory=dict)  # "ok" or error code -> count
-    dead_letters: dict[str, int] = field(default_factory=dict)  # code -> count
-    latest_dead: list[dict[str, str]] = field(default_factory=list)  # code, reason, source, key
-    hops_ms: dict[str, list[float]] = field(default_factory=dict)  # hop -> latency samples (ms)
+    answers: dict[str, int] = msgspec.field(default_factory=dict)  # "ok" or error code -> count
+    dead_letters: dict[str, int] = msgspec.field(default_factory=dict)  # code -> count
+    latest_dead: list[dict[str, str]] = msgspec.field(default_factory=list)  # code, reason, source, key
+    hops_ms: dict[str, list[float]] = msgspec.field(default_factory=dict)  # hop -> latency samples (ms)
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> StageReport:
-        """A report from its bytes; anything else raises :class:`DecodeError`."""
-        try:
-            obj = orjson.loads(data or b"")
-            if not isinstance(obj, dict):
-                raise TypeError(f"expected an object, got {type(obj).__name__}")
-            return cls(
-                stage=str(obj["stage"]),
-                member=str(obj["member"]),
-                at_ms=float(obj["at_ms"]),
-                span_s=float(obj["span_s"]),
-                records=int(obj.get("records", 0)),
-                batches=int(obj.get("batches", 0)),
-                handler_s=float(obj.get("handler_s", 0.0)),
-                answers={str(k): int(v) for k, v in dict(obj.get("answers", {})).items()},
-                dead_letters={str(k): int(v) for k, v in dict(obj.get("dead_letters", {})).items()},
-                latest_dead=[{str(k): str(v) for k, v in dict(d).items()} for d in obj.get("latest_dead", [])],
-                hops_ms={str(k): [float(x) for x in v] for k, v in dict(obj.get("hops_ms", {})).items()},
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise DecodeError(f"telemetry: not a stage report: {exc}") from exc
+        """A report from its bytes; anything else raises :class:`~pipeline.errors.DecodeError`."""
+        return _REPORT.decode(data)
+
+
+_REPORT = Codec(StageReport, "telemetry: not a stage report")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Every message type of the pipeline and its orjson encoding: the wire contract.
+"""Every message type of the pipeline and its JSON encoding: the wire contract.
 
 Topic          key                  value
 -------------  -------------------  ----------------------------------------------
@@ -19,7 +19,8 @@ turn any bad record into an error answer and a dead-letter record.
 Headers carry what a stage needs without decoding the value (see
 :class:`Headers`): the deadline, a W3C trace context and one timestamp per hop.
 Modules: ``headers`` (headers), ``values`` (the messages), ``control`` (control
-records and dead-letter reasons), ``codec`` (the shared decoding rules).
+records and dead-letter reasons), ``codec`` (the one msgspec codec they share: each message is a
+``msgspec.Struct`` declared once, decoded and validated by a typed decoder).
 """
 
 from pipeline.messages.chat import Chunk, Prompt, Reassembly

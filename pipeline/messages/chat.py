@@ -14,26 +14,22 @@ partition, so one generate member holds the conversation and its turns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from dataclasses import field as dc_field
 from typing import Any
 
-import orjson
+import msgspec
 
-from pipeline.errors import DecodeError
-from pipeline.messages.codec import loads, read_field
+from pipeline.messages.codec import Codec, Int, encode
 
 
-@dataclass(frozen=True, slots=True)
-class Prompt:
+class Prompt(msgspec.Struct, frozen=True, omit_defaults=True):
     """What merge hands generate for one chat request: the message and what retrieval found."""
 
     id: str
     text: str
     session: str | None = None
-    max_tokens: int | None = None
+    max_tokens: Int | None = None
     # The best knowledge-base entry per sub-question (faq's merged answers).
-    entries: list[dict[str, Any]] = dc_field(default_factory=list)
+    entries: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
     @property
     def key(self) -> bytes:
@@ -41,31 +37,14 @@ class Prompt:
         return (self.session or self.id).encode()
 
     def encode(self) -> bytes:
-        obj: dict[str, Any] = {"id": self.id, "text": self.text, "entries": self.entries}
-        if self.session is not None:
-            obj["session"] = self.session
-        if self.max_tokens is not None:
-            obj["max_tokens"] = self.max_tokens
-        return orjson.dumps(obj)
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Prompt:
-        obj = loads(data, "prompt")
-        what = "prompt"
-        prompt = cls(
-            id=read_field(obj, "id", str, what),
-            text=read_field(obj, "text", str, what),
-            session=read_field(obj, "session", str, what, required=False),
-            max_tokens=read_field(obj, "max_tokens", int, what, required=False),
-            entries=read_field(obj, "entries", list, what, required=False) or [],
-        )
-        if not all(isinstance(e, dict) for e in prompt.entries):
-            raise DecodeError("prompt: every entry must be an object")
-        return prompt
+        return _PROMPT.decode(data)
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
+class Chunk(msgspec.Struct, frozen=True):
     """One piece of a reply: ``delta`` is text to append; ``seq`` counts from 0 per request.
 
     After a crash a chunk may come again (same ``id`` and ``seq``): readers drop
@@ -73,20 +52,19 @@ class Chunk:
     """
 
     id: str
-    seq: int
+    seq: Int
     delta: str
 
     def encode(self) -> bytes:
-        return orjson.dumps({"id": self.id, "seq": self.seq, "delta": self.delta})
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Chunk:
-        obj = loads(data, "chunk")
-        return cls(
-            id=read_field(obj, "id", str, "chunk"),
-            seq=read_field(obj, "seq", int, "chunk"),
-            delta=read_field(obj, "delta", str, "chunk"),
-        )
+        return _CHUNK.decode(data)
+
+
+_PROMPT = Codec(Prompt, "prompt")
+_CHUNK = Codec(Chunk, "chunk")
 
 
 class Reassembly:

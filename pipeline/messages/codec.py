@@ -1,55 +1,90 @@
-"""Decoding helpers shared by every message type: one typed error, never a crash."""
+"""The codec every message type shares: msgspec decodes and validates, one typed error, never a crash.
+
+Each message is a :class:`msgspec.Struct` declared once; :class:`Codec` decodes
+its JSON with a typed :class:`msgspec.json.Decoder` (wrong shape or type is
+caught while parsing) and :func:`encode` writes it. Whatever msgspec rejects
+comes out as :class:`~pipeline.errors.DecodeError` naming the message type and
+the field, so a stage turns any bad record into an error answer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import re
+from typing import Annotated, Any, Generic, TypeVar
 
+import msgspec
 import orjson
 
 from pipeline.errors import DecodeError
 
+T = TypeVar("T")
 
-def loads(data: bytes | None, what: str) -> dict[str, Any]:
-    if data is None:
-        raise DecodeError(f"{what}: empty value")
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        # orjson rejects invalid UTF-8 here too, with a message that says so.
-        raise DecodeError(f"{what}: not valid UTF-8 JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise DecodeError(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
+Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""An integer field: one that fits a signed 64-bit integer (a bigger one is bad bytes, not a number)."""
 
 
-def read_field(
-    obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str, *, required: bool = True
-) -> Any:
-    value = obj.get(name)
-    if value is None:
-        if required:
-            raise DecodeError(f"{what}: missing field {name!r}")
-        return None
-    # bool is an int in Python; a JSON true is never a valid number here.
-    if isinstance(value, bool) and kind is not bool:
-        raise DecodeError(f"{what}: field {name!r} must be {kind_name(kind)}, got boolean")
-    if not isinstance(value, kind):
-        raise DecodeError(f"{what}: field {name!r} must be {kind_name(kind)}, got {type(value).__name__}")
-    return value
+def _plain(obj: Any) -> Any:
+    """What msgspec cannot encode itself: numpy arrays and scalars (model outputs) as plain values."""
+    tolist = getattr(obj, "tolist", None)
+    if tolist is None:
+        raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+    return tolist()
 
 
-def kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        dict: "an object",
-        list: "an array",
-        bool: "a boolean",
-    }
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+_ENCODER = msgspec.json.Encoder(enc_hook=_plain)
+
+
+def encode(message: Any) -> bytes:
+    """A message's JSON bytes (numpy values as plain numbers and lists)."""
+    return _ENCODER.encode(message)
+
+
+class Codec(Generic[T]):
+    """The typed decoder of one message type; ``what`` names the type in errors."""
+
+    __slots__ = ("decoder", "what")
+
+    def __init__(self, kind: type[T], what: str) -> None:
+        self.decoder = msgspec.json.Decoder(kind)
+        self.what = what
+
+    def decode(self, data: bytes | None) -> T:
+        if data is None:
+            raise DecodeError(f"{self.what}: empty value")
+        try:
+            return self.decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(explain(self.what, str(exc))) from exc
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"{self.what}: not valid UTF-8 JSON: {exc}") from exc
+        except RecursionError as exc:  # msgspec's answer to JSON nested thousands deep
+            raise DecodeError(f"{self.what}: not valid UTF-8 JSON: nested too deep") from exc
+
+
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?")
+_EXPECTED = re.compile(r"Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?")
+_AT = re.compile(r"(?P<error>.*) - at `\$(?P<at>[^`]*)`")
+_KINDS = {"str": "a string", "int": "an integer", "float": "a number", "object": "an object",
+          "array": "an array", "bool": "a boolean", "null": "null"}  # fmt: skip
+
+
+def explain(what: str, error: str) -> str:
+    """msgspec's validation message in the pipeline's words: the type, the field, what it must be."""
+    m = _MISSING.fullmatch(error)
+    if m:
+        return f"{what}{m['at'] or ''}: missing field {m['field']!r}"
+    m = _EXPECTED.fullmatch(error)
+    if m:
+        kinds = [k for k in m["expected"].split(" | ") if k != "null"] or ["null"]
+        expected = " or ".join(_KINDS.get(k, k) for k in kinds)
+        got = "boolean" if m["got"] == "bool" else m["got"]
+        if not m["at"]:
+            return f"{what}: expected a JSON {m['expected']}, got {got}"
+        return f"{what}: field {m['at'].lstrip('.')!r} must be {expected}, got {got}"
+    m = _AT.fullmatch(error)
+    if m:
+        return f"{what}: field {m['at'].lstrip('.')!r}: {m['error'][:1].lower()}{m['error'][1:]}"
+    return f"{what}: {error}"
 
 
 def recover_request_id(data: bytes | None, key: bytes | None) -> str | None:
@@ -72,14 +107,3 @@ def recover_request_id(data: bytes | None, key: bytes | None) -> str | None:
 def check_index(part: int, of: int, what: str) -> None:
     if of < 1 or not 0 <= part < of:
         raise DecodeError(f"{what}: part {part} of {of} is out of range")
-
-
-def asdict(obj: Any) -> dict[str, Any]:
-    """A slotted dataclass as a plain dict (dataclasses.asdict deep-copies; these values are plain JSON already)."""
-    out: dict[str, Any] = {}
-    for name in obj.__slots__:
-        value = getattr(obj, name)
-        if hasattr(value, "__slots__") and hasattr(value, "__dataclass_fields__"):
-            value = asdict(value)
-        out[name] = value
-    return out

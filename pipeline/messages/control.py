@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-import orjson
+import msgspec
 
 from pipeline.errors import DecodeError
-from pipeline.messages.codec import loads, read_field
+from pipeline.messages.codec import Codec, Int, encode
 from pipeline.messages.headers import HeaderList
 
 CONTROL_HEADER = "pipeline-control"
@@ -46,25 +46,25 @@ class Control(Enum):
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Expect:
+class Expect(msgspec.Struct, frozen=True):
     """split's promise to merge: request ``id`` of ``task`` has ``of`` parts."""
 
     id: str
     task: str
-    of: int
+    of: Int
 
     def encode(self) -> bytes:
-        return orjson.dumps({"id": self.id, "task": self.task, "of": self.of})
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Expect:
-        obj = loads(data, "expect")
-        expect = cls(read_field(obj, "id", str, "expect"), read_field(obj, "task", str, "expect"),
-                     read_field(obj, "of", int, "expect"))  # fmt: skip
+        expect = _EXPECT.decode(data)
         if expect.of < 1:
             raise DecodeError(f"expect: a request has at least one part, not {expect.of}")
         return expect
+
+
+_EXPECT = Codec(Expect, "expect")
 
 
 DEAD_LETTER_PREFIX = "pipeline-dlq-"

@@ -7,6 +7,7 @@ answer can report where its time went. Unknown headers pass through untouched.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -72,7 +73,7 @@ class Headers:
                 headers.deadline_ms = int(deadline) if deadline is not None and abs(deadline) < MAX_SAFE_MS else None
             elif key.startswith(HOP_PREFIX):
                 at = _number(value)
-                if at is not None:  # a malformed hop is dropped, not fatal
+                if at is not None and math.isfinite(at):  # a malformed hop (or NaN, inf) is dropped, not fatal
                     headers.hops[key[len(HOP_PREFIX) :]] = at
             elif key == TRACE_HEADER:
                 headers.traceparent = value.decode("utf-8", "replace")

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from dataclasses import field as dc_field
 from typing import Any
 
-import orjson
+import msgspec
 
 from pipeline.errors import DecodeError
-from pipeline.messages.codec import asdict, check_index, loads, read_field
+from pipeline.messages.codec import Codec, Int, check_index, encode
 from pipeline.messages.headers import Headers
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a client asks. Which text fields are needed depends on ``task``:
 
     * ``qa``: ``question`` and ``context``
@@ -30,37 +27,24 @@ class Request:
     text: str | None = None
     question: str | None = None
     context: str | None = None
-    deadline_ms: int | None = None
+    deadline_ms: Int | None = None
     session: str | None = None
-    max_tokens: int | None = None
+    max_tokens: Int | None = None
     # faq: the language of ``text`` ("zh", "en", ...); detected when absent.
     lang: str | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None})
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Request:
-        obj = loads(data, "request")
-        what = "request"
-        rid = read_field(obj, "id", str, what)
-        if not rid:
+        request = _REQUEST.decode(data)
+        if not request.id:
             raise DecodeError("request: field 'id' must not be empty")
-        return cls(
-            id=rid,
-            task=read_field(obj, "task", str, what),
-            text=read_field(obj, "text", str, what, required=False),
-            question=read_field(obj, "question", str, what, required=False),
-            context=read_field(obj, "context", str, what, required=False),
-            deadline_ms=read_field(obj, "deadline_ms", int, what, required=False),
-            session=read_field(obj, "session", str, what, required=False),
-            max_tokens=read_field(obj, "max_tokens", int, what, required=False),
-            lang=read_field(obj, "lang", str, what, required=False),
-        )
+        return request
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(msgspec.Struct, frozen=True):
     """One independent piece of a request, tokenized and ready for the model.
 
     ``meta`` is the task's own bookkeeping that infer hands back unchanged to
@@ -69,74 +53,53 @@ class Part:
 
     id: str
     task: str
-    part: int
-    of: int
-    input_ids: list[int]
-    token_type_ids: list[int] | None = None
-    meta: dict[str, Any] = dc_field(default_factory=dict)
+    part: Int
+    of: Int
+    input_ids: list[Int]
+    token_type_ids: list[Int] | None = None
+    meta: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return part_key(self.id, self.part)
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Part:
-        obj = loads(data, "part")
-        what = "part"
-        part = cls(
-            id=read_field(obj, "id", str, what),
-            task=read_field(obj, "task", str, what),
-            part=read_field(obj, "part", int, what),
-            of=read_field(obj, "of", int, what),
-            input_ids=read_field(obj, "input_ids", list, what),
-            token_type_ids=read_field(obj, "token_type_ids", list, what, required=False),
-            meta=read_field(obj, "meta", dict, what, required=False) or {},
-        )
-        check_index(part.part, part.of, what)
+        part = _PART.decode(data)
+        check_index(part.part, part.of, "part")
         return part
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(msgspec.Struct, frozen=True):
     """The model's output for one part, already reduced to what merge needs."""
 
     id: str
     task: str
-    part: int
-    of: int
+    part: Int
+    of: Int
     output: dict[str, Any]
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self), option=orjson.OPT_SERIALIZE_NUMPY)
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Result:
-        obj = loads(data, "result")
-        what = "result"
-        result = cls(
-            id=read_field(obj, "id", str, what),
-            task=read_field(obj, "task", str, what),
-            part=read_field(obj, "part", int, what),
-            of=read_field(obj, "of", int, what),
-            output=read_field(obj, "output", dict, what),
-        )
-        check_index(result.part, result.of, what)
+        result = _RESULT.decode(data)
+        check_index(result.part, result.of, "result")
         return result
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
+class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
     # For ``partial``: the part indices that never arrived.
-    missing: list[int] | None = None
+    missing: list[Int] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True, omit_defaults=True):
     """The one reply a request gets: ``status`` is ``ok`` or ``error``.
 
     An error answer carries ``error.code`` (see ``pipeline.errors.ERROR_CODES``);
@@ -151,7 +114,7 @@ class Answer:
     task: str | None = None
     result: dict[str, Any] | None = None
     error: ErrorInfo | None = None
-    latency_ms: dict[str, float] = dc_field(default_factory=dict)
+    latency_ms: dict[str, float] = msgspec.field(default_factory=dict)
     cached: bool | None = None
 
     @property
@@ -185,31 +148,17 @@ class Answer:
         return Answer(self.id, self.status, self.task, self.result, self.error, headers.latency_ms(), self.cached)
 
     def encode(self) -> bytes:
-        obj = asdict(self)
-        if self.error is not None and self.error.missing is None:
-            obj["error"].pop("missing")
-        return orjson.dumps({k: v for k, v in obj.items() if v is not None}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Answer:
-        obj = loads(data, "answer")
-        what = "answer"
-        err = read_field(obj, "error", dict, what, required=False)
-        return cls(
-            id=read_field(obj, "id", str, what),
-            status=read_field(obj, "status", str, what),
-            task=read_field(obj, "task", str, what, required=False),
-            result=read_field(obj, "result", dict, what, required=False),
-            error=ErrorInfo(
-                read_field(err, "code", str, "answer.error"),
-                read_field(err, "message", str, "answer.error"),
-                read_field(err, "missing", list, "answer.error", required=False),
-            )
-            if err is not None
-            else None,
-            latency_ms=read_field(obj, "latency_ms", dict, what, required=False) or {},
-            cached=read_field(obj, "cached", bool, what, required=False),
-        )
+        return _ANSWER.decode(data)
+
+
+_REQUEST = Codec(Request, "request")
+_PART = Codec(Part, "part")
+_RESULT = Codec(Result, "result")
+_ANSWER = Codec(Answer, "answer")
 
 
 def part_key(request_id: str, part: int) -> str:

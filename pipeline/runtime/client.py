@@ -23,10 +23,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from msgspec.structs import replace
 
 from pipeline.errors import BrokerError, DecodeError, PipelineError
 from pipeline.messages import Answer, Chunk, Headers, Reassembly, Request, kafka_headers, new_traceparent, now_ms

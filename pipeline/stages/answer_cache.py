@@ -18,8 +18,9 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from pipeline.errors import DecodeError
 from pipeline.messages import Answer, Request, now_ms

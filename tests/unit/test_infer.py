@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -33,7 +34,7 @@ def test_providers_name_each_served_task(infer: Infer) -> None:
 def test_a_bad_part_fails_alone(infer: Infer, tokenizers: dict[str, Tokenizer], model_settings: Settings) -> None:
     good = qa_parts(tokenizers, model_settings, "good", "The parcel left Rotterdam on Monday.")
     alone = infer(good)
-    bad = dataclasses.replace(good[0], id="bad", input_ids=[101, 10**9, 102], token_type_ids=[0, 0, 0])
+    bad = msgspec.structs.replace(good[0], id="bad", input_ids=[101, 10**9, 102], token_type_ids=[0, 0, 0])
     mixed = infer([good[0], bad, *good[1:]])
     assert mixed[1].id == "bad" and mixed[1].output["error"]["code"] == "model_error"
     for before, after in zip(alone, [mixed[0], *mixed[2:]], strict=True):
@@ -57,7 +58,7 @@ def test_postprocess_survives_a_bad_row(
     infer: Infer, tokenizers: dict[str, Tokenizer], model_settings: Settings
 ) -> None:
     parts = qa_parts(tokenizers, model_settings, "r", "The parcel left Rotterdam on Monday.")
-    broken = dataclasses.replace(parts[0], id="broken", meta={"offsets": "nonsense"})
+    broken = msgspec.structs.replace(parts[0], id="broken", meta={"offsets": "nonsense"})
     served = infer.served["qa"]
     n = max(len(p.input_ids) for p in parts)
     outputs = {"start_logits": np.zeros((2, n), np.float32), "end_logits": np.zeros((2, n), np.float32)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pipeline.errors import ConfigError, InvalidRequestError
@@ -86,7 +87,7 @@ def test_faq_routes_by_language() -> None:
     english = Request(id="b", task="faq", text="When will I get my refund?")
     assert request_route(chinese, SETTINGS) == "faq:zh"
     assert request_route(english, SETTINGS) == "faq"
-    assert request_route(dataclasses.replace(english, lang="zh"), SETTINGS) == "faq:zh"
+    assert request_route(msgspec.structs.replace(english, lang="zh"), SETTINGS) == "faq:zh"
     assert request_route(Request(id="c", task="faq", text="注文をキャンセル"), SETTINGS) == "faq"  # no ja KB
     assert request_route(Request(id="d", task="embed", text="退款"), SETTINGS) == "embed"
     assert route_settings(chinese, SETTINGS).faq_kb == ZH_KB
@@ -109,6 +110,6 @@ def test_a_part_routes_by_the_language_it_carries() -> None:
     served = {"faq": 1, "faq:zh": 2, "embed": 3}
     part = Part(id="r", task="faq", part=0, of=1, input_ids=[1], meta={"lang": "zh"})
     assert part_route(part, served) == "faq:zh"
-    assert part_route(dataclasses.replace(part, meta={"lang": "en"}), served) == "faq"
-    assert part_route(dataclasses.replace(part, meta={}), served) == "faq"
-    assert part_route(dataclasses.replace(part, task="embed", meta={"lang": "zh"}), served) == "embed"
+    assert part_route(msgspec.structs.replace(part, meta={"lang": "en"}), served) == "faq"
+    assert part_route(msgspec.structs.replace(part, meta={}), served) == "faq"
+    assert part_route(msgspec.structs.replace(part, task="embed", meta={"lang": "zh"}), served) == "embed"

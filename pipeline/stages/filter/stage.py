@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import replace
 from functools import partial
+
+from msgspec.structs import replace
 
 from pipeline.catalog import CATALOG
 from pipeline.errors import DeadlineExceededError, InvalidRequestError, RequestError, TooLargeError

@@ -8,11 +8,12 @@ the answer cache's key, so a new prompt never serves an old reply.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from pipeline.messages import Prompt
 from pipeline.models.constraints import DecodingRules, GroundedDecoding, Vocabulary
@@ -102,7 +103,7 @@ def grounded_plan(prompt: Prompt, history: Sequence[Turn]) -> Plan:
         fact = Grounds.of(pairs, prompt.text).lead(prompt.text, [entry for entry, _ in pairs])
         if fact is not None:
             entries = [e for e in candidates if str(e.get("entry")) == fact.entry]
-            prompt = dataclasses.replace(prompt, entries=entries)
+            prompt = msgspec.structs.replace(prompt, entries=entries)
     pairs = [(str(e.get("entry")), str(e.get("answer") or "")) for e in entries]
     grounds = Grounds.of(pairs, prompt.text)
     leads: list[str] = []

@@ -9,29 +9,28 @@ is deleted (a tombstone on the changelog).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
-import orjson
-
-from pipeline.errors import DecodeError
-from pipeline.messages.codec import loads, read_field
+from pipeline.messages.codec import Codec, Int, encode
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One exchange: what the user said, what was replied, and its size in tokens."""
+class Turn(msgspec.Struct, frozen=True, array_like=True):
+    """One exchange: what the user said, what was replied, and its size in tokens.
+
+    Stored as an array ``[request, user, assistant, tokens, entries]``; turns
+    stored before replies were grounded have no ``entries``.
+    """
 
     request: str  # the request id that made it
     user: str
     assistant: str
-    tokens: int
+    tokens: Int
     # (entry id, answer) the reply drew on: a follow-up that names no topic of its own draws on them again.
-    entries: list[tuple[str, str]] = field(default_factory=list)
+    entries: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
 
-@dataclass(slots=True)
-class Session:
-    turns: list[Turn] = field(default_factory=list)
+class Session(msgspec.Struct):
+    turns: list[Turn] = msgspec.field(default_factory=list)
     last_ms: float = 0.0
 
     def add(self, turn: Turn, budget_tokens: int, now: float) -> None:
@@ -59,27 +58,13 @@ class Session:
         return now - self.last_ms >= ttl_ms
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "turns": [[t.request, t.user, t.assistant, t.tokens, [list(e) for e in t.entries]] for t in self.turns],
-                "last_ms": self.last_ms,
-            }
-        )
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Session:
         if not data:
             return cls()
-        obj = loads(data, "session")
-        try:
-            turns = [_turn(t) for t in read_field(obj, "turns", list, "session")]
-        except (TypeError, ValueError, IndexError) as exc:
-            raise DecodeError(f"session: malformed turns: {exc}") from exc
-        return cls(turns, float(read_field(obj, "last_ms", (int, float), "session")))
+        return _SESSION.decode(data)
 
 
-def _turn(fields: list[object]) -> Turn:
-    """A stored turn: [request, user, assistant, tokens] and, since replies are grounded, its entries."""
-    request, user, assistant, tokens, *rest = fields
-    entries = [(str(e), str(a)) for e, a in rest[0]] if rest else []  # type: ignore[attr-defined]
-    return Turn(str(request), str(user), str(assistant), int(tokens), entries)  # type: ignore[call-overload]
+_SESSION = Codec(Session, "session")
