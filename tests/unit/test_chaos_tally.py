@@ -38,7 +38,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_kill_recoveries_per_member() -> None:
-    from pipeline.tools.chaos.scenarios import kill_recoveries
+    from pipeline.tools.chaos.recovery import kill_recoveries
 
     kills = [("split-0", 10.0, 10.7), ("infer-0", 20.0, None)]
     acked = {"a": 9.0, "b": 10.5, "c": 21.0}
