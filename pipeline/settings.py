@@ -362,6 +362,12 @@ class Settings:
         member = self.member or f"{socket.gethostname()}-{os.getpid()}"
         return f"{self.group(stage)}-{member}"
 
+    def value(self, name: str) -> Any:
+        """The setting called ``name`` (a field name, as the catalog and the cache's version list name them)."""
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise ConfigError(f"no setting {name!r}")
+        return getattr(self, name)
+
     def model_for(self, task: str) -> str:
         """The model configured for ``task`` ("" when the task is disabled), as the catalog says."""
         from pipeline.catalog import CATALOG

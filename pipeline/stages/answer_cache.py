@@ -65,7 +65,7 @@ def versions(settings: Settings) -> str:
     from pipeline.stages.generate.prompting import PROMPT_VERSION
 
     # How entries are chosen decides what the reply is grounded on.
-    scoring = ",".join(str(getattr(settings, name)) for name in RETRIEVAL_SETTINGS)
+    scoring = ",".join(str(settings.value(name)) for name in RETRIEVAL_SETTINGS)
     return "/".join(
         (fingerprint(settings.chat_model), fingerprint(settings.model_for("chat")), fingerprint(settings.faq_kb),
          fingerprint(settings.faq_multilingual_kb), settings.faq_multilingual_model, scoring, PROMPT_VERSION)

@@ -59,7 +59,7 @@ def check_request(request: Request, settings: Settings, now: float) -> Request:
     if spec is None:
         raise InvalidRequestError(f"unknown task {request.task!r}; known: {', '.join(CATALOG)}", request_id=rid)
     if not settings.model_for(request.task):
-        missing = spec.generator if spec.generator and not getattr(settings, spec.generator) else spec.model
+        missing = spec.generator if spec.generator and not settings.value(spec.generator) else spec.model
         raise InvalidRequestError(
             f"task {request.task!r} is not enabled here: no model is set (PIPELINE_{missing.upper()})",
             request_id=rid,
