@@ -120,7 +120,9 @@ def through_kafka(settings: Settings, levels: list[int], rounds: int) -> tuple[d
     results: dict[int, Level] = {}
     entries: dict[str, Any] = {}
     try:
-        if not wait_ready(settings, counts, threading.Event(), timeout_s=600, on_wait=supervisor.check):
+        if not wait_ready(
+            settings, counts, threading.Event(), timeout_s=600, on_wait=supervisor.check, turning=supervisor.turning
+        ):
             raise SystemExit(f"the pipeline did not come up; see {supervisor.log_dir}")
         with Client(settings) as client:
             list(client.stream({"task": "chat", "text": "Hello!"}, timeout_s=120))  # warm up every stage

@@ -59,7 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     supervisor.start()
     failures = 0
     try:
-        if not wait_ready(settings, counts, stop, on_wait=supervisor.check):
+        if not wait_ready(settings, counts, stop, on_wait=supervisor.check, turning=supervisor.turning):
             print(f"the pipeline did not come up; see the logs in {supervisor.log_dir}")
             return 1
         with Client(settings) as client:

@@ -104,7 +104,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     scaling = ScalingLoop.start(settings, supervisor, args, stop)
     try:
-        wait_ready(settings, dict(counts), stop, on_wait=supervisor.check)
+        wait_ready(settings, dict(counts), stop, on_wait=supervisor.check, turning=supervisor.turning)
         while not stop.wait(0.5):
             supervisor.check()
             scaling.poll()

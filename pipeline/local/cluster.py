@@ -52,14 +52,16 @@ def wait_ready(
     stop: threading.Event,
     timeout_s: float = 180.0,
     on_wait: Any = None,
+    turning: Any = None,
 ) -> bool:
-    """Wait until every stage's consumer group has its members; say so."""
+    """Wait until every stage's consumer group has its members (and ``turning()``, when given, says the
+    processes started for them have turned their loops); say so."""
     from pipeline.operations.groups import group_members
 
     began = time.monotonic()
     while not stop.is_set() and time.monotonic() - began < timeout_s:
         members = group_members(settings, counts)
-        if all(members[stage] >= n for stage, n in counts.items()):
+        if all(members[stage] >= n for stage, n in counts.items()) and (turning is None or turning()):
             print(
                 f"pipeline ready in {time.monotonic() - began:.1f} s: " + ", ".join(f"{s} {members[s]}" for s in counts)
             )

@@ -189,6 +189,20 @@ class Supervisor:
             log.warning("%s has not turned its loop for %.0f s; killing it to restart it", member.name, silent)
             os.killpg(member.process.pid, signal.SIGKILL)
 
+    def turning(self) -> bool:
+        """Whether every member this supervisor started has turned its loop (its health file is its own).
+
+        A consumer group can still list the members of an earlier run for a
+        session timeout (static membership sends no LeaveGroup), so group
+        membership alone would call a pipeline ready whose processes are still
+        loading their models.
+        """
+        for member in self.members:
+            health = member.health()
+            if member.process is None or health is None or health.get("pid") != member.process.pid:
+                return False
+        return True
+
     def pids(self) -> dict[str, int]:
         return {m.name: m.process.pid for m in self.members if m.process is not None and m.process.poll() is None}
 

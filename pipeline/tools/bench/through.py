@@ -160,7 +160,9 @@ def pipeline_row(settings: Settings, guarantee: str, members: Members, corpus: S
     say(f"  {row.name}: starting {', '.join(f'{s} {n}' for s, n in counts.items())} (logs {log_dir})")
     supervisor.start()
     try:
-        if not wait_ready(settings, counts, threading.Event(), timeout_s=300, on_wait=supervisor.check):
+        if not wait_ready(
+            settings, counts, threading.Event(), timeout_s=300, on_wait=supervisor.check, turning=supervisor.turning
+        ):
             raise SystemExit(f"the pipeline did not come up; see {log_dir}")
         _measure(settings, supervisor, row, corpus, plan, say, probe)
     finally:

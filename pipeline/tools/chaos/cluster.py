@@ -192,7 +192,7 @@ def running(settings: Settings, counts: dict[str, int], name: str, **member_over
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(supervisor, stop), name="chaos-supervisor", daemon=True)
     try:
-        if not wait_ready(scoped, counts, stop, timeout_s=240, on_wait=supervisor.check):
+        if not wait_ready(scoped, counts, stop, timeout_s=240, on_wait=supervisor.check, turning=supervisor.turning):
             raise PipelineError(f"the pipeline {prefix} did not come up within 240 s; logs in {log_dir}")
         watcher.start()
         # A member that dies right after joining (seen: merge's restore hitting
