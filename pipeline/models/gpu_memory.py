@@ -73,17 +73,17 @@ def device_memory_mb(index: int | None = None) -> int | None:
 
 def cuda_options(settings: Settings) -> dict[str, Any]:
     """The CUDA provider's options for one member's budget (none without a budget: ORT's defaults)."""
-    if settings.gpu_mem_limit_mb <= 0:
+    if settings.infer.gpu_mem_limit_mb <= 0:
         return {}
-    return {"gpu_mem_limit": settings.gpu_mem_limit_mb * MIB, "arena_extend_strategy": "kSameAsRequested"}
+    return {"gpu_mem_limit": settings.infer.gpu_mem_limit_mb * MIB, "arena_extend_strategy": "kSameAsRequested"}
 
 
 def gpu_members(counts: Mapping[str, int], settings: Settings) -> int:
     """Members that open a session on the GPU: infer's unless its provider is the CPU, generate's on cuda."""
     members = 0
-    if settings.provider.strip().lower() != "cpu":
+    if settings.infer.provider.strip().lower() != "cpu":
         members += counts.get("infer", 0)
-    if settings.generate_provider.strip().lower() == "cuda":
+    if settings.chat.generate_provider.strip().lower() == "cuda":
         members += counts.get("generate", 0)
     return members
 
@@ -97,7 +97,7 @@ def check_fit(members: int, settings: Settings, total_mb: int | None) -> str:
     """
     if not members or total_mb is None:
         return "gpu memory: not checked (no GPU member, or the device's total is not knowable here)"
-    budget = settings.gpu_mem_limit_mb
+    budget = settings.infer.gpu_mem_limit_mb
     if budget <= 0:
         if members > 1:
             return (

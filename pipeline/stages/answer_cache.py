@@ -66,15 +66,16 @@ def versions(settings: Settings) -> str:
 
     # How entries are chosen decides what the reply is grounded on.
     scoring = ",".join(str(settings.value(name)) for name in RETRIEVAL_SETTINGS)
+    faq = settings.faq
     return "/".join(
-        (fingerprint(settings.chat_model), fingerprint(settings.model_for("chat")), fingerprint(settings.faq_kb),
-         fingerprint(settings.faq_multilingual_kb), settings.faq_multilingual_model, scoring, PROMPT_VERSION)
+        (fingerprint(settings.chat.chat_model), fingerprint(settings.model_for("chat")), fingerprint(faq.faq_kb),
+         fingerprint(faq.faq_multilingual_kb), faq.faq_multilingual_model, scoring, PROMPT_VERSION)
     )  # fmt: skip
 
 
 def reply_budget(settings: Settings, max_tokens: int | None) -> int:
     """New tokens a reply may have: the request's ``max_tokens``, bounded by the setting."""
-    return max(1, min(max_tokens or settings.chat_default_tokens, settings.chat_max_tokens))
+    return max(1, min(max_tokens or settings.chat.chat_default_tokens, settings.chat.chat_max_tokens))
 
 
 def cache_key(task: str, text: str, budget: int, version: str) -> bytes:
@@ -137,9 +138,9 @@ class AnswerCache(Hooks):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.lru = AnswerLru(settings.answer_cache_max_bytes, settings.answer_cache_max_age_ms)
+        self.lru = AnswerLru(settings.cache.answer_cache_max_bytes, settings.cache.answer_cache_max_age_ms)
         self.lock = threading.Lock()  # fed by the follower's thread, read by the handler's
-        self.version = versions(settings) if settings.answer_cache_max_bytes > 0 else ""
+        self.version = versions(settings) if settings.cache.answer_cache_max_bytes > 0 else ""
         self.logged = (0, 0)
 
     def answer(self, request: Request) -> Answer | None:

@@ -23,7 +23,6 @@ the text, not which Latin-script language it is.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 from collections.abc import Container
@@ -69,13 +68,13 @@ def route_key(task: str, lang: str) -> str:
 
 def multilingual_languages(settings: Settings) -> tuple[str, ...]:
     """The languages the multilingual faq pair serves (those its KB names); () when it is off."""
-    if not settings.faq_multilingual_model:
+    if not settings.faq.faq_multilingual_model:
         return ()
-    languages = _kb_languages(Path(settings.faq_multilingual_kb))
+    languages = _kb_languages(Path(settings.faq.faq_multilingual_kb))
     if not languages:
         raise ConfigError(
             'the multilingual faq knowledge base names no language: add "language": "zh" (or a list)',
-            where=str(settings.faq_multilingual_kb),
+            where=str(settings.faq.faq_multilingual_kb),
         )
     return languages
 
@@ -89,11 +88,10 @@ def task_routes(task: str, settings: Settings) -> dict[str, Settings]:
     routes = {task: settings}
     languages = multilingual_languages(settings) if task in RETRIEVING else ()
     if languages:
-        multilingual = dataclasses.replace(
-            settings,
-            faq_model=settings.faq_multilingual_model,
-            faq_kb=settings.faq_multilingual_kb,
-            faq_min_score=settings.faq_multilingual_min_score,
+        multilingual = settings.replace(
+            faq_model=settings.faq.faq_multilingual_model,
+            faq_kb=settings.faq.faq_multilingual_kb,
+            faq_min_score=settings.faq.faq_multilingual_min_score,
             # The fusion weights and margin were tuned on the English shop with MiniLM;
             # e5's scores bunch differently, so the Chinese route keeps pure dense scoring.
             faq_answer_weight=0.0,

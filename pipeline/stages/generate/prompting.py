@@ -136,9 +136,9 @@ def grounded_sequence(
 
 
 def rules(settings: Settings) -> DecodingRules:
-    bonus = tuple(float(x) for x in settings.chat_copy_bonus.split(","))
+    bonus = tuple(float(x) for x in settings.chat.chat_copy_bonus.split(","))
     if len(bonus) != 3:
         raise ValueError(
-            f"PIPELINE_CHAT_COPY_BONUS={settings.chat_copy_bonus!r}: three numbers, for 1-, 2- and 3-grams"
+            f"PIPELINE_CHAT_COPY_BONUS={settings.chat.chat_copy_bonus!r}: three numbers, for 1-, 2- and 3-grams"
         )
-    return DecodingRules(copy_bonus=(bonus[0], bonus[1], bonus[2]), no_repeat=settings.chat_no_repeat)
+    return DecodingRules(copy_bonus=(bonus[0], bonus[1], bonus[2]), no_repeat=settings.chat.chat_no_repeat)
