@@ -16,7 +16,7 @@ import faust
 from faust.types.auth import CredentialsT
 
 from pipeline.security import sasl_password, sasl_user
-from pipeline.settings import Settings
+from pipeline.settings import SecuritySettings, Settings
 
 # librdkafka's special ssl.ca.location: its usual places for the system's CAs.
 # Python's default context looks in OpenSSL's default places, the same idea.
@@ -30,11 +30,11 @@ def as_monitor(settings: Settings) -> Settings:
     return settings
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext:
+def ssl_context(security: SecuritySettings) -> ssl.SSLContext:
     """A client TLS context that trusts ``PIPELINE_SSL_CA_LOCATION`` (or the system's CAs) and checks host names."""
-    if settings.security.ssl_ca_location in _SYSTEM_CAS:
+    if security.ssl_ca_location in _SYSTEM_CAS:
         return ssl.create_default_context()
-    return ssl.create_default_context(cafile=settings.security.ssl_ca_location)
+    return ssl.create_default_context(cafile=security.ssl_ca_location)
 
 
 def credentials(settings: Settings) -> CredentialsT | None:
@@ -42,7 +42,7 @@ def credentials(settings: Settings) -> CredentialsT | None:
     protocol = settings.security.security_protocol
     if protocol == "PLAINTEXT":
         return None
-    context = ssl_context(settings) if protocol.endswith("SSL") else None
+    context = ssl_context(settings.security) if protocol.endswith("SSL") else None
     if not settings.sasl:
         assert context is not None  # SSL: TLS without SASL
         return faust.SSLCredentials(context)

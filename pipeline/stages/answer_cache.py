@@ -25,7 +25,7 @@ from msgspec.structs import replace
 from pipeline.errors import DecodeError
 from pipeline.messages import Answer, Request, now_ms
 from pipeline.records import Hooks, StageContext, compact
-from pipeline.settings import Settings
+from pipeline.settings import ChatSettings, Settings
 
 log = logging.getLogger("pipeline.answer_cache")
 
@@ -73,9 +73,9 @@ def versions(settings: Settings) -> str:
     )  # fmt: skip
 
 
-def reply_budget(settings: Settings, max_tokens: int | None) -> int:
+def reply_budget(chat: ChatSettings, max_tokens: int | None) -> int:
     """New tokens a reply may have: the request's ``max_tokens``, bounded by the setting."""
-    return max(1, min(max_tokens or settings.chat.chat_default_tokens, settings.chat.chat_max_tokens))
+    return max(1, min(max_tokens or chat.chat_default_tokens, chat.chat_max_tokens))
 
 
 def cache_key(task: str, text: str, budget: int, version: str) -> bytes:
@@ -147,7 +147,7 @@ class AnswerCache(Hooks):
         """The cached answer to ``request`` (its own id, marked cached), or None."""
         if request.task not in CACHED_TASKS or request.session or not self.version or request.text is None:
             return None
-        key = cache_key(request.task, request.text, reply_budget(self.settings, request.max_tokens), self.version)
+        key = cache_key(request.task, request.text, reply_budget(self.settings.chat, request.max_tokens), self.version)
         with self.lock:
             value = self.lru.get(key, now_ms())
         if value is None:

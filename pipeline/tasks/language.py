@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError, InvalidRequestError
 from pipeline.messages import Part, Request
-from pipeline.settings import Settings
+from pipeline.settings import FaqSettings, Settings
 
 _LANG = re.compile(r"^[a-z]{2,3}(?:[-_][a-z0-9]{2,8})*$")
 
@@ -66,15 +66,15 @@ def route_key(task: str, lang: str) -> str:
     return f"{task}:{lang}"
 
 
-def multilingual_languages(settings: Settings) -> tuple[str, ...]:
+def multilingual_languages(faq: FaqSettings) -> tuple[str, ...]:
     """The languages the multilingual faq pair serves (those its KB names); () when it is off."""
-    if not settings.faq.faq_multilingual_model:
+    if not faq.faq_multilingual_model:
         return ()
-    languages = _kb_languages(Path(settings.faq.faq_multilingual_kb))
+    languages = _kb_languages(Path(faq.faq_multilingual_kb))
     if not languages:
         raise ConfigError(
             'the multilingual faq knowledge base names no language: add "language": "zh" (or a list)',
-            where=str(settings.faq.faq_multilingual_kb),
+            where=str(faq.faq_multilingual_kb),
         )
     return languages
 
@@ -86,7 +86,7 @@ RETRIEVING = frozenset({"faq", "chat"})
 def task_routes(task: str, settings: Settings) -> dict[str, Settings]:
     """Every route of ``task`` by key: ``{task: settings}``, plus ``<task>:<lang>`` routes for faq and chat."""
     routes = {task: settings}
-    languages = multilingual_languages(settings) if task in RETRIEVING else ()
+    languages = multilingual_languages(settings.faq) if task in RETRIEVING else ()
     if languages:
         multilingual = settings.replace(
             faq_model=settings.faq.faq_multilingual_model,
@@ -107,7 +107,7 @@ def request_route(request: Request, settings: Settings) -> str:
     """The route key of ``request``: ``<task>:<lang>`` when the multilingual pair reads it, else the task."""
     if request.task in RETRIEVING:
         lang = request_language(request)
-        if lang in multilingual_languages(settings):
+        if lang in multilingual_languages(settings.faq):
             return route_key(request.task, lang)
     return request.task
 

@@ -49,9 +49,9 @@ def test_no_chat_model_is_not_the_working_folder(tmp_path: Path, monkeypatch: py
 
 def test_reply_budget_is_bounded_by_the_setting() -> None:
     settings = Settings.of(chat_default_tokens=100, chat_max_tokens=200)
-    assert reply_budget(settings, None) == 100
-    assert reply_budget(settings, 150) == 150
-    assert reply_budget(settings, 10_000) == 200
+    assert reply_budget(settings.chat, None) == 100
+    assert reply_budget(settings.chat, 150) == 150
+    assert reply_budget(settings.chat, 10_000) == 200
 
 
 def test_lru_is_bounded_by_bytes_evicting_the_least_recently_used() -> None:
@@ -87,7 +87,7 @@ def test_filter_answers_a_repeated_chat_request_from_the_cache(tmp_path: Path) -
     settings = _settings(tmp_path)
     cache = AnswerCache(settings)
     request = Request("r2", "chat", text="Where is  my order?")
-    key = cache_key("chat", "where is my order?", reply_budget(settings, None), cache.version)
+    key = cache_key("chat", "where is my order?", reply_budget(settings.chat, None), cache.version)
     earlier = Answer.success("r1", "chat", {"reply": "It is on its way."})
     cache.followed(key, earlier.encode(), 0.0 + 1e13)  # written "now" (far future for the age bound)
     record = Record("requests", 0, 0, b"r2", request.encode())
@@ -108,7 +108,7 @@ def test_filter_answers_a_repeated_chat_request_from_the_cache(tmp_path: Path) -
 def test_an_answer_cached_for_another_model_is_not_served(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     old = AnswerCache(settings)
-    key = cache_key("chat", "hi", reply_budget(settings, None), old.version)
+    key = cache_key("chat", "hi", reply_budget(settings.chat, None), old.version)
     (tmp_path / "new-weights.bin").write_bytes(b"new")
     new = AnswerCache(settings.replace())
     new.followed(key, Answer.success("r1", "chat", {"reply": "old"}).encode(), 1e13)

@@ -179,8 +179,8 @@ def test_bm25s_still_scores_and_jax_stays_importable(tmp_path: Path) -> None:
 
 
 def test_a_budget_sets_the_cuda_arena_limit_and_its_growth() -> None:
-    assert cuda_options(Settings()) == {}
-    assert cuda_options(Settings.of(gpu_mem_limit_mb=2048)) == {
+    assert cuda_options(Settings().infer) == {}
+    assert cuda_options(Settings.of(gpu_mem_limit_mb=2048).infer) == {
         "gpu_mem_limit": 2048 << 20,
         "arena_extend_strategy": "kSameAsRequested",
     }
@@ -207,9 +207,9 @@ def test_members_must_fit_the_device() -> None:
     assert gpu_members(counts, budget) == 5
     assert gpu_members(counts, budget.replace(provider="cpu", generate_provider="cpu")) == 0
     h200 = 143_771
-    assert "of 143771 MiB" in check_fit(4, budget, h200)
+    assert "of 143771 MiB" in check_fit(4, budget.infer, h200)
     with pytest.raises(ConfigError, match=r"5 GPU members × \(30000 \+ 1024 MiB context\)"):
-        check_fit(5, budget, h200)
+        check_fit(5, budget.infer, h200)
     assert 4 * (30_000 + CONTEXT_MB) <= h200 < 5 * (30_000 + CONTEXT_MB)
-    assert "not checked" in check_fit(4, budget, None)  # a CPU host: the total is not knowable
+    assert "not checked" in check_fit(4, budget.infer, None)  # a CPU host: the total is not knowable
     assert "no budget" in check_fit(4, Settings(), h200)

@@ -184,7 +184,7 @@ class Generate(StatefulHooks):
             error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
             answer = Answer.failure(prompt.id, error.code, error.message, task=TASK)
             return [answer_output(answer, headers)]
-        budget = reply_budget(self.settings, prompt.max_tokens)
+        budget = reply_budget(self.settings.chat, prompt.max_tokens)
         try:
             future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token), headers.deadline_ms,
                                         process)  # fmt: skip
@@ -278,7 +278,7 @@ class Generate(StatefulHooks):
             session.add(Turn(prompt.id, prompt.text, text, tokens, used), self.settings.chat.chat_history_tokens, end)
             outputs.append(self._put(reply.record.partition, prompt.session.encode(), session.encode(), end))
         if answer.ok and not reply.history:
-            budget = reply_budget(self.settings, prompt.max_tokens)
+            budget = reply_budget(self.settings.chat, prompt.max_tokens)
             key = cache_key(TASK, prompt.text, budget, self.version)
             # Served later to requests without a session: the copy names none (not this customer's).
             shared = {**result, "session": None}

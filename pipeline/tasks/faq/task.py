@@ -27,7 +27,7 @@ from pipeline.messages import Part, Request, Result
 from pipeline.models.batching import pad, plan_batches
 from pipeline.models.packaged import prefixes_for
 from pipeline.models.tokenizer import Tokenizer, model_max_length
-from pipeline.settings import Settings
+from pipeline.settings import FaqSettings, Settings
 from pipeline.tasks.base import (
     AnswerResult,
     BaseTask,
@@ -226,17 +226,17 @@ def build_kb_index(
         answer_matrix=answer_matrix,
         title_matrix=title_matrix,
         lexical=Lexical(documents, synonyms=synonyms),
-        weights=weights_of(settings),
+        weights=weights_of(settings.faq),
         unsure_margin=settings.faq.faq_unsure_margin,
     )
 
 
-def weights_of(settings: Settings) -> Weights:
+def weights_of(faq: FaqSettings) -> Weights:
     """The fusion weights ``settings`` name."""
     return Weights(
-        answer=settings.faq.faq_answer_weight,
-        lexical=settings.faq.faq_lexical_weight,
-        title=settings.faq.faq_title_weight,
+        answer=faq.faq_answer_weight,
+        lexical=faq.faq_lexical_weight,
+        title=faq.faq_title_weight,
     )
 
 
