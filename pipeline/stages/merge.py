@@ -32,12 +32,13 @@ import orjson
 
 from pipeline.catalog import CATALOG
 from pipeline.errors import ERROR_CODES, DecodeError, PipelineError
-from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
+from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms, passed
 from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
-from pipeline.stages.base import answer_output, dead_letter
+from pipeline.stages.base import BadRecords, answer_output
 
 STAGE = "merge"
+BAD = BadRecords(STAGE, answers=False)  # a bad record is dead-lettered; merge answers its request
 
 log = logging.getLogger("pipeline.merge")
 
@@ -124,7 +125,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
         try:
             expect = Expect.decode(record.value)
         except DecodeError as exc:
-            return Step(state, [dead_letter(record, exc.at(record.where), STAGE)])
+            return Step(state, BAD.outputs(record, exc))
         gather.of, gather.task = expect.of, expect.task
         gather.absorb(headers)
     elif control is Control.DEADLINE:
@@ -134,7 +135,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
             result = Result.decode(record.value)
         except DecodeError as exc:
             # Dead-letter only: the request is still answered, by its deadline.
-            return Step(state, [dead_letter(record, exc.at(record.where), STAGE)])
+            return Step(state, BAD.outputs(record, exc))
         gather.absorb(headers)
         gather.task, gather.of = result.task, gather.of or result.of
         error = result.output.get("error")
@@ -150,7 +151,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
         if merged.ok and merged.result is not None and delivers != "answers":
             return _hand_off(gather, delivers, request_id, merged.result, now)
         return _answer(gather, merged, now)
-    if gather.deadline_ms is not None and now >= gather.deadline_ms:
+    if passed(gather.deadline_ms, now):
         return _answer(gather, _overdue(request_id, gather), now)
     return Step(gather)
 
@@ -238,7 +239,7 @@ class Merger(StatefulHooks):
         for record in records:
             if not record.key:
                 error = DecodeError("result without a key: cannot tell which request it belongs to")
-                outputs.append(dead_letter(record, error.at(record.where), STAGE))
+                outputs.extend(BAD.outputs(record, error))
                 continue
             before = self.table.get(record.partition, record.key)
             outcome = step(Gather.decode(before) if before else None, record, self.settings, now)
