@@ -28,11 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from pipeline.catalog import CATALOG
 from pipeline.errors import ERROR_CODES, DecodeError, PipelineError
 from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms, passed
+from pipeline.messages.codec import Codec, Int, encode
 from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.base import BadRecords, answer_output
@@ -43,50 +45,25 @@ BAD = BadRecords(STAGE, answers=False)  # a bad record is dead-lettered; merge a
 log = logging.getLogger("pipeline.merge")
 
 
-@dataclass
-class Gather:
-    """What merge knows about one request."""
+class Gather(msgspec.Struct):
+    """What merge knows about one request: its state-table value, a typed struct with a validating codec."""
 
     task: str | None = None
-    of: int | None = None
-    deadline_ms: int | None = None
-    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
-    hops: dict[str, float] = field(default_factory=dict)
+    of: Int | None = None
+    deadline_ms: Int | None = None
+    parts: dict[int, dict[str, Any]] = msgspec.field(default_factory=dict)
+    hops: dict[str, float] = msgspec.field(default_factory=dict)
     traceparent: str | None = None
     done_ms: float | None = None
     # The results partition the request's records arrive on: ticks go there too.
-    partition: int | None = None
+    partition: Int | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "task": self.task,
-                "of": self.of,
-                "deadline_ms": self.deadline_ms,
-                "parts": {str(k): v for k, v in self.parts.items()},
-                "hops": self.hops,
-                "traceparent": self.traceparent,
-                "done_ms": self.done_ms,
-                "partition": self.partition,
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Gather:
-        if not data:
-            return cls()
-        obj = orjson.loads(data)
-        return cls(
-            task=obj.get("task"),
-            of=obj.get("of"),
-            deadline_ms=obj.get("deadline_ms"),
-            parts={int(k): v for k, v in (obj.get("parts") or {}).items()},
-            hops=obj.get("hops") or {},
-            traceparent=obj.get("traceparent"),
-            done_ms=obj.get("done_ms"),
-            partition=obj.get("partition"),
-        )
+        return _GATHER.decode(data) if data else cls()
 
     def absorb(self, headers: Headers) -> None:
         """Keep the deadline, trace and the latest time of each hop seen so far."""
@@ -97,6 +74,9 @@ class Gather:
 
     def headers(self) -> Headers:
         return Headers(self.deadline_ms, self.traceparent, dict(self.hops)).stamped(STAGE)
+
+
+_GATHER = Codec(Gather, "merge state")
 
 
 @dataclass
