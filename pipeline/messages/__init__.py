@@ -25,7 +25,7 @@ records and dead-letter reasons), ``codec`` (the one msgspec codec they share: e
 
 from pipeline.messages.chat import Chunk, Prompt, Reassembly
 from pipeline.messages.codec import recover_request_id
-from pipeline.messages.control import CONTROL_HEADER, DEAD_LETTER_PREFIX, Control, DeadLetterReason, Expect
+from pipeline.messages.control import CONTROL_HEADER, DEAD_LETTER_PREFIX, Control, DeadLetterReason, Expect, Expiry
 from pipeline.messages.deadline import fix_deadline, left_ms, now_ms, passed
 from pipeline.messages.headers import (
     DEADLINE_HEADER,
@@ -55,6 +55,7 @@ __all__ = [
     "DeadLetterReason",
     "ErrorInfo",
     "Expect",
+    "Expiry",
     "HeaderList",
     "Headers",
     "KafkaHeaders",

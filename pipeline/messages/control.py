@@ -67,6 +67,38 @@ class Expect(msgspec.Struct, frozen=True):
 _EXPECT = Codec(Expect, "expect")
 
 
+class Expiry(msgspec.Struct, frozen=True):
+    """generate's sweep of the idle sessions of one ``prompts`` partition, in one control record.
+
+    One record per partition and scan, not one per session: after a restart
+    hundreds of sessions may fall due at once, and each record would take a
+    place in a batch ahead of real prompts. Session ids are hex (keys are bytes).
+    An expire record without ``sessions`` (an older member's) expires its own key.
+    """
+
+    sessions: list[str] = []
+
+    def encode(self) -> bytes:
+        return encode(self)
+
+    @classmethod
+    def of(cls, keys: list[bytes]) -> Expiry:
+        return cls([key.hex() for key in keys])
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> Expiry:
+        return _EXPIRY.decode(data)
+
+    def keys(self) -> list[bytes]:
+        try:
+            return [bytes.fromhex(key) for key in self.sessions]
+        except ValueError as exc:
+            raise DecodeError(f"expiry: a session id is not hex: {exc}") from exc
+
+
+_EXPIRY = Codec(Expiry, "expiry")
+
+
 DEAD_LETTER_PREFIX = "pipeline-dlq-"
 
 

@@ -213,9 +213,32 @@ def test_idle_sessions_expire_through_a_control_record(engine: ScriptedEngine) -
     stage.tick(now_ms())
     expire = [o for o in sent.outputs if o.topic == "prompts"]
     assert len(expire) == 1 and Control.of(expire[0].headers) is Control.EXPIRE and expire[0].key == b"s"
-    outputs = stage([Record("prompts", 0, 5, b"s", b"{}", expire[0].headers)])
+    outputs = stage([Record("prompts", 0, 5, b"s", expire[0].value, expire[0].headers)])
     assert outputs == [Output("sessions", b"s", None, partition=0)]
     assert table.get(0, b"s") is None
+    # An older member's expiry record names no sessions: it expires its own key.
+    stage([prompt_record("r2", "hi", session="t")])
+    time.sleep(0.06)
+    assert stage([Record("prompts", 0, 6, b"t", b"{}", expire[0].headers)]) == [
+        Output("sessions", b"t", None, partition=0)
+    ]
+
+
+def test_many_idle_sessions_are_swept_in_one_record_per_partition(engine: ScriptedEngine) -> None:
+    # After a restart hundreds of sessions fall due at once; one record each would queue ahead of real prompts.
+    stage, sent, table = make_stage(engine, session_ttl_ms=50)
+    old = orjson.dumps({"turns": [], "last_ms": now_ms() - 60_000})
+    for partition in (0, 1):
+        for n in range(300):
+            table.partitions.setdefault(partition, {})[f"s{partition}-{n}".encode()] = old  # as restored
+    stage.assigned([0, 1])
+    stage.tick(now_ms())
+    sweeps = [o for o in sent.outputs if o.topic == "prompts"]
+    assert sorted(o.partition for o in sweeps) == [0, 1]
+    stage.tick(now_ms())  # sent already: not again until the resend interval
+    assert len([o for o in sent.outputs if o.topic == "prompts"]) == 2
+    deleted = stage([Record("prompts", o.partition or 0, 9, o.key, o.value, o.headers) for o in sweeps])
+    assert len(deleted) == 600 and all(o.topic == "sessions" and o.value is None for o in deleted)
 
 
 def test_a_bad_prompt_is_answered_and_dead_lettered(engine: ScriptedEngine) -> None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import ConfigError, DeadlineExceededError, DecodeError
-from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, left_ms, now_ms, passed
+from pipeline.messages import Answer, Chunk, Control, Expiry, Headers, Prompt, left_ms, now_ms, passed
 from pipeline.models.constraints import Vocabulary
 from pipeline.models.generator import Generated, Generator, TextStream
 from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
@@ -50,7 +50,7 @@ from pipeline.stages.answer_cache import cache_key, reply_budget, versions
 from pipeline.stages.base import BadRecords, answer_output
 from pipeline.stages.generate.grounding import CheckedStream
 from pipeline.stages.generate.prompting import chat_messages, count_tokens, grounded_plan, grounded_sequence, prompt_ids
-from pipeline.stages.generate.sessions import Session, Turn
+from pipeline.stages.generate.sessions import IdleSessions, Session, Turn
 from pipeline.tasks.faq.task import FALLBACK, FALLBACK_ZH
 from pipeline.tasks.language import detect_language
 
@@ -59,7 +59,6 @@ BAD = BadRecords(STAGE, answers=True)  # a bad request is answered and dead-lett
 TASK = "chat"
 # How often idle sessions are looked for, and how long before an expire record is sent again.
 EXPIRE_SCAN_MS = 1_000.0
-EXPIRE_RESEND_MS = 10_000.0
 
 log = logging.getLogger("pipeline.generate")
 
@@ -104,8 +103,7 @@ class Generate(StatefulHooks):
         self.lock = threading.Lock()
         # The reply last started per session: a follow-up waits for it.
         self.tails: dict[bytes, Future[list[Output]]] = {}
-        self.last_seen: dict[tuple[int, bytes], float] = {}
-        self.expire_sent: dict[tuple[int, bytes], float] = {}
+        self.idle = IdleSessions()
         # Sequences in the engine at once (its continuous batch): the member's bound.
         self.slots = threading.BoundedSemaphore(settings.chat.generate_max_sequences)
         self.languages = {code.strip() for code in settings.chat.chat_languages.split(",") if code.strip()}
@@ -125,7 +123,7 @@ class Generate(StatefulHooks):
         """Begin one record: an expiry is applied at once; a prompt is queued into the engine."""
         key = record.key or b""
         if Control.of(record.headers) is Control.EXPIRE:
-            return self._expire(record.partition, key)
+            return self._sweep(record)
         try:
             prompt = Prompt.decode(record.value)
         except DecodeError as exc:
@@ -322,13 +320,16 @@ class Generate(StatefulHooks):
             return Session()
 
     def _put(self, partition: int, key: bytes, value: bytes | None, now: float) -> Output:
-        with self.lock:
-            if value is None:
-                self.last_seen.pop((partition, key), None)
-            else:
-                self.last_seen[(partition, key)] = now
-            self.expire_sent.pop((partition, key), None)
+        self.idle.seen(partition, key, None if value is None else now)
         return self.table.put(partition, key, value)
+
+    def _sweep(self, record: Record) -> list[Output]:
+        """An expiry record: each idle session it names (its own key, from an older member) is deleted."""
+        try:
+            keys = Expiry.decode(record.value).keys() or [record.key or b""]
+        except DecodeError as exc:
+            return BAD.outputs(record, exc)
+        return [output for key in keys for output in self._expire(record.partition, key)]
 
     def _expire(self, partition: int, key: bytes) -> list[Output]:
         with self.lock:
@@ -356,35 +357,22 @@ class Generate(StatefulHooks):
                     last = Session.decode(value).last_ms
                 except DecodeError:
                     last = 0.0
-                with self.lock:
-                    self.last_seen[(partition, key)] = last
+                self.idle.seen(partition, key, last)
                 held += 1
         log.info("generate holds %d sessions of partitions %s", held, partitions)
 
     def revoked(self, partitions: list[int]) -> None:
-        gone = set(partitions)
-        with self.lock:
-            for place in [p for p in self.last_seen if p[0] in gone]:
-                self.last_seen.pop(place, None)
-                self.expire_sent.pop(place, None)
+        self.idle.revoked(partitions)
 
     def start(self, context: StageContext) -> None:
         super().start(context)
         context.schedule(EXPIRE_SCAN_MS, self.tick)
 
     def tick(self, now: float) -> None:
-        """Every EXPIRE_SCAN_MS: expire idle sessions through a control record."""
+        """Every EXPIRE_SCAN_MS: sweep idle sessions through expiry control records."""
         assert self.send is not None  # scheduled at start
-        ttl = self.settings.chat.session_ttl_ms
-        with self.lock:
-            due = [
-                place for place, last in self.last_seen.items()
-                if now - last >= ttl and now - self.expire_sent.get(place, -EXPIRE_RESEND_MS) >= EXPIRE_RESEND_MS
-            ]  # fmt: skip
-            for place in due:
-                self.expire_sent[place] = now
-        for partition, key in due:
-            self.send(Output("prompts", key, b"{}", [Control.EXPIRE.header()], partition=partition))
+        for output in self.idle.sweeps(now, self.settings.chat.session_ttl_ms):
+            self.send(output)
 
 
 def build(settings: Settings) -> StageLogic:
