@@ -12,12 +12,13 @@ and the p99 (docs/reliability.md: <= 0.1 % and <= 2 s).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.flow import STAGE_NAMES
 from pipeline.operations.groups import group_members
+from pipeline.settings import Settings
 from pipeline.settings_env import GROUP_PROTOCOLS
 from pipeline.tools.bench.loadgen import Arrival
 from pipeline.tools.chaos.cluster import ChaosBroker, Pipeline, process_ids, running
@@ -42,6 +43,8 @@ class Change:
     p99_ms: float | None
     up_s: float | None  # resize to 2 until every group had 2 members turning their loops
     down_s: float | None  # resize to 1 until every group had 1 member and the retired ones had exited
+    up_p99_ms: float | None = None  # requests sent from the scale-up until the scale-down began
+    down_p99_ms: float | None = None  # requests sent from the scale-down on
 
     @property
     def not_ok_share(self) -> float:
@@ -57,7 +60,8 @@ class Change:
         return (
             f"{self.protocol}: during the change ({self.seconds:.0f} s) {self.sent} sent, "
             f"{self.not_ok + self.unanswered} not ok ({self.not_ok_share:.2%}), p50 {ms(self.p50_ms)}, "
-            f"p99 {ms(self.p99_ms)}; scale up settled in {s(self.up_s)}, down in {s(self.down_s)}"
+            f"p99 {ms(self.p99_ms)} (sent while scaling up {ms(self.up_p99_ms)}, down {ms(self.down_p99_ms)}); "
+            f"scale up settled in {s(self.up_s)}, down in {s(self.down_s)}"
         )
 
 
@@ -101,25 +105,30 @@ def settle(pipeline: Pipeline, count: int, timeout_s: float) -> float | None:
     return None
 
 
-def scale_under_load(broker: ChaosBroker, opts_rate: float, short: bool, timeout_ms: int, protocol: str,
-                     say: Say) -> tuple[Row, Change]:  # fmt: skip
-    """One protocol: steady load, every answer-path stage to 2 members and back to 1; the row and the change."""
+def scale_under_load(settings: Settings, rate: float, short: bool, timeout_ms: int, protocol: str, say: Say,
+                     broker: ChaosBroker | None = None) -> tuple[Row, Change]:  # fmt: skip
+    """One protocol: steady load, every answer-path stage to 2 members and back to 1; the row and the change.
+
+    ``settings``: the broker to run on (``broker``: the suite's own, whose memory is sampled too).
+    """
     if protocol not in GROUP_PROTOCOLS:
         raise ValueError(f"group protocol {protocol!r}: use one of {', '.join(GROUP_PROTOCOLS)}")
     warm, hold = (8.0, 6.0) if short else (15.0, 20.0)
     name = f"rebalance-{protocol}"
-    counts = dict.fromkeys(STAGE_NAMES, 1)
-    with running(broker.settings, counts, name, group_protocol=protocol) as pipeline:
-        load = Load(pipeline.settings, name, timeout_ms, process_ids(broker, pipeline))
-        load.start(opts_rate)
+    counts = dict.fromkeys(SCALED, 1)  # no chat in this load: generate would only take CPU
+    with running(settings, counts, name, group_protocol=protocol) as pipeline:
+        pids = process_ids(broker, pipeline) if broker is not None else pipeline.supervisor.pids
+        load = Load(pipeline.settings, name, timeout_ms, pids)
+        load.start(rate)
         time.sleep(warm)
         start = time.time()
-        say(f"{name}: scaling {', '.join(SCALED)} to 2 under {opts_rate:.0f} requests/s")
+        say(f"{name}: scaling {', '.join(SCALED)} to 2 under {rate:.0f} requests/s")
         for stage in SCALED:
             pipeline.supervisor.resize(stage, 2)
         up_s = settle(pipeline, 2, 120.0)
         time.sleep(hold)
         say(f"{name}: scaled up in {up_s if up_s is not None else float('nan'):.1f} s; back to 1")
+        mid = time.time()
         for stage in SCALED:
             pipeline.supervisor.resize(stage, 1)
         down_s = settle(pipeline, 1, 60.0)
@@ -130,18 +139,23 @@ def scale_under_load(broker: ChaosBroker, opts_rate: float, short: bool, timeout
         load.drain(say)
         acked = dict(load.sender.acked)
         row = load.row([], pipeline.restarts(), pipeline.startup_restarts)
-    change = window(protocol, acked, load.reader.snapshot(), start, end, up_s, down_s)
-    row.notes.append(f"{opts_rate:.1f} requests/s; {', '.join(SCALED)} 1 -> 2 -> 1")
+    arrivals = load.reader.snapshot()
+    change = dataclasses.replace(
+        window(protocol, acked, arrivals, start, end, up_s, down_s),
+        up_p99_ms=window(protocol, acked, arrivals, start, mid).p99_ms,
+        down_p99_ms=window(protocol, acked, arrivals, mid, end).p99_ms,
+    )
+    row.notes.append(f"{rate:.1f} requests/s; {', '.join(SCALED)} 1 -> 2 -> 1")
     row.notes.append(change.line())
     return row, change
 
 
 def rebalance_classic(broker: ChaosBroker, opts: Options, say: Say) -> Row:
-    return scale_under_load(broker, opts.rate, opts.short, opts.timeout_ms, "classic", say)[0]
+    return scale_under_load(broker.settings, opts.rate, opts.short, opts.timeout_ms, "classic", say, broker)[0]
 
 
 def rebalance_consumer(broker: ChaosBroker, opts: Options, say: Say) -> Row:
-    return scale_under_load(broker, opts.rate, opts.short, opts.timeout_ms, "consumer", say)[0]
+    return scale_under_load(broker.settings, opts.rate, opts.short, opts.timeout_ms, "consumer", say, broker)[0]
 
 
 SCENARIOS: dict[str, Scenario] = {"rebalance-classic": rebalance_classic, "rebalance-consumer": rebalance_consumer}

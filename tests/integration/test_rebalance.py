@@ -1,0 +1,93 @@
+"""Group changes under traffic, measured from outside with a plain Kafka client (issue 20 points 3 and 5).
+
+* Scaling every answer-path stage up and back down while requests flow: the
+  requests sent during the change are answered ok (<= 0.1 % not) and fast
+  (p99 bounded), on the default group protocol (docs/reliability.md).
+* A member paused (SIGSTOP) past its session timeout: its partitions move to
+  the other member while it sleeps; resumed, it is fenced (its group
+  generation and its producer's epoch are stale) and nothing it had in hand
+  is lost or answered twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from confluent_kafka.admin import AdminClient
+
+from pipeline.runtime.config import admin_config
+from pipeline.settings import Settings
+from pipeline.tools.chaos.load import Load
+from pipeline.tools.chaos.rebalance import scale_under_load
+from pipeline.tools.chaos.tally import render
+from tests.integration.harness import running_pipeline
+
+# docs/reliability.md, rebalances under load: <= 0.1 % not ok and p99 <= 2 s during the change. The
+# short run sends about 150 requests during it: one not ok is already 0.7 %, so none may be.
+NOT_OK_SHARE = 0.001
+P99_DURING_CHANGE_MS = 2_000.0
+
+
+def test_scaling_every_stage_up_and_down_under_traffic_keeps_answers_ok_and_fast(kafka: Settings) -> None:
+    row, change = scale_under_load(kafka, 10.0, True, 30_000, kafka.group_protocol, print)
+    print(render([row]))
+    assert (row.lost, row.duplicated, row.restarts) == (0, 0, 0), render([row])
+    assert change.sent >= 100, change.line()
+    assert change.up_s is not None and change.down_s is not None, change.line()
+    broken = [
+        rule
+        for rule, holds in (
+            (f"<= {NOT_OK_SHARE:.1%} not ok", change.not_ok_share <= NOT_OK_SHARE),
+            (f"p99 <= {P99_DURING_CHANGE_MS:.0f} ms", (change.p99_ms or 0.0) <= P99_DURING_CHANGE_MS),
+        )
+        if not holds
+    ]
+    assert broken == [], f"during the change: {', '.join(broken)} broken\n{change.line()}"
+
+
+def assignment(settings: Settings, stage: str) -> dict[str, set[int]]:
+    """Each member of ``stage``'s group (by client id) and the partitions it holds now."""
+    group = settings.group(stage)
+    description = AdminClient(admin_config(settings)).describe_consumer_groups([group], request_timeout=10)[group]
+    return {
+        member.client_id: {tp.partition for tp in member.assignment.topic_partitions}
+        for member in description.result().members
+    }
+
+
+def test_a_member_paused_past_its_session_is_fenced_and_nothing_is_lost_or_doubled(settings: Settings) -> None:
+    counts = {"filter": 1, "split": 1, "infer": 2, "merge": 1}
+    paused_s = 15.0  # past the group's 10 s session timeout and the producer's 10 s transaction timeout
+    # infer-0 may come back as a new process: fenced, a member may also exit and be restarted.
+    with running_pipeline(settings, counts, kills={"infer-0": 1}) as supervisor:
+        load = Load(settings, "sigstop", 30_000, supervisor.pids)
+        load.start(10.0)
+        time.sleep(5.0)
+        before = assignment(settings, "infer")
+        pid = supervisor.pids()["infer-0"]
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            moved = None  # infer-1 holding every partition while infer-0 sleeps
+            while time.monotonic() - stopped_at < paused_s:
+                now = assignment(settings, "infer")
+                if len(now) == 1 and len(next(iter(now.values()))) == 12:
+                    moved = time.monotonic() - stopped_at
+                    break
+                time.sleep(0.5)
+            time.sleep(max(0.0, paused_s - (time.monotonic() - stopped_at)))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(15.0)
+        load.drain(print)
+        log = (supervisor.log_dir / "infer-0.log").read_text(errors="replace")
+        row = load.row([], 0)
+    print(render([row]))
+    assert len(before) == 2 and all(before.values()), f"both infer members held partitions before: {before}"
+    assert moved is not None, f"infer-0's partitions did not move to infer-1 within {paused_s:.0f} s of SIGSTOP"
+    assert (row.lost, row.duplicated) == (0, 0), render([row])
+    assert row.answers == {"ok": row.sent}, render([row])
+    # Resumed, infer-0 learnt that its session ended and gave up what it held (pipeline.runtime.runner._on_lost).
+    assert "their uncommitted work is redone by the new owner" in log, log[-3000:]
