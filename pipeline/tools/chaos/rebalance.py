@@ -23,7 +23,7 @@ from pipeline.settings_env import GROUP_PROTOCOLS
 from pipeline.tools.bench.loadgen import Arrival
 from pipeline.tools.chaos.cluster import ChaosBroker, Pipeline, process_ids, running
 from pipeline.tools.chaos.load import Load, Say
-from pipeline.tools.chaos.scenarios import Options, Scenario
+from pipeline.tools.chaos.scenarios import Options, Scenario, dump_answers
 from pipeline.tools.chaos.tally import Row, percentile
 
 SCALED = ("filter", "split", "infer", "merge")
@@ -146,6 +146,7 @@ def scale_under_load(settings: Settings, rate: float, short: bool, timeout_ms: i
         down_p99_ms=window(protocol, acked, arrivals, mid, end).p99_ms,
     )
     row.notes.append(f"{rate:.1f} requests/s; {', '.join(SCALED)} 1 -> 2 -> 1")
+    dump_answers(pipeline.log_dir / "answers.jsonl", acked, arrivals)  # per request: sent, answered, code
     row.notes.append(change.line())
     return row, change
 
