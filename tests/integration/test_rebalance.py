@@ -37,7 +37,7 @@ P99_SCALING_UP_MS = 5_000.0
 
 
 def test_scaling_every_stage_up_and_down_under_traffic_keeps_answers_ok_and_fast(kafka: Settings) -> None:
-    row, change = scale_under_load(kafka, 10.0, True, 30_000, kafka.group_protocol, print)
+    row, change = scale_under_load(kafka, 10.0, True, 30_000, kafka.runtime.group_protocol, print)
     print(render([row]))
     assert (row.lost, row.duplicated, row.restarts) == (0, 0, 0), render([row])
     assert change.sent >= 100, change.line()

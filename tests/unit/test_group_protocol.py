@@ -3,8 +3,6 @@ librdkafka accepts, and the rebalance scenario counts only the requests sent dur
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from confluent_kafka import Consumer
 
@@ -20,7 +18,7 @@ BROKER_SIDE = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignm
 
 @pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_each_protocol_gives_a_consumer_librdkafka_accepts(protocol: str) -> None:
-    settings = dataclasses.replace(Settings(), group_protocol=protocol, bootstrap_servers="127.0.0.1:1")
+    settings = Settings.of(group_protocol=protocol, bootstrap_servers="127.0.0.1:1")
     config = consumer_config(settings, "g", "c", instance_id="c-0")
     if protocol == "consumer":
         assert config["group.protocol"] == "consumer"
