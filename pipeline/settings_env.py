@@ -62,6 +62,10 @@ def parse(name: str, raw: str, kind: Any) -> Any:
         raise ConfigError(f"PIPELINE_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
 
 
+GROUP_PROTOCOLS = ("classic", "consumer")
+"""librdkafka's group.protocol: the join/sync protocol, or KIP-848's broker-driven one."""
+
+
 def check_values(s: Settings) -> None:
     """Reject values and combinations that cannot work, naming the variable to fix.
 
@@ -82,6 +86,10 @@ def check_values(s: Settings) -> None:
     if s.security.sasl_mechanism not in SASL_MECHANISMS:
         raise ConfigError(
             f"PIPELINE_SASL_MECHANISM={s.security.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
+        )
+    if s.runtime.group_protocol not in GROUP_PROTOCOLS:
+        raise ConfigError(
+            f"PIPELINE_GROUP_PROTOCOL={s.runtime.group_protocol!r}: use one of {', '.join(GROUP_PROTOCOLS)}"
         )
     if s.infer.gpu_mem_limit_mb < 0:
         raise ConfigError("PIPELINE_GPU_MEM_LIMIT_MB must be 0 (no limit) or positive")

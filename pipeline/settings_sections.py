@@ -127,6 +127,11 @@ class RuntimeSettings:
     # librdkafka's max.poll.interval.ms for every stage. The runner keeps
     # polling while a batch runs, so only a hung process gets near it.
     max_poll_interval_ms: int = 60_000
+    # The consumer group protocol of every stage (issue 20 point 3; measured side by side in
+    # docs/reliability.md, `pipeline chaos rebalance`): "classic" (join/sync, cooperative-sticky
+    # assignment) or "consumer" (KIP-848: the broker assigns, members never stop for one another).
+    # Session timeout and heartbeat are then the broker's (group.consumer.*), not the client's.
+    group_protocol: str = "classic"
 
     def __post_init__(self) -> None:
         # A guarantee given as its name (replace, tests, flags) becomes the typed value;

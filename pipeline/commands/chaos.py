@@ -16,12 +16,29 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.settings import Settings
 
-ORDER = ("kill-each", "broker-restart", "broker-outage", "stop-infer", "sigterm", "overload", "soak", "fuzz")
+ORDER = (
+    "kill-each",
+    "broker-restart",
+    "broker-outage",
+    "stop-infer",
+    "sigterm",
+    "overload",
+    "soak",
+    "fuzz",
+    "rebalance-classic",
+    "rebalance-consumer",
+)
+# Names that run several scenarios: `pipeline chaos rebalance` is both group protocols side by side.
+GROUPS = {"all": ORDER, "rebalance": ("rebalance-classic", "rebalance-consumer")}
 
 
 def register(sub: Any) -> None:
     chaos = sub.add_parser("chaos", help="run chaos scenarios against a broker of its own; print one table")
-    chaos.add_argument("scenario", choices=(*ORDER, "all"), help="what to break ('all': each in turn)")
+    chaos.add_argument(
+        "scenario",
+        choices=(*ORDER, *GROUPS),
+        help="what to break ('all': each in turn; 'rebalance': scaling under load per group protocol)",
+    )
     chaos.add_argument("--short", action="store_true", help="a few hundred requests, under a minute of load each")
     chaos.add_argument(
         "--rate", type=float, default=10.0, help="steady requests per second (10; full kill-each: half the capacity)"
@@ -39,6 +56,7 @@ def register(sub: Any) -> None:
 
 def cmd_chaos(args: argparse.Namespace) -> int:
     from pipeline.tools.chaos.cluster import CHAOS_DIR, ChaosBroker, chaos_settings
+    from pipeline.tools.chaos.rebalance import SCENARIOS as REBALANCE
     from pipeline.tools.chaos.scenarios import SCENARIOS, Options
     from pipeline.tools.chaos.tally import Row, render
 
@@ -48,7 +66,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         controller_port=args.controller_port,
         kafka_dir=args.kafka_dir or CHAOS_DIR,
     )
-    names = ORDER if args.scenario == "all" else (args.scenario,)
+    names = GROUPS.get(args.scenario, (args.scenario,))
+    scenarios = {**SCENARIOS, **REBALANCE}
     opts = Options(short=args.short, rate=args.rate, capacity=args.capacity, timeout_ms=args.timeout_ms, seed=args.seed)
     rows: list[Row] = []
 
@@ -60,7 +79,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
             say(f"{name}: starting{' (short)' if opts.short else ''}")
             began = time.monotonic()
             try:
-                row = SCENARIOS[name](broker, opts, say)
+                row = scenarios[name](broker, opts, say)
             except PipelineError as exc:  # one scenario that cannot run does not end the others
                 row = Row(name, problems=[f"could not run: {exc}"])
             rows.append(row)

@@ -76,10 +76,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    # SIGUSR1: retired (`pipeline scale` down): stop, and hand the partitions to the others at once
+    # instead of leaving them to a successor that is not coming (pipeline.runtime.runner._leave_group).
+    leave = threading.Event()
+
+    def retire(*_: object) -> None:
+        leave.set()
+        stop.set()
+
+    signal.signal(signal.SIGUSR1, retire)
     from pipeline.runtime.liveness import exit_after_signal
 
     exit_after_signal(f"{args.stage} member {settings.runtime.member}", settings.liveness.shutdown_timeout_s)
-    run_stage(args.stage, settings, stop)
+    run_stage(args.stage, settings, stop, leave)
     return 0
 
 

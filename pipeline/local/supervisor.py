@@ -142,7 +142,7 @@ class Supervisor:
     # -- scaling: members added and retired while the others run ------------------
 
     def resize(self, stage: str, count: int) -> tuple[list[str], list[str]]:
-        """Give ``stage`` ``count`` members: start new ones, or retire the newest (SIGTERM, then reaped).
+        """Give ``stage`` ``count`` members: start new ones, or retire the newest (SIGUSR1: leave, then reaped).
 
         The others keep running; cooperative-sticky rebalancing moves only the
         partitions the new or retiring members take or give up. Returns the
@@ -165,7 +165,10 @@ class Supervisor:
             for member in sorted(active, key=lambda m: m.index)[count:]:
                 member.retiring_since = time.monotonic()
                 if member.process is not None and member.process.poll() is None:
-                    os.killpg(member.process.pid, signal.SIGTERM)
+                    # SIGUSR1, not SIGTERM: a retired member leaves its group for good, so its
+                    # partitions move now, not after the session timeout a static member's
+                    # successor would get (pipeline.runtime.runner.StageRunner._leave_group).
+                    os.killpg(member.process.pid, signal.SIGUSR1)
                 retired.append(member.name)
             self.counts[stage] = count
             return started, retired

@@ -134,13 +134,6 @@ def consumer_config(settings: Settings, group: str, client_id: str, *, instance_
             "auto.offset.reset": "earliest",
             # Only see outputs of committed transactions of the stage before.
             "isolation.level": "read_committed",
-            # Incremental rebalancing: adding an infer member moves only the
-            # partitions it takes, the others keep working.
-            "partition.assignment.strategy": "cooperative-sticky",
-            # Detect a dead member in 10 s instead of 45 s, so its partitions
-            # move to the survivors quickly.
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 2_000,
             # The runner polls while a batch runs in a worker thread, so only a
             # hung process gets near this; 60 s instead of 300 s by default.
             "max.poll.interval.ms": settings.runtime.max_poll_interval_ms,
@@ -151,12 +144,44 @@ def consumer_config(settings: Settings, group: str, client_id: str, *, instance_
             "fetch.wait.max.ms": 10,
         }
     )
+    config.update(group_protocol_config(settings))
     if instance_id is not None:
         # Static membership (KIP-345): a member restarted with the same id gets
         # its partitions back at once, without a rebalance of the whole group.
         # Its partitions wait for it up to session.timeout.ms, not longer.
         config["group.instance.id"] = instance_id
     return config
+
+
+def group_protocol_config(settings: Settings) -> ClientConfig:
+    """How the group assigns partitions and notices a dead member, per PIPELINE_GROUP_PROTOCOL."""
+    if settings.runtime.group_protocol == "consumer":
+        return {
+            # KIP-848: the broker computes each member's target assignment and
+            # members move towards it one partition at a time, heartbeating;
+            # nobody stops to rejoin when a member comes or goes. librdkafka
+            # then refuses partition.assignment.strategy, session.timeout.ms and
+            # heartbeat.interval.ms ("defined broker side"): the session
+            # (10 s) and heartbeat (0.5 s) are the broker's group.consumer.*
+            # settings (pipeline.local.broker_config). The broker's default
+            # assignor (uniform) balances partitions like cooperative-sticky.
+            "group.protocol": "consumer",
+        }
+    return {
+        # Incremental rebalancing: adding an infer member moves only the
+        # partitions it takes, the others keep working.
+        "partition.assignment.strategy": "cooperative-sticky",
+        # Detect a dead member in 10 s instead of 45 s, so its partitions
+        # move to the survivors quickly.
+        "session.timeout.ms": 10_000,
+        # A cooperative rebalance is two rounds, and members learn of the
+        # second from a heartbeat: the partitions a new member takes have no
+        # owner until then. At 2 s, scaling four stages at once left each
+        # moved partition idle 2 s per stage and p99 at 3.7 s while scaling up
+        # (docs/reliability.md); at 0.5 s it is a fraction of a second, for
+        # two small requests a second per member.
+        "heartbeat.interval.ms": 500,
+    }
 
 
 LOAD_MESSAGE_MAX_BYTES = 16 * 1024 * 1024

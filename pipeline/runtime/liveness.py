@@ -78,7 +78,7 @@ class Watchdog:
 
 
 def exit_after_signal(name: str, budget_s: float) -> None:
-    """After SIGTERM or SIGINT, end the process within ``budget_s``, whatever its main thread is blocked in.
+    """After SIGTERM, SIGINT or SIGUSR1 (retired), end the process within ``budget_s``, whatever it is blocked in.
 
     Python runs a signal's handler (which asks the loop to stop) only once the
     main thread is back in the interpreter; a librdkafka call waiting on a
@@ -95,7 +95,7 @@ def exit_after_signal(name: str, budget_s: float) -> None:
     signal.set_wakeup_fd(write, warn_on_full_buffer=False)
 
     def watch() -> None:
-        while not any(number in (signal.SIGTERM, signal.SIGINT) for number in os.read(read, 64)):
+        while not any(number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) for number in os.read(read, 64)):
             pass
         time.sleep(budget_s)
         log.critical("%s: still running %.0f s after it was told to stop; exiting (0) now, its uncommitted "

@@ -18,8 +18,8 @@ from pipeline.settings import Settings
 from pipeline.stages.filter.queue_wait import Reading
 
 
-def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
-    """Run one member of stage ``name`` until ``stop`` is set.
+def run_stage(name: str, settings: Settings, stop: threading.Event, leave: threading.Event | None = None) -> None:
+    """Run one member of stage ``name`` until ``stop`` is set (``leave`` also set: it leaves its group for good).
 
     The stage's logic (models, tokenizers) is built before the member joins
     its group: a member that is in the group but still loading would hold
@@ -51,7 +51,7 @@ def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
         follower = Follower(settings, spec.follows, logic.hooks.followed)
         follower.start()
     try:
-        runner.run(stop)
+        runner.run(stop, leave)
     finally:
         if follower is not None:
             follower.close()

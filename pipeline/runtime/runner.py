@@ -47,6 +47,7 @@ from pipeline.messages import header_list, now_ms
 from pipeline.records import Batching, Output, Record, StageContext, StageLogic, StateTable
 from pipeline.runtime import table
 from pipeline.runtime.clients import Clients, connect
+from pipeline.runtime.consumed import leave_group, next_offsets, partition_names, places, record_of
 from pipeline.runtime.delivery import TXN_CALL_TIMEOUT_S, Delivery
 from pipeline.runtime.liveness import HealthFile, Watchdog
 from pipeline.runtime.metrics import StageMetrics
@@ -91,6 +92,7 @@ class StageRunner:
         self.overlap = settings.runtime.commit_overlap
         clients = clients or connect(settings, stage, self.client_id, changelog)
         self.consumer = clients.consumer
+        self.leaving: threading.Event | None = None  # set: retired, hand the partitions over on stop
         self.lost_at: float | None = None  # when the group session ended, until the next assignment
         self._restore_rows = clients.restore
         self.buffer: deque[Message] = deque()
@@ -111,8 +113,13 @@ class StageRunner:
 
     # -- the loop ----------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """Join the group and turn the loop until ``stop`` is set; then commit what runs and leave."""
+    def run(self, stop: threading.Event, leave: threading.Event | None = None) -> None:
+        """Join the group and turn the loop until ``stop`` is set; then commit what runs and leave.
+
+        ``leave`` set too (the member is retired: scaled down): it hands its
+        partitions to the others before it closes (:func:`~pipeline.runtime.consumed.leave_group`).
+        """
+        self.leaving = leave
         budget = self.settings.liveness.stall_timeout_s
         self.watchdog.start()
         self.watchdog.beat("init_transactions", budget + TXN_CALL_TIMEOUT_S)
@@ -163,6 +170,9 @@ class StageRunner:
         self._report("stopping", force=True)
         try:
             self._finish_batch(wait=True)
+            if self.leaving is not None and self.leaving.is_set():
+                log.info("%s member %s leaving its group for good", self.stage, self.client_id)
+                leave_group(self.consumer)
         finally:
             self.executor.shutdown(wait=True)
             self.consumer.close()
@@ -236,7 +246,7 @@ class StageRunner:
         if not size:
             return
         batch = [self.buffer.popleft() for _ in range(size)]
-        records = [self._record(m) for m in batch]
+        records = [record_of(m, self.source) for m in batch]
         self.running.append((batch, self.executor.submit(self._handle, records)))
 
     def _handle(self, records: list[Record]) -> list[Output]:
@@ -289,7 +299,7 @@ class StageRunner:
     def _deliver(self, batch: Sequence[Message], outputs: Sequence[Output]) -> bool:
         """Commit a batch's outputs with its offsets; False if it was aborted (and will be redone)."""
         began = time.perf_counter()
-        if self.delivery.commit(outputs, _next_offsets(batch), self.consumer):
+        if self.delivery.commit(outputs, next_offsets(batch), self.consumer):
             self.metrics.delivered(outputs, time.perf_counter() - began)
             return True
         log.warning("%s: aborted a batch of %d records; redoing it", self.stage, len(batch))
@@ -303,7 +313,7 @@ class StageRunner:
 
     def _rewind(self, batch: Sequence[Message]) -> None:
         """Go back to the start of an aborted batch on the partitions still ours."""
-        first = CommitOrder.first_offsets(_places(batch))
+        first = CommitOrder.first_offsets(places(batch))
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         mine = [TopicPartition(t, p, offset) for (t, p), offset in first.items() if (t, p) in owned]
         self._forget(mine)  # buffered records after the batch are fetched again
@@ -323,7 +333,7 @@ class StageRunner:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # State is restored by the loop right after this poll returns (not here:
         # a long restore must not run inside librdkafka's callback).
-        log.info("%s: assigned %s", self.stage, _names(partitions))
+        log.info("%s: assigned %s", self.stage, partition_names(partitions))
         self.lost_at = None
         self.pending_assign.extend(p.partition for p in partitions)
         # librdkafka keeps a partition's pause flag after it is revoked: one
@@ -337,12 +347,12 @@ class StageRunner:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish and commit what is running while we still own its partitions,
         # then forget buffered records of the partitions we lose.
-        log.info("%s: revoked %s", self.stage, _names(partitions))
+        log.info("%s: revoked %s", self.stage, partition_names(partitions))
         self._finish_batch(wait=True)
         self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, _names(partitions))
+        log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, partition_names(partitions))
         self.delivery.outage()  # the session ended: the brokers were away, or we were
         self.lost_at = time.monotonic()
         self._discard_running()
@@ -374,26 +384,3 @@ class StageRunner:
         if pause:
             self.consumer.pause([TopicPartition(t, p) for t, p in pause])
             self.paused |= pause
-
-    def _record(self, message: Message) -> Record:
-        return Record(
-            topic=self.source,
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            key=message.key(),
-            value=message.value(),
-            headers=header_list(message.headers()),
-            timestamp_ms=float(message.timestamp()[1]),
-        )
-
-
-def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
-    return [TopicPartition(t, p, offset) for (t, p), offset in CommitOrder.next_offsets(_places(batch)).items()]
-
-
-def _places(batch: Sequence[Message]) -> list[tuple[str, int, int]]:
-    return [(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in batch]
-
-
-def _names(partitions: Sequence[TopicPartition]) -> str:
-    return ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing"

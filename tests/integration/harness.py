@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,10 +30,16 @@ LOG_ROOT = PROJECT_ROOT / ".cache" / "test-logs"
 
 
 @contextmanager
-def running_pipeline(settings: Settings, counts: dict[str, int], **overrides: Any) -> Iterator[Supervisor]:
+def running_pipeline(
+    settings: Settings, counts: dict[str, int], *, kills: Mapping[str, int] | None = None, **overrides: Any
+) -> Iterator[Supervisor]:
     """The stages as processes, logging to .cache/test-logs/<prefix>/ (kept for post-mortems).
 
     ``overrides`` are Settings fields the members get on top of ``settings``.
+    A member that exits unasked fails the test when the block ends (issue 20
+    point 5): the supervisor restarts it, so the test's requests are still
+    answered, and only this check says a member crashed. ``kills``: the
+    members the test kills on purpose, and how many times at most each.
     """
     log_dir = LOG_ROOT / settings.kafka.prefix.rstrip("-")
     prepare(settings, say=lambda *_: None)
@@ -49,6 +55,9 @@ def running_pipeline(settings: Settings, counts: dict[str, int], **overrides: An
         watcher.start()
         try:
             yield supervisor
+            watching.set()
+            watcher.join(5)
+            check_no_restarts(supervisor, kills or {})
         finally:
             watching.set()
             watcher.join(5)
@@ -58,6 +67,29 @@ def running_pipeline(settings: Settings, counts: dict[str, int], **overrides: An
             delete_prefixed(settings)
         except PipelineError as exc:  # a leftover never fails the test that made it
             warnings.warn(f"could not clean up prefix {settings.kafka.prefix}: {exc}", stacklevel=1)
+
+
+def unexpected_restarts(supervisor: Supervisor, kills: Mapping[str, int]) -> dict[str, int]:
+    """Members that exited (restarted, or dead and waiting to be) more often than the test killed them."""
+    found = {}
+    for member in supervisor.members:
+        if member.retiring_since is not None:  # scaled down: asked to exit
+            continue
+        exits = member.restarts + (member.process is not None and member.process.poll() is not None)
+        if exits > kills.get(member.name, 0):
+            found[member.name] = exits
+    return found
+
+
+def check_no_restarts(supervisor: Supervisor, kills: Mapping[str, int]) -> None:
+    """Fail with each crashed member's log tail if any member exited that the test did not kill."""
+    crashed = unexpected_restarts(supervisor, kills)
+    if crashed:
+        logs = "\n".join(
+            f"--- {name}.log\n{(supervisor.log_dir / f'{name}.log').read_text(errors='replace')[-3000:]}"
+            for name in sorted(crashed)
+        )
+        raise AssertionError(f"members exited unasked (exits; kills allowed {dict(kills)}): {crashed}\n{logs}")
 
 
 def _watch(supervisor: Supervisor, stop: threading.Event) -> None:

@@ -124,7 +124,7 @@ def test_generate_killed_mid_conversation_loses_no_turn_and_answers_once(broker:
     sessions, turns = 6, 4
     answers: dict[str, Answer] = {}
     lock = threading.Lock()
-    with running_pipeline(settings, COUNTS) as supervisor, Client(settings) as client:
+    with running_pipeline(settings, COUNTS, kills={"generate-0": 1}) as supervisor, Client(settings) as client:
 
         def converse(s: int) -> None:
             for t in range(turns):

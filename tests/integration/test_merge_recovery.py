@@ -45,7 +45,7 @@ def wait_all(futures: dict[str, Future[Answer]], timeout_s: float) -> dict[str, 
 def full_pipeline(broker: str) -> Iterator[tuple[Settings, Supervisor]]:
     settings = fresh_settings(broker)
     counts = {"filter": 1, "split": 1, "infer": 1, "merge": 1}
-    with running_pipeline(settings, counts) as supervisor:
+    with running_pipeline(settings, counts, kills={"merge-0": 1}) as supervisor:  # its test kills merge once
         yield settings, supervisor
 
 

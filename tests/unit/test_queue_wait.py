@@ -149,3 +149,56 @@ def test_a_stopped_member_sheds_only_what_is_sent_to_its_partitions() -> None:
     for r in requests:
         expected = 5.0 if r in slow else 0.3
         assert request_wait_s(result, r) == pytest.approx(expected)
+
+
+def simulate(rate: float, capacity: float, idle_s: float, load_s: float) -> list[tuple[float, float, float]]:
+    """One partition after ``idle_s`` of nothing, then ``rate`` records/s for ``load_s``; its member takes what
+    is there (at most ``capacity``/s) every 0.25 s and commits it. Per reading (every second): when, the
+    predicted wait of a record appended then, and the wait it really had."""
+    tick, arrivals, committed, t = 0.01, [], 0, 0.0
+    waits = Waits()
+    readings: list[tuple[float, float, float]] = []
+    consumed_at: dict[int, float] = {}
+    while t < idle_s + load_s:
+        t = round(t + tick, 2)
+        if t > idle_s and len(arrivals) < (t - idle_s) * rate:
+            arrivals.append(t)
+        if round(t * 100) % 25 == 0:  # a batch: up to a quarter second's capacity, committed at once
+            take = min(len(arrivals) - committed, int(capacity * 0.25))
+            for offset in range(committed, committed + take):
+                consumed_at[offset] = t
+            committed += take
+        if round(t * 100) % 100 == 60:  # filter's reading, between batches
+            lag = len(arrivals) - committed
+            age = t - arrivals[committed] if lag > 0 else 0.0
+            predicted = waits.update({"infer": {0: PartitionQueue(committed, len(arrivals), age)}}, t)["infer"][0]
+            readings.append((t, predicted, float(len(arrivals))))
+    # The real wait of a record appended at each reading: when the record after the then-last was consumed.
+    return [
+        (at, predicted, consumed_at.get(int(end), idle_s + load_s) - at if at > idle_s else 0.0)
+        for at, predicted, end in readings
+    ]
+
+
+def test_at_load_onset_after_idle_the_wait_is_not_overpredicted() -> None:
+    """Half of capacity after a minute of nothing: records wait at most a batch cycle, and so says the model.
+
+    With the rate over the whole window (the idle seconds in it), the first seconds of load predicted
+    several seconds for a quarter second's wait (issue 20: 24.8 s predicted for a real p99 of 0.86 s)."""
+    readings = simulate(rate=20.0, capacity=40.0, idle_s=60.0, load_s=30.0)
+    onset = [(at, predicted, real) for at, predicted, real in readings if at > 60.0]
+    assert max(real for _, _, real in onset) <= 0.3
+    worst = max(onset, key=lambda reading: reading[1])
+    assert worst[1] <= 1.0, f"at {worst[0] - 60:.1f} s into the load: predicted {worst[1]:.1f} s, real {worst[2]:.2f} s"
+
+
+def test_under_three_times_overload_the_wait_is_still_predicted_early() -> None:
+    """3x capacity after idle: the queue grows from the first second and the model keeps up with it (a 30 s
+    deadline is shed from when the real wait passes 20 s, as before)."""
+    readings = simulate(rate=120.0, capacity=40.0, idle_s=60.0, load_s=30.0)
+    # From the third second on, while the real waits are known (the run ends 30 s into the load).
+    loaded = [(at - 60.0, predicted, real) for at, predicted, real in readings if 63.0 < at < 72.0]
+    for since, predicted, real in loaded:
+        assert predicted >= 0.6 * real, f"{since:.1f} s into the overload: predicted {predicted:.1f} s, real {real:.1f}"
+    shed_from = next(at - 60.0 for at, predicted, _ in readings if at > 60.0 and predicted * 1.5 >= 30.0)
+    assert shed_from <= 14.0  # the real wait passes 20 s about 10 s in (2 s more every second)

@@ -24,6 +24,18 @@ as its head has already waited: nothing says when it resumes, a guess of
 rate from before the stall, spread over the window, would predict minutes for
 a member merely paused. Before a rate is known the head's age stands in.
 
+**A rate only from time the partition was busy.** A member consumes no faster
+than records arrive: over a window in which its partition sat empty, the
+committed offsets say how little came, not how fast it could go. After the
+pipeline sat idle, a load's first seconds divided the records in flight by
+that diluted rate: "29997 ms left, but it would wait about 24792 ms" at a
+quarter of capacity, with a real p99 of 0.86 s (issue 20 point 4). So the
+rate's window starts at the last reading in which nothing waited in the
+partition (lag 0, or only a transaction marker); a partition emptied less than
+``RATE_MIN_SPAN_S`` ago has no rate yet and its head's age stands in. Under
+overload a partition is never empty and the window is the whole
+``RATE_WINDOW_S``, as before.
+
 **Per request, the partitions it will use.** A request does not wait in the
 median partition, nor in the worst: its ``filtered`` record and its results go
 to the partition of its id, its parts to the partitions of their keys
@@ -94,7 +106,10 @@ class Waits:
             waits[stage] = {}
             for partition, queue in queues.items():
                 samples = self.history.setdefault((stage, partition), deque())
-                samples.append((now, queue.committed, queue.end))
+                # Nothing waits (or only a transaction marker): recorded as an empty queue, where
+                # partition_wait's rate window starts.
+                empty = queue.age == 0.0 or queue.end <= max(queue.committed, 0)
+                samples.append((now, queue.committed, max(queue.committed, 0) if empty else queue.end))
                 while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
                     samples.popleft()
                 waits[stage][partition] = partition_wait(queue, samples)
@@ -110,10 +125,13 @@ def partition_wait(queue: PartitionQueue, samples: deque[Sample] | list[Sample])
     lag = queue.end - max(queue.committed, 0)
     if lag <= 0 or queue.age == 0.0:
         return 0.0  # nothing waits (or only a transaction marker does)
-    (t0, c0, e0), (t1, c1, e1) = samples[0], samples[-1]
+    # The rate's window starts where the partition was last empty: before that its member could only
+    # consume what came, which says nothing about how fast it drains a queue (see the module doc).
+    start = max((i for i, (_, c, e) in enumerate(samples) if e <= max(c, 0)), default=0)
+    (t0, c0, e0), (t1, c1, e1) = samples[start], samples[-1]
     span = t1 - t0
     # Since when the committed offset stands where it is now.
-    still = next((t for t, c, _ in samples if c == c1), t1)
+    still = next((t for t, c, _ in list(samples)[start:] if c == c1), t1)
     if span >= RATE_MIN_SPAN_S and c1 > c0 and t1 - still < STALL_S:
         wait = lag / ((c1 - c0) / span)
         growing = e1 - max(c1, 0) > e0 - max(c0, 0)
