@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from pipeline.monitor.history import History
 from pipeline.operations.scaling import Decision, Memory, Policy, decide
 from pipeline.operations.status import StageStatus
 from pipeline.telemetry import BUCKETS_MS, TOTAL_HOP, StageReport, error_rate, histogram, quantile
@@ -95,6 +96,7 @@ class MonitorState:
     latest_dead: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LATEST_DEAD))
     reports: int = 0
     lag_read_at: float | None = None
+    history: History = field(default_factory=History)
 
     def saw(self, report: StageReport) -> None:
         self.reports += 1
@@ -150,6 +152,7 @@ class MonitorState:
             "end_to_end": {"p50_ms": total.get("p50_ms"), "p99_ms": total.get("p99_ms")},
             "windows": {"10s": ten_s.to_json(10.0), "1m": minute},
             "latest_dead": list(self.latest_dead),
+            "history": self.history.to_json([name for name, _, _ in self.stages]),
         }
 
     def advice_json(self) -> dict[str, Any]:
