@@ -8,7 +8,9 @@ rate and dead letters over the last minute, and the monitor's scaling advice;
 under them small line charts of the last 15 minutes (``history`` in the
 state: arrival and answer rate, oldest waiting record, p99, errors per
 second, members), drawn as inline SVG by the few lines of ``chart()`` below;
-then end-to-end latency now and over time, and the latest dead letters.
+then end-to-end latency now and over time, what 1,000 answers of each task
+cost over the last minute (CPU and model seconds, chat's tokens in and out,
+cache hits), and the latest dead letters.
 """
 
 PAGE = """<!doctype html>
@@ -48,6 +50,10 @@ PAGE = """<!doctype html>
 <div id="flow"></div>
 <h2 style="font-size:1.05em">end to end (last minute): <span id="e2e">-</span></h2>
 <div id="e2e-chart"></div>
+<h2 style="font-size:1.05em">cost per 1,000 answers (last minute)</h2>
+<table class="dead"><thead><tr><th>task</th><th>answers</th><th>CPU s</th><th>model s</th><th>tokens in</th>
+<th>tokens out</th><th>cache hits</th></tr></thead>
+<tbody id="cost"><tr><td colspan="7">no answers yet</td></tr></tbody></table>
 <h2 style="font-size:1.05em">latest dead letters</h2>
 <table class="dead"><thead><tr><th>stage</th><th>code</th><th>key</th><th>source</th><th>reason</th></tr></thead>
 <tbody id="dead"><tr><td colspan="5">none</td></tr></tbody></table>
@@ -135,6 +141,10 @@ async function refresh() {
     document.getElementById("flow").innerHTML = parts.join("");
     document.getElementById("e2e").textContent =
       "p50 " + fmt(data.end_to_end.p50_ms, "ms") + ", p99 " + fmt(data.end_to_end.p99_ms, "ms");
+    const cost = Object.entries(data.cost_per_1k).map(([task, c]) => '<tr data-task="' + esc(task) + '"><td>' +
+      [task, c.answers, c.cpu_s.toFixed(2), c.model_s.toFixed(2), c.tokens_in.toFixed(0), c.tokens_out.toFixed(0),
+       c.cache_hits.toFixed(0)].map(esc).join("</td><td>") + "</td></tr>");
+    document.getElementById("cost").innerHTML = cost.join("") || '<tr><td colspan="7">no answers yet</td></tr>';
     const dead = data.latest_dead.map(d => "<tr><td>" + [d.stage, d.code, d.key, d.source, d.reason].map(esc)
       .join("</td><td>") + "</td></tr>");
     document.getElementById("dead").innerHTML = dead.join("") || '<tr><td colspan="5">none</td></tr>';

@@ -32,7 +32,7 @@ import orjson
 
 from pipeline.catalog import CATALOG
 from pipeline.errors import ERROR_CODES, DecodeError, PipelineError
-from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms
+from pipeline.messages import SCATTERED_COSTS, Answer, Control, Expect, Headers, Result, now_ms
 from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.base import answer_output, dead_letter
@@ -55,6 +55,7 @@ class Gather:
     done_ms: float | None = None
     # The results partition the request's records arrive on: ticks go there too.
     partition: int | None = None
+    costs: dict[str, float] = field(default_factory=dict)  # what its parts cost so far (Headers.costs)
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -67,6 +68,7 @@ class Gather:
                 "traceparent": self.traceparent,
                 "done_ms": self.done_ms,
                 "partition": self.partition,
+                "costs": self.costs,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
@@ -85,6 +87,7 @@ class Gather:
             traceparent=obj.get("traceparent"),
             done_ms=obj.get("done_ms"),
             partition=obj.get("partition"),
+            costs=obj.get("costs") or {},
         )
 
     def absorb(self, headers: Headers) -> None:
@@ -94,8 +97,16 @@ class Gather:
         for hop, at in headers.hops.items():
             self.hops[hop] = max(at, self.hops.get(hop, at))
 
+    def charge(self, headers: Headers) -> None:
+        """Add one part's costs: per-part costs (split's share, infer, model) add up; the rest came copied."""
+        for name, ms in headers.costs.items():
+            if name in SCATTERED_COSTS:
+                self.costs[name] = round(self.costs.get(name, 0.0) + ms, 3)
+            else:
+                self.costs[name] = max(ms, self.costs.get(name, 0.0))
+
     def headers(self) -> Headers:
-        return Headers(self.deadline_ms, self.traceparent, dict(self.hops)).stamped(STAGE)
+        return Headers(self.deadline_ms, self.traceparent, dict(self.hops), costs=dict(self.costs)).stamped(STAGE)
 
 
 @dataclass
@@ -127,6 +138,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
             return Step(state, [dead_letter(record, exc.at(record.where), STAGE)])
         gather.of, gather.task = expect.of, expect.task
         gather.absorb(headers)
+        gather.charge(headers)
     elif control is Control.DEADLINE:
         pass  # only the deadline check below
     else:
@@ -136,6 +148,8 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
             # Dead-letter only: the request is still answered, by its deadline.
             return Step(state, [dead_letter(record, exc.at(record.where), STAGE)])
         gather.absorb(headers)
+        if result.part not in gather.parts:  # a duplicate part costs nothing more
+            gather.charge(headers)
         gather.task, gather.of = result.task, gather.of or result.of
         error = result.output.get("error")
         if isinstance(error, dict):

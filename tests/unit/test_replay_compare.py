@@ -12,9 +12,9 @@ from pipeline.tools.replay.compare import Comparison, Margins, compare, gate, ta
 from pipeline.tools.replay.run import Recorded, candidate_settings, fresh
 
 
-def faq(rid: str, *entries: str | None, latency: float = 100.0, cost: float | None = None) -> Answer:
+def faq(rid: str, *entries: str | None, latency: float = 100.0) -> Answer:
     subs = [{"question": "q", "entry": e or "x", "matched": e is not None} for e in entries]
-    result = {"answers": subs, "reply": "r", **({"cost": {"cpu_ms": cost, "model_ms": 0.0}} if cost else {})}
+    result = {"answers": subs, "reply": "r"}
     return Answer(id=rid, status="ok", task="faq", result=result, latency_ms={"filter": 1.0, "merge": latency - 1})
 
 
@@ -46,16 +46,18 @@ def test_qa_spans_classify_labels_errors_and_chat_grounding_are_compared() -> No
 
 def test_the_gate_closes_when_the_candidate_is_worse_than_the_margin_and_opens_within_it() -> None:
     requests = {f"r{i}": None for i in range(10)}
-    recorded = {rid: faq(rid, "a", latency=100, cost=2.0) for rid in requests}
-    candidate = {rid: faq(rid, None if i < 3 else "a", latency=180, cost=2.0) for i, rid in enumerate(requests)}
-    comparison = compare(requests, recorded, candidate)
+    recorded = {rid: faq(rid, "a", latency=100) for rid in requests}
+    candidate = {rid: faq(rid, None if i < 3 else "a", latency=180) for i, rid in enumerate(requests)}
+    costs = (dict.fromkeys(requests, 2.0), dict.fromkeys(requests, 2.5))
+    comparison = compare(requests, recorded, candidate, costs=costs)
     assert comparison.candidate["matched"] == 0.7
     assert gate(comparison, Margins(share=0.05))[0].startswith("matched: 100.0 % -> 70.0 %, worse by 30.0 points")
     assert gate(comparison, Margins(share=0.3)) == [], "30 points worse is within a 30-point margin"
     assert gate(comparison, Margins(share=0.5, latency=0.5)) == ["latency_p99_ms: 100.0 -> 180.0, more than 1.50x"]
-    assert gate(comparison, Margins(share=0.5, latency=1.0, cost=0.0)) == []
+    assert gate(comparison, Margins(share=0.5, latency=1.0, cost=0.3)) == []
+    assert gate(comparison, Margins(share=0.5, cost=0.2)) == ["cost_ms_per_answer: 2.0 -> 2.5, more than 1.20x"]
     assert gate(comparison, Margins(share=0.5, min_agreement=0.8)) == ["agreement 70.0 % below 80.0 %"]
-    better = compare(requests, candidate, recorded)
+    better = compare(requests, candidate, recorded, costs=costs[::-1])
     assert gate(better, Margins(share=0.0, latency=0.0, cost=0.0)) == [], "better is never worse"
     lost = compare(requests, recorded, dict(list(candidate.items())[:8]))
     assert gate(lost, Margins(share=1.0)) == ["candidate left 2 of 10 requests unanswered"]

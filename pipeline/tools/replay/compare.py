@@ -14,7 +14,8 @@ requests they answered, so the whole judgement is tested without Kafka:
   customer's message do not state (the chat evaluation's rule,
   :func:`pipeline.tools.quality.claims.ungrounded`);
 * **latency** p50/p99 of the end-to-end time each answer reports;
-* **cost**: CPU and model milliseconds per answer, where answers carry it.
+* **cost**: CPU and model milliseconds per answer, from the answers' cost
+  headers (``pipeline-cost-*``), where they carry them.
 
 :func:`gate` turns a comparison into the reasons a rollout should stop.
 """
@@ -48,15 +49,14 @@ class Side:
     latency_ms: list[float] = field(default_factory=list)
     cost_ms: list[float] = field(default_factory=list)
 
-    def add(self, request: Request | None, answer: Answer) -> None:
+    def add(self, request: Request | None, answer: Answer, cost_ms: float | None = None) -> None:
         self.answered += 1
         if answer.status != "ok":
             self.errors += 1
         if answer.latency_ms:
             self.latency_ms.append(float(sum(answer.latency_ms.values())))
-        cost = (answer.result or {}).get("cost") if answer.result else None
-        if isinstance(cost, Mapping) and isinstance(cost.get("cpu_ms"), int | float):
-            self.cost_ms.append(float(cost["cpu_ms"]) + float(cost.get("model_ms") or 0.0))
+        if cost_ms is not None:
+            self.cost_ms.append(cost_ms)
         result = answer.result or {}
         if answer.status == "ok" and answer.task == "faq":
             for sub in result.get("answers") or []:
@@ -137,8 +137,12 @@ def agree(recorded: Answer, candidate: Answer) -> bool:
 
 
 def compare(requests: Mapping[str, Request | None], recorded: Mapping[str, Answer],
-            candidate: Mapping[str, Answer], examples: int = 5) -> Comparison:  # fmt: skip
-    """Compare over the requests both sides answered; count those either side lacks."""
+            candidate: Mapping[str, Answer], examples: int = 5,
+            costs: tuple[Mapping[str, float], Mapping[str, float]] = ({}, {})) -> Comparison:  # fmt: skip
+    """Compare over the requests both sides answered; count those either side lacks.
+
+    ``costs``: each side's CPU + model ms per request id (from the answers' cost headers), where known.
+    """
     old, new = Side(), Side()
     agreed = both = 0
     changed: list[dict[str, Any]] = []
@@ -147,8 +151,8 @@ def compare(requests: Mapping[str, Request | None], recorded: Mapping[str, Answe
         if a is None or b is None:
             continue
         both += 1
-        old.add(request, a)
-        new.add(request, b)
+        old.add(request, a, costs[0].get(rid))
+        new.add(request, b, costs[1].get(rid))
         if agree(a, b):
             agreed += 1
         elif len(changed) < examples:

@@ -32,7 +32,7 @@ import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.errors import BrokerError, ConfigError, DecodeError
-from pipeline.messages import DEADLINE_HEADER, HOP_PREFIX, Answer, HeaderList, Request, header_list
+from pipeline.messages import DEADLINE_HEADER, HOP_PREFIX, Answer, HeaderList, Headers, Request, header_list
 from pipeline.runtime.config import load_consumer_config
 from pipeline.settings import Settings
 from pipeline.tools.bench.loadgen import AnswerReader, RawRecord, Sender
@@ -127,9 +127,11 @@ def recorded_requests(settings: Settings, since_ms: int, until_ms: int | None, l
     return out[:limit] if limit else out
 
 
-def recorded_answers(settings: Settings, ids: set[str], since_ms: int) -> dict[str, Answer]:
-    """The live answers to ``ids``, read from ``since_ms`` on (the first answer to each id)."""
+def recorded_answers(settings: Settings, ids: set[str], since_ms: int) -> tuple[dict[str, Answer], dict[str, float]]:
+    """The answers to ``ids`` read from ``since_ms`` on (the first to each id), and what each cost (CPU + model
+    ms, from its ``pipeline-cost-*`` headers) where it says."""
     found: dict[str, Answer] = {}
+    costs: dict[str, float] = {}
 
     def keep(record: RawRecord) -> bool:
         key = (record.key or b"").decode(errors="replace")
@@ -139,10 +141,13 @@ def recorded_answers(settings: Settings, ids: set[str], since_ms: int) -> dict[s
             found[key] = Answer.decode(record.value)
         except DecodeError:
             return False
+        charged = Headers.parse(record.headers).costs
+        if charged:
+            costs[key] = round(sum(charged.values()), 3)
         return False  # kept in found, not in the list
 
     read_range(settings, "answers", since_ms, None, keep)
-    return found
+    return found, costs
 
 
 def fresh(recorded: Recorded, now_ms: float, default_timeout_ms: int) -> tuple[bytes | None, HeaderList]:
@@ -187,7 +192,7 @@ def replay(
     if not recorded:
         raise ConfigError(f"no requests in {settings.topic('requests')} in that time range")
     ids = {(r.record.key or b"").decode(errors="replace") for r in recorded}
-    answers = recorded_answers(settings, ids, since_ms)
+    answers, answer_costs = recorded_answers(settings, ids, since_ms)
     say(f"replay: {len(recorded)} recorded requests, {len(answers)} recorded answers")
     run_id = uuid.uuid4().hex[:8]
     candidate = candidate_settings(settings, changes, run_id)
@@ -219,14 +224,10 @@ def replay(
             reader.wait_for(lambda arrived: len({a.id for a in arrived}) >= expected, timeout_s)
         finally:
             reader.close()
-        candidate_answers = read_candidate_answers(candidate, ids)
+        candidate_answers, candidate_costs = recorded_answers(candidate, ids, 0)
     finally:
         supervisor.stop()
         delete_prefixed(candidate)
     requests = {(r.record.key or b"").decode(errors="replace"): r.request for r in recorded}
-    return Replay(compare(requests, answers, candidate_answers), candidate.prefix, len(recorded),
-                  time.monotonic() - began)  # fmt: skip
-
-
-def read_candidate_answers(candidate: Settings, ids: set[str]) -> dict[str, Answer]:
-    return recorded_answers(candidate, ids, 0)
+    comparison = compare(requests, answers, candidate_answers, costs=(answer_costs, candidate_costs))
+    return Replay(comparison, candidate.prefix, len(recorded), time.monotonic() - began)
