@@ -162,6 +162,9 @@ def spark(dom: str, stage: str, series: str) -> tuple[float, dict[str, str]]:
     return float(match[1]), dict(re.findall(r'data-line="([^"]+)"[^>]*points="([^"]*)"', match[2]))
 
 
+COST = {"answers": 10, "cpu_ms": 20.0, "model_ms": 35.0, "cached": 1}  # what merge says its 10 answers cost
+
+
 def loaded(state: dict[str, Any]) -> bool:
     """The last sample of the history saw the load: records arriving at filter, latencies at merge and end to end."""
     h = state["history"]
@@ -199,7 +202,8 @@ def test_the_page_charts_the_last_minutes_and_the_charts_move_when_load_starts(
             producer.poll(0)
             emitter.send(StageReport("merge", "merge-0", time.time() * 1000, 1.0, records=10, batches=1,
                                      answers={"ok": 9, "partial": 1},
-                                     hops_ms={"merge": [30.0] * 10, "total": [90.0] * 9 + [450.0]}))  # fmt: skip
+                                     hops_ms={"merge": [30.0] * 10, "total": [90.0] * 9 + [450.0]},
+                                     costs={"faq": COST}))  # fmt: skip
             emitter.producer.poll(0)
             stop.wait(0.5)
         producer.flush(10)
@@ -220,4 +224,8 @@ def test_the_page_charts_the_last_minutes_and_the_charts_move_when_load_starts(
     assert spark(after, "merge", "p99_ms")[0] >= 30 and spark(after, "merge", "errors")[0] > 0
     e2e_max, e2e_lines = spark(after, "end_to_end", "latency")
     assert e2e_max >= 450 and e2e_lines["p50_ms"] and e2e_lines["p99_ms"]
+    # What 1,000 faq answers cost: 2 ms and 3.5 ms of CPU and model per answer, one in ten from the cache.
+    cost = re.search(r'<tr data-task="faq">(.*?)</tr>', after)
+    assert cost, after[-3000:]
+    assert re.findall(r"<td>([^<]*)</td>", cost[1])[2:] == ["2.00", "3.50", "0", "0", "100"], cost[1]
     assert (ARTIFACTS / "monitor-charts.png").stat().st_size > 10_000

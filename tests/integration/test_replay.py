@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 
-from pipeline.messages import Request
+from pipeline.messages import Headers, Request
 from pipeline.runtime.config import producer_config
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.topics import TopicSpec
@@ -56,9 +56,13 @@ def test_a_higher_faq_threshold_replayed_gives_more_fallbacks_and_the_gate_close
             producer.produce(topics["requests"].topic, key=rid, value=request.encode())
             producer.poll(0)
         assert producer.flush(30) == 0
-        recorded = {a["id"]: a for a in map(json_value, read_topic(settings, "answers", expect=REQUESTS,
-                                                                  timeout_s=120))}  # fmt: skip
+        messages_ = read_topic(settings, "answers", expect=REQUESTS, timeout_s=120)
+        recorded = {a["id"]: a for a in map(json_value, messages_)}
         assert len(recorded) == REQUESTS and all(a["status"] == "ok" for a in recorded.values())
+        # Every answer says what it cost: each stage's CPU share and the model's, in its headers.
+        costs = [Headers.parse(m.headers()).costs for m in messages_ if not recorded[json_value(m)["id"]].get("cached")]
+        assert costs and all(set(c) == {"filter", "split", "infer", "model", "merge"} for c in costs), costs[:3]
+        assert all(c["model"] > 0 for c in costs)
 
         report = tmp_path / "replay.json"
         worse = replay(settings, "--since", "10m", "--set", "PIPELINE_FAQ_MIN_SCORE=0.6", "--speed", "0",
@@ -69,6 +73,7 @@ def test_a_higher_faq_threshold_replayed_gives_more_fallbacks_and_the_gate_close
         old, new = data["recorded"], data["candidate"]
         assert new["matched"] < old["matched"] - 0.05, "a higher threshold: more sub-questions get the fallback"
         assert new["errors"] == old["errors"] == 0 and data["agreement"] < 1
+        assert old["cost_ms_per_answer"] > 0 and new["cost_ms_per_answer"] > 0
         assert data["changed"] and any(None in e["candidate"]["says"] for e in data["changed"])
         assert "worse: matched:" in worse.stdout and "same entry / span / label" in worse.stdout
 
