@@ -52,7 +52,7 @@ def charge(outputs: list[Output], stage: str, cpu_ms: float, handler_ms: float) 
             for o in outputs]  # fmt: skip
 
 
-class StageReport(msgspec.Struct, frozen=True):
+class StageReport(msgspec.Struct, frozen=True, omit_defaults=True):  # a field at its default is left out
     stage: str
     member: str
     at_ms: float  # end of the interval (epoch ms)
@@ -145,7 +145,7 @@ class Aggregator:
     def _cost(self, answer: dict[str, object], headers: Sequence[tuple[str, bytes]]) -> None:
         """Sum what the answer cost into its task's row: its headers' CPU and model ms, chat's tokens."""
         costs = Headers.parse(headers).costs if any(k.startswith(COST_PREFIX) for k, _ in headers) else {}
-        row = self.costs.setdefault(str(answer.get("task") or "?"), dict.fromkeys(COST_KINDS, 0.0))
+        row = self.costs.setdefault(str(answer.get("task") or "(no task)"), dict.fromkeys(COST_KINDS, 0.0))
         row["answers"] += 1
         row["cpu_ms"] += sum(ms for name, ms in costs.items() if name != "model")
         row["model_ms"] += costs.get("model", 0.0)
