@@ -26,20 +26,20 @@ from pipeline.settings import Settings
 
 def quick(settings: Settings) -> Batching:
     """Take whatever has arrived: per-record work, no reason to wait for more."""
-    return Batching(max_batch=200, max_wait_ms=0, max_in_flight=settings.max_in_flight)
+    return Batching(max_batch=200, max_wait_ms=0, max_in_flight=settings.runtime.max_in_flight)
 
 
 def model_batches(settings: Settings) -> Batching:
     """Wait a little for records of other requests: the model runs them in one batch."""
-    return Batching(settings.batch_max_parts, settings.batch_max_wait_ms, settings.max_in_flight,
-                    max_running=settings.batch_max_running)  # fmt: skip
+    return Batching(settings.infer.batch_max_parts, settings.infer.batch_max_wait_ms, settings.runtime.max_in_flight,
+                    max_running=settings.infer.batch_max_running)  # fmt: skip
 
 
 def generate_batches(settings: Settings) -> Batching:
     """Hand prompts over as they come and keep several batches running: they join the engine's batch."""
-    return Batching(max_batch=settings.generate_max_sequences, max_wait_ms=0,
-                    max_in_flight=2 * settings.generate_max_sequences,
-                    max_running=settings.generate_max_sequences)  # fmt: skip
+    return Batching(max_batch=settings.chat.generate_max_sequences, max_wait_ms=0,
+                    max_in_flight=2 * settings.chat.generate_max_sequences,
+                    max_running=settings.chat.generate_max_sequences)  # fmt: skip
 
 
 @dataclass(frozen=True)

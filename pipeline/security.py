@@ -13,37 +13,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings
+from pipeline.settings import SecuritySettings
 
 
-def sasl_user(settings: Settings) -> str:
+def sasl_user(security: SecuritySettings) -> str:
     """The SASL user of this process; an error saying how to set it when there is none."""
-    if not settings.sasl_username:
+    if not security.sasl_username:
         raise ConfigError(
-            f"PIPELINE_SECURITY_PROTOCOL={settings.security_protocol} needs a user: set PIPELINE_SASL_USERNAME "
+            f"PIPELINE_SECURITY_PROTOCOL={security.security_protocol} needs a user: set PIPELINE_SASL_USERNAME "
             "(a stage member started with `pipeline run STAGE` uses its stage's principal by itself)"
         )
-    return settings.sasl_username
+    return security.sasl_username
 
 
-def sasl_password(settings: Settings) -> str:
+def sasl_password(security: SecuritySettings) -> str:
     """The password of :func:`sasl_user`, from the setting, its file, or its folder."""
-    if settings.sasl_password:
-        return settings.sasl_password
-    if not settings.sasl_password_file:
+    if security.sasl_password:
+        return security.sasl_password
+    if not security.sasl_password_file:
         raise ConfigError(
-            f"no password for SASL user {sasl_user(settings)!r}: set PIPELINE_SASL_PASSWORD_FILE "
+            f"no password for SASL user {sasl_user(security)!r}: set PIPELINE_SASL_PASSWORD_FILE "
             "(a file, or a folder with one file per user) or PIPELINE_SASL_PASSWORD"
         )
-    path = Path(settings.sasl_password_file)
+    path = Path(security.sasl_password_file)
     if path.is_dir():
-        path = path / sasl_user(settings)
+        path = path / sasl_user(security)
     try:
         password = path.read_text().strip()
     except OSError as exc:
         raise ConfigError(
-            f"cannot read the password of SASL user {sasl_user(settings)!r} from {path}: {exc.strerror}"
+            f"cannot read the password of SASL user {sasl_user(security)!r} from {path}: {exc.strerror}"
         ) from exc
     if not password:
-        raise ConfigError(f"the password file {path} of SASL user {sasl_user(settings)!r} is empty")
+        raise ConfigError(f"the password file {path} of SASL user {sasl_user(security)!r} is empty")
     return password

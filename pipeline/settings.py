@@ -1,9 +1,13 @@
-"""One frozen Settings object, read once from ``PIPELINE_*`` environment variables.
+"""One frozen Settings object in sections, read once from ``PIPELINE_*`` environment variables.
 
-Every knob of every stage lives here, with its default and the reason for it.
-Processes build a Settings at start (``Settings.from_env()``), pass it down, and
-never read the environment again. Flags of the ``pipeline`` command override
-the environment by building a Settings with ``dataclasses.replace``.
+Every knob of every stage lives here, with its default and the reason for it,
+in the section of what reads it (``settings.kafka``, ``settings.infer``,
+``settings.chat``, ...), so a function that takes a section says what it reads.
+A field's variable is ``PIPELINE_`` and its name, whatever its section: names
+are unique across sections. Processes build a Settings at start
+(``Settings.from_env()``), pass it down, and never read the environment again.
+Flags of the ``pipeline`` command and tests override fields by name with
+:meth:`Settings.replace` (or build one with :meth:`Settings.of`).
 """
 
 from __future__ import annotations
@@ -67,27 +71,20 @@ def _default_chat_model() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a stage, a command or a test needs to know about its world."""
+class KafkaSettings:
+    """The cluster and the names in it."""
 
-    # -- Kafka ------------------------------------------------------------------
     bootstrap_servers: str = "127.0.0.1:9092"
     # Prepended to every topic and consumer-group name, so several pipelines
     # (or several tests) share one cluster without seeing each other.
     prefix: str = ""
     topics_dir: Path = PROJECT_ROOT / "topics"
-    # exactly_once: each stage reads, writes and commits in one Kafka
-    # transaction, so a crash never duplicates an answer. at_least_once: outputs
-    # are flushed before offsets are committed; merge still drops duplicates.
-    processing_guarantee: Guarantee = Guarantee.EXACTLY_ONCE
-    # The id of this member within its stage's group, part of its Kafka
-    # transactional id. ``pipeline up`` sets 0, 1, ... so a restarted member
-    # fences and aborts at once what its dead predecessor left open; empty
-    # means host name and pid (unique, but a crash's open transaction then
-    # blocks readers until the broker times it out).
-    member: str = ""
 
-    # -- security (docs/security.md) ----------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """How clients authenticate and encrypt (docs/security.md)."""
+
     # As librdkafka spells it: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
     security_protocol: str = "PLAINTEXT"
     # SCRAM-SHA-512 (the local secure broker, MSK), SCRAM-SHA-256 or PLAIN (Confluent Cloud API keys).
@@ -104,7 +101,11 @@ class Settings:
     # system's default CAs ("probe" makes librdkafka look in the usual places).
     ssl_ca_location: str = ""
 
-    # -- local broker (pipeline kafka start) -----------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """The local broker of `pipeline kafka start` (pipeline/local/broker.py)."""
+
     kafka_host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
@@ -114,18 +115,94 @@ class Settings:
     # ACLs enforced (pipeline/local/secure.py); use its own kafka_dir and ports.
     kafka_secure: bool = False
 
-    # -- requests (filter) ------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """How every member consumes, commits and holds work (pipeline/runtime/)."""
+
+    # exactly_once: each stage reads, writes and commits in one Kafka
+    # transaction, so a crash never duplicates an answer. at_least_once: outputs
+    # are flushed before offsets are committed; merge still drops duplicates.
+    processing_guarantee: Guarantee = Guarantee.EXACTLY_ONCE
+    # The id of this member within its stage's group, part of its Kafka
+    # transactional id. ``pipeline up`` sets 0, 1, ... so a restarted member
+    # fences and aborts at once what its dead predecessor left open; empty
+    # means host name and pid (unique, but a crash's open transaction then
+    # blocks readers until the broker times it out).
+    member: str = ""
+    # Every stage hands its next batch to the handler before it commits the
+    # finished one, so the model (or a stage's own work) runs during the
+    # commit's round trips to the broker; off: one after the other (the
+    # bench's A/B, docs/performance.md).
+    commit_overlap: bool = True
+    # Parts polled but not yet answered; past this the consumer pauses.
+    max_in_flight: int = 256
+    # librdkafka's max.poll.interval.ms for every stage. The runner keeps
+    # polling while a batch runs, so only a hung process gets near it.
+    max_poll_interval_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        # A guarantee given as its name (replace, tests, flags) becomes the typed value;
+        # an unknown one stays as given, for Settings.check() to reject.
+        if not isinstance(self.processing_guarantee, Guarantee) and self.processing_guarantee in list(Guarantee):
+            object.__setattr__(self, "processing_guarantee", Guarantee(self.processing_guarantee))
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessSettings:
+    """How a member shows it is alive and what it does (every member)."""
+
+    # A member whose loop has not turned for this long (a librdkafka call that
+    # overran, the broker gone mid-commit) exits so its supervisor restarts it.
+    # Below max.poll.interval.ms, so it goes before the group throws it out.
+    stall_timeout_s: float = 45.0
+    # SIGTERM: a member that cannot finish its batch in this long (the broker
+    # down) exits anyway; the next owner redoes what was not committed.
+    shutdown_timeout_s: float = 8.0
+    # Where the member writes its health (JSON, about once a second); empty: nowhere.
+    # `pipeline up` gives each member one; a Kubernetes probe reads it.
+    health_file: str = ""
+    # Where the member serves Prometheus metrics (/metrics); 0: nowhere. `pipeline up`
+    # gives its members consecutive ports from this base.
+    metrics_port: int = 0
+    # How often a member writes a telemetry report (topic telemetry) for the
+    # monitor, outside any transaction; 0: never.
+    telemetry_interval_ms: int = 1000
+    # Where `pipeline monitor` serves its live page, JSON and /metrics.
+    monitor_port: int = 6066
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSettings:
+    """What filter accepts."""
+
     max_request_bytes: int = 1_000_000
     max_text_chars: int = 100_000
     # Used when a request names no deadline of its own.
     default_timeout_ms: int = 30_000
 
-    # -- models -----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """Which model serves each task, and where exported models are kept."""
+
     # A task whose model is empty is disabled: filter answers invalid_request.
     embed_model: str = field(default_factory=_default_embed_model)
     faq_model: str = ""  # empty: same as embed_model
     qa_model: str = ""
     classify_model: str = ""
+    model_cache_dir: Path = PROJECT_ROOT / ".cache" / "models"
+    # Serve the sentence encoder (embed, faq, chat retrieval) from its int8
+    # graph; only once `pipeline model export --task embed --quantize int8`
+    # made it and its accuracy check against fp32 passed (docs/performance.md).
+    encoder_int8: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FaqSettings:
+    """The faq task: its knowledge bases and how an entry is scored."""
+
     faq_kb: Path = PROJECT_ROOT / "pipeline" / "data" / "faq_shop.json"
     # How an faq entry's score is made (pipeline/tasks/faq/retrieval.py): the weight of
     # the cosine with its answer text, of its saturated BM25 score and of the cosine
@@ -139,7 +216,6 @@ class Settings:
     faq_title_weight: float = 0.1
     # Best two entries closer than this: the answer says it is unsure and offers both.
     faq_unsure_margin: float = 0.071
-    model_cache_dir: Path = PROJECT_ROOT / ".cache" / "models"
     # faq in other languages: a second knowledge base, which names its
     # languages in its file ("language": "zh" or a list), served by a
     # multilingual encoder. A request in one of those languages (its "lang"
@@ -154,14 +230,22 @@ class Settings:
     # the Chinese eval set 0.87-0.98), so its fallback threshold is its own.
     faq_multilingual_min_score: float = 0.87
 
-    # -- split ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SplitSettings:
+    """How split cuts a text into model-sized parts."""
+
     qa_max_length: int = 384
     qa_stride: int = 128
     qa_max_answer_tokens: int = 30
     # Tokens per chunk for classify/embed (special tokens included).
     chunk_tokens: int = 256
 
-    # -- infer ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class InferSettings:
+    """How infer runs its models and batches parts."""
+
     # "auto" tries TensorRT, CUDA, then CPU; a named provider that is missing
     # is an error, never a silent fallback.
     provider: str = "auto"
@@ -190,45 +274,23 @@ class Settings:
     # Batches infer runs at once; with 2 the model runs the next batch while
     # the loop commits the previous one (they are committed in order).
     batch_max_running: int = 1
-    # Every stage hands its next batch to the handler before it commits the
-    # finished one, so the model (or a stage's own work) runs during the
-    # commit's round trips to the broker; off: one after the other (the
-    # bench's A/B, docs/performance.md).
-    commit_overlap: bool = True
-    # Parts polled but not yet answered; past this the consumer pauses.
-    max_in_flight: int = 256
-    # librdkafka's max.poll.interval.ms for every stage. The runner keeps
-    # polling while a batch runs, so only a hung process gets near it.
-    max_poll_interval_ms: int = 60_000
 
-    # -- liveness (every member) --------------------------------------------------
-    # A member whose loop has not turned for this long (a librdkafka call that
-    # overran, the broker gone mid-commit) exits so its supervisor restarts it.
-    # Below max.poll.interval.ms, so it goes before the group throws it out.
-    stall_timeout_s: float = 45.0
-    # SIGTERM: a member that cannot finish its batch in this long (the broker
-    # down) exits anyway; the next owner redoes what was not committed.
-    shutdown_timeout_s: float = 8.0
-    # Where the member writes its health (JSON, about once a second); empty: nowhere.
-    # `pipeline up` gives each member one; a Kubernetes probe reads it.
-    health_file: str = ""
-    # Where the member serves Prometheus metrics (/metrics); 0: nowhere. `pipeline up`
-    # gives its members consecutive ports from this base.
-    metrics_port: int = 0
-    # How often a member writes a telemetry report (topic telemetry) for the
-    # monitor, outside any transaction; 0: never.
-    telemetry_interval_ms: int = 1000
-    # Where `pipeline monitor` serves its live page, JSON and /metrics.
-    monitor_port: int = 6066
 
-    # -- merge ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MergeSettings:
+    """How merge gathers parts into answers."""
+
     # How often merge looks for requests whose deadline passed.
     merge_tick_ms: int = 200
     # How long an answered request's tombstone stays, so late or duplicate
     # parts of it are recognised and dropped instead of starting a new gather.
     merge_done_retention_ms: int = 600_000
 
-    # -- generate (the chat task) ------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    """The chat task: its reply model, sessions and the generate stage."""
+
     # The reply model: a local Llama-architecture folder or GGUF file; empty
     # disables chat (filter answers invalid_request).
     chat_model: str = field(default_factory=_default_chat_model)
@@ -248,10 +310,6 @@ class Settings:
     # weight blocks, pipeline/models/quantize.py; agreement and speed against
     # fp32 in docs/models.md).
     chat_quantized: bool = False
-    # Serve the sentence encoder (embed, faq, chat retrieval) from its int8
-    # graph; only once `pipeline model export --task embed --quantize int8`
-    # made it and its accuracy check against fp32 passed (docs/performance.md).
-    encoder_int8: bool = False
     # A session with no message for this long is deleted (its tombstone written).
     session_ttl_ms: int = 1_800_000
     # Replies generated at once by one member (its continuous batch); past this
@@ -284,13 +342,38 @@ class Settings:
     # The chat engine's ONNX Runtime provider: cpu, or cuda (the GPU bench).
     generate_provider: str = "cpu"
 
-    # -- answer cache (filter) -------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """Filter's answer cache."""
+
     # Bounds of filter's in-memory copy of the answer-cache topic; 0 bytes turns it off.
     answer_cache_max_bytes: int = 64_000_000
     answer_cache_max_age_ms: int = 86_400_000
 
-    # -- logging ----------------------------------------------------------------
-    log_level: str = "INFO"
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a stage, a command or a test needs to know about its world, by section."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    liveness: LivenessSettings = field(default_factory=LivenessSettings)
+    filter: FilterSettings = field(default_factory=FilterSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    faq: FaqSettings = field(default_factory=FaqSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    infer: InferSettings = field(default_factory=InferSettings)
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+
+    @classmethod
+    def of(cls, **values: Any) -> Settings:
+        """Settings with the fields named in ``values`` (by their flat names) and defaults elsewhere."""
+        return cls().replace(**values)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -299,24 +382,30 @@ class Settings:
         Unknown ``PIPELINE_*`` variables are an error: a typo must not be
         silently ignored.
         """
-        hints = get_type_hints(cls)
-        values = read_env(os.environ if env is None else env, {f.name: hints[f.name] for f in dataclasses.fields(cls)})
+        values = read_env(os.environ if env is None else env, {name: kind for name, (_, kind) in FIELDS.items()})
         values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
+        settings = cls.of(**values)
         settings.check()
         return settings
 
-    def __post_init__(self) -> None:
-        # A guarantee given as its name (dataclasses.replace, tests, flags) becomes the typed value;
-        # an unknown one stays as given, for check() to reject.
-        if not isinstance(self.processing_guarantee, Guarantee) and self.processing_guarantee in list(Guarantee):
-            object.__setattr__(self, "processing_guarantee", Guarantee(self.processing_guarantee))
+    def replace(self, **values: Any) -> Settings:
+        """These Settings with the fields named in ``values`` (flat names, as ``PIPELINE_*`` has them) changed."""
+        changed: dict[str, dict[str, Any]] = {}
+        for name, value in values.items():
+            if name not in FIELDS:
+                raise ConfigError(f"no setting {name!r}")
+            changed.setdefault(FIELDS[name][0], {})[name] = value
+        return dataclasses.replace(
+            self,
+            **{section: dataclasses.replace(getattr(self, section), **fields) for section, fields in changed.items()},
+        )
 
     def check(self) -> None:
         """Reject combinations that cannot work, with the setting to fix (the rules: :func:`check_values`)."""
-        if not isinstance(self.processing_guarantee, Guarantee):
+        if not isinstance(self.runtime.processing_guarantee, Guarantee):
             raise ConfigError(
-                f"PIPELINE_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use exactly_once or at_least_once"
+                f"PIPELINE_PROCESSING_GUARANTEE={self.runtime.processing_guarantee!r}: "
+                "use exactly_once or at_least_once"
             )
         check_values(self)
 
@@ -330,12 +419,12 @@ class Settings:
         """
         env: dict[str, str] = {}
         defaults = Settings()
-        for f in dataclasses.fields(self):
-            if f.name in SECRET_FIELDS and not secrets:
+        for name in FIELDS:
+            if name in SECRET_FIELDS and not secrets:
                 continue
-            value = getattr(self, f.name)
-            if value != getattr(defaults, f.name):
-                env[ENV_PREFIX + f.name.upper()] = render(value)
+            value = self.value(name)
+            if value != defaults.value(name):
+                env[ENV_PREFIX + name.upper()] = render(value)
         return env
 
     # -- derived names ------------------------------------------------------------
@@ -343,36 +432,61 @@ class Settings:
     @property
     def sasl(self) -> bool:
         """Whether clients authenticate with SASL (and so the cluster may enforce ACLs)."""
-        return self.security_protocol.startswith("SASL_")
+        return self.security.security_protocol.startswith("SASL_")
 
     def principal(self, role: str) -> str:
         """The SASL user of a stage (or of ``client``, ``monitor``): named like its group."""
-        return f"{self.prefix}{role}"
+        return f"{self.kafka.prefix}{role}"
 
     def topic(self, name: str) -> str:
         """The cluster-side name of declared topic ``name``."""
-        return f"{self.prefix}{name}"
+        return f"{self.kafka.prefix}{name}"
 
     def group(self, stage: str) -> str:
         """The consumer group of a stage: the stage's name is its identity."""
-        return f"{self.prefix}{stage}"
+        return f"{self.kafka.prefix}{stage}"
 
     def client_id(self, stage: str) -> str:
         """This member's id in its stage's group: client id, transactional id and static member id."""
-        member = self.member or f"{socket.gethostname()}-{os.getpid()}"
+        member = self.runtime.member or f"{socket.gethostname()}-{os.getpid()}"
         return f"{self.group(stage)}-{member}"
 
     def value(self, name: str) -> Any:
-        """The setting called ``name`` (a field name, as the catalog and the cache's version list name them)."""
-        if name not in {f.name for f in dataclasses.fields(self)}:
+        """The setting called ``name`` (its flat name, as the catalog and the cache's version list name them)."""
+        if name not in FIELDS:
             raise ConfigError(f"no setting {name!r}")
-        return getattr(self, name)
+        return getattr(getattr(self, FIELDS[name][0]), name)
 
     def model_for(self, task: str) -> str:
         """The model configured for ``task`` ("" when the task is disabled), as the catalog says."""
         from pipeline.catalog import CATALOG
 
         spec = CATALOG[task]
-        if spec.generator and not getattr(self, spec.generator):
+        if spec.generator and not self.value(spec.generator):
             return ""  # a task that generates its reply needs its generator too
-        return str(getattr(self, spec.model) or (getattr(self, spec.fallback) if spec.fallback else ""))
+        return str(self.value(spec.model) or (self.value(spec.fallback) if spec.fallback else ""))
+
+
+def _fields() -> dict[str, tuple[str, Any]]:
+    """Every setting's flat name: the section it lives in and its type."""
+    found: dict[str, tuple[str, Any]] = {}
+    for section in dataclasses.fields(Settings):
+        kind = get_type_hints(Settings)[section.name]
+        for name, hint in get_type_hints(kind).items():
+            if name in found:
+                raise TypeError(f"setting {name!r} is in two sections")  # its PIPELINE_ name would be ambiguous
+            found[name] = (section.name, hint)
+    return found
+
+
+FIELDS = _fields()
+"""Flat name -> (section, type) of every setting: how a ``PIPELINE_*`` variable finds its field."""
+
+
+def setting_fields() -> dict[str, dataclasses.Field[Any]]:
+    """Every setting's dataclass field by its flat name, with its default or factory (for docs and their tests)."""
+    return {
+        f.name: f
+        for section in dataclasses.fields(Settings)
+        for f in dataclasses.fields(get_type_hints(Settings)[section.name])
+    }

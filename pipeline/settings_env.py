@@ -68,29 +68,32 @@ def check_values(s: Settings) -> None:
     The processing guarantee's type is checked by ``Settings.check`` itself, beside
     :class:`~pipeline.settings.Guarantee`.
     """
-    if s.qa_stride >= s.qa_max_length:
+    if s.split.qa_stride >= s.split.qa_max_length:
         raise ConfigError("PIPELINE_QA_STRIDE must be smaller than PIPELINE_QA_MAX_LENGTH")
-    if s.stall_timeout_s * 1000 >= s.max_poll_interval_ms:
+    if s.liveness.stall_timeout_s * 1000 >= s.runtime.max_poll_interval_ms:
         raise ConfigError(
             "PIPELINE_STALL_TIMEOUT_S must be below PIPELINE_MAX_POLL_INTERVAL_MS: a stalled member should "
             "restart before the group throws it out"
         )
-    if s.security_protocol not in SECURITY_PROTOCOLS:
+    if s.security.security_protocol not in SECURITY_PROTOCOLS:
         raise ConfigError(
-            f"PIPELINE_SECURITY_PROTOCOL={s.security_protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
+            f"PIPELINE_SECURITY_PROTOCOL={s.security.security_protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
         )
-    if s.sasl_mechanism not in SASL_MECHANISMS:
-        raise ConfigError(f"PIPELINE_SASL_MECHANISM={s.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}")
-    if s.gpu_mem_limit_mb < 0:
+    if s.security.sasl_mechanism not in SASL_MECHANISMS:
+        raise ConfigError(
+            f"PIPELINE_SASL_MECHANISM={s.security.sasl_mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
+        )
+    if s.infer.gpu_mem_limit_mb < 0:
         raise ConfigError("PIPELINE_GPU_MEM_LIMIT_MB must be 0 (no limit) or positive")
-    if s.generate_provider.strip().lower() not in ("cpu", "cuda"):
-        raise ConfigError(f"PIPELINE_GENERATE_PROVIDER={s.generate_provider!r}: use cpu or cuda")
+    if s.chat.generate_provider.strip().lower() not in ("cpu", "cuda"):
+        raise ConfigError(f"PIPELINE_GENERATE_PROVIDER={s.chat.generate_provider!r}: use cpu or cuda")
     positive = {
-        "batch_max_parts": s.batch_max_parts, "batch_max_tokens": s.batch_max_tokens,
-        "batch_max_running": s.batch_max_running, "max_in_flight": s.max_in_flight, "chunk_tokens": s.chunk_tokens,
-        "chat_default_tokens": s.chat_default_tokens, "chat_max_tokens": s.chat_max_tokens,
-        "generate_max_sequences": s.generate_max_sequences, "generate_max_tokens": s.generate_max_tokens,
-        "generate_prefill_tokens": s.generate_prefill_tokens,
+        "batch_max_parts": s.infer.batch_max_parts, "batch_max_tokens": s.infer.batch_max_tokens,
+        "batch_max_running": s.infer.batch_max_running, "max_in_flight": s.runtime.max_in_flight,
+        "chunk_tokens": s.split.chunk_tokens,
+        "chat_default_tokens": s.chat.chat_default_tokens, "chat_max_tokens": s.chat.chat_max_tokens,
+        "generate_max_sequences": s.chat.generate_max_sequences, "generate_max_tokens": s.chat.generate_max_tokens,
+        "generate_prefill_tokens": s.chat.generate_prefill_tokens,
     }  # fmt: skip
     for name, value in positive.items():
         if value <= 0:

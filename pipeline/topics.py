@@ -57,11 +57,11 @@ class TopicSpec:
 
 
 def load_topics(settings: Settings) -> dict[str, TopicSpec]:
-    """Every declaration in ``settings.topics_dir``, by declared name, sorted.
+    """Every declaration in ``settings.kafka.topics_dir``, by declared name, sorted.
 
     Raises :class:`ConfigError` naming the file for anything malformed.
     """
-    directory = settings.topics_dir
+    directory = settings.kafka.topics_dir
     if not directory.is_dir():
         raise ConfigError(f"topic declarations folder {directory} does not exist (PIPELINE_TOPICS_DIR)")
     specs: dict[str, TopicSpec] = {}
@@ -101,7 +101,7 @@ def _parse(data: dict[str, Any], path: Path, settings: Settings) -> TopicSpec:
         raise fail(f"name {name!r} differs from the file name; declare topic {name!r} in {name}.toml")
     topic = settings.topic(name)
     if not _TOPIC_NAME.fullmatch(topic):
-        raise fail(f"cluster name {topic!r} (prefix {settings.prefix!r}) is not a valid Kafka topic name")
+        raise fail(f"cluster name {topic!r} (prefix {settings.kafka.prefix!r}) is not a valid Kafka topic name")
 
     partitions = data["partitions"]
     if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:

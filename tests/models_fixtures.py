@@ -12,7 +12,6 @@ temporary one, so later sessions reuse it.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def model_settings(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
+    return Settings.of(
         qa_model=str(tiny_models["qa"]),
         classify_model=str(tiny_models["classify"]),
         embed_model=str(MINILM),
@@ -57,9 +56,9 @@ def model_settings(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def exported(model_settings: Settings) -> dict[str, ExportedModel]:
     """The ONNX export of every kind: qa and classify (tiny), embed (MiniLM)."""
-    persistent = dataclasses.replace(model_settings, model_cache_dir=Settings.from_env().model_cache_dir)
+    persistent = model_settings.replace(model_cache_dir=Settings.from_env().models.model_cache_dir)
     minilm = ensure_exported(str(MINILM), "embed", persistent)
-    link = model_settings.model_cache_dir / minilm.path.name
+    link = model_settings.models.model_cache_dir / minilm.path.name
     if not link.exists():
         link.symlink_to(minilm.path, target_is_directory=True)
     return {

@@ -78,8 +78,8 @@ def reference_qa(model_dir: Path, question: str, context: str, settings: Setting
         question,
         context,
         truncation="only_second",
-        max_length=settings.qa_max_length,
-        stride=settings.qa_stride,
+        max_length=settings.split.qa_max_length,
+        stride=settings.split.qa_stride,
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )
@@ -96,7 +96,7 @@ def reference_qa(model_dir: Path, question: str, context: str, settings: Setting
         in_context = [i for i, seq in enumerate(encoding.sequence_ids(window)) if seq == 1]
         for i in in_context:
             for j in in_context:
-                if i <= j < i + settings.qa_max_answer_tokens:
+                if i <= j < i + settings.split.qa_max_answer_tokens:
                     score = start[i] + end[j]
                     if best is None or score > best[0]:
                         best = (score, offsets[i][0], offsets[j][1])
@@ -109,7 +109,9 @@ def reference_qa(model_dir: Path, question: str, context: str, settings: Setting
 def reference_classify(model_dir: Path, text: str, settings: Settings) -> dict[str, Any]:
     """Mean of the chunk logits, softmax: ``{"label", "score", "probabilities"}``."""
     model = _model(str(model_dir), "classify")
-    logits = torch.stack([_run(model, ids).logits[0] for ids in _chunks(str(model_dir), text, settings.chunk_tokens)])
+    logits = torch.stack(
+        [_run(model, ids).logits[0] for ids in _chunks(str(model_dir), text, settings.split.chunk_tokens)]
+    )
     probabilities = torch.softmax(logits.double().mean(dim=0), dim=0)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     best = int(torch.argmax(probabilities))
@@ -123,7 +125,9 @@ def reference_classify(model_dir: Path, text: str, settings: Settings) -> dict[s
 def reference_embed(model_dir: Path, text: str, settings: Settings) -> np.ndarray:
     """The mean of every token's last hidden state over all chunks, L2-normalised."""
     model = _model(str(model_dir), "embed")
-    states = [_run(model, ids).last_hidden_state[0] for ids in _chunks(str(model_dir), text, settings.chunk_tokens)]
+    states = [
+        _run(model, ids).last_hidden_state[0] for ids in _chunks(str(model_dir), text, settings.split.chunk_tokens)
+    ]
     mean = torch.cat(states).double().mean(dim=0)
     return torch.nn.functional.normalize(mean, dim=0).numpy()
 
@@ -152,11 +156,11 @@ def reference_faq(model_dir: Path, kb: Path | Sequence[Any], text: str, settings
     if isinstance(kb, str | Path):
         synonyms = kb_synonyms(Path(kb))
         kb = load_kb(Path(kb))
-    wa, wl, wt = settings.faq_answer_weight, settings.faq_lexical_weight, settings.faq_title_weight
+    wa, wl, wt = settings.faq.faq_answer_weight, settings.faq.faq_lexical_weight, settings.faq.faq_title_weight
     wq = 1.0 - wa - wl - wt
 
     def vector(sentence: str) -> torch.Tensor:
-        return _sentence_vector(str(model_dir), sentence, settings.chunk_tokens)
+        return _sentence_vector(str(model_dir), sentence, settings.split.chunk_tokens)
 
     questions = split_sentences(text) or [text.strip()]
     asked = torch.stack([vector(q) for q in questions])

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.settings import Settings
 
-MINILM = Path(Settings().embed_model)
+MINILM = Path(Settings().models.embed_model)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CLASSIFIER_LABELS = ("negative", "neutral", "positive")
 

@@ -77,11 +77,11 @@ def cmd_chat_bench(args: argparse.Namespace) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     settings = settings_from(args, prefix=f"bench{uuid.uuid4().hex[:6]}-", answer_cache_max_bytes=0,
                              chat_default_tokens=args.tokens, chat_max_tokens=max(args.tokens, 1))  # fmt: skip
-    print(f"chat bench: model {settings.chat_model}, {args.tokens} tokens per reply, {args.rounds} rounds")
+    print(f"chat bench: model {settings.chat.chat_model}, {args.tokens} tokens per reply, {args.rounds} rounds")
     kafka, entries = through_kafka(settings, levels, args.rounds)
     local = in_process(settings, levels, args.rounds, entries, grounded=False)
-    grounded = in_process(settings, levels, args.rounds, entries, grounded=True) if settings.chat_grounded else {}
-    speeds = decoding_ab(settings, entries) if settings.chat_grounded else []
+    grounded = in_process(settings, levels, args.rounds, entries, grounded=True) if settings.chat.chat_grounded else {}
+    speeds = decoding_ab(settings, entries) if settings.chat.chat_grounded else []
     print()
     print(f"{'conversations':>13} | {'':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'tok/s/conv':>10} {'tok/s total':>11}"
           f" | {'retrieval p50':>13} {'+ prefill p50':>13} {'+ Kafka p50':>11}")  # fmt: skip
@@ -177,7 +177,7 @@ def in_process(
             if vocab is not None:
                 plan = grounded_plan(prompt, [])
                 ids, process = grounded_sequence(plan, tokenizer, vocab, settings)
-                checked = CheckedStream(plan.grounds, plan.lead, settings.chat_max_sentences)
+                checked = CheckedStream(plan.grounds, plan.lead, settings.chat.chat_max_sentences)
                 stream = TextStream(tokenizer)
                 go_on = lambda token: checked.push(stream.push(token))[1]  # noqa: E731  (stops as generate does)
             else:
@@ -188,7 +188,7 @@ def in_process(
                 times.append(time.perf_counter())
                 return go_on(token)
 
-            done = engine.submit(ids, settings.chat_default_tokens, on_token, None, process).result()
+            done = engine.submit(ids, settings.chat.chat_default_tokens, on_token, None, process).result()
             if not times:
                 return
             with lock:

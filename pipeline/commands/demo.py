@@ -75,7 +75,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(render(answer, asked=f"(a broken request: {BAD_REQUEST.decode()!r})"))
             failures += answer.ok  # this one must be rejected
             print()
-            if settings.chat_model:
+            if settings.chat.chat_model:
                 failures += chat(client)
         time.sleep(0.1)
     finally:

@@ -24,7 +24,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     from pipeline.runtime.liveness import read_health
     from pipeline.settings import Settings
 
-    path = Path(args.file or Settings.from_env().health_file or "")
+    path = Path(args.file or Settings.from_env().liveness.health_file or "")
     if not str(path) or str(path) == ".":
         print("no health file: pass one or set PIPELINE_HEALTH_FILE")
         return 1

@@ -76,7 +76,7 @@ def _start(args: argparse.Namespace) -> int:
         _say(f"already running at {state.address} (pid {state.pid}); log: {state.log}")
     else:
         _say(f"up at {state.address} after {state.seconds:.1f} s (pid {state.pid}); stop with `pipeline kafka stop`")
-    if settings.kafka_secure:
+    if settings.broker.kafka_secure:
         _say("secure: SASL_SSL with SCRAM-SHA-512, ACLs enforced; as its admin, in a shell:")
         for key, value in client_env(settings).items():
             print(f"export {key}={shlex.quote(value)}")

@@ -72,7 +72,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"  {'from cache' if exported.from_cache else 'exported now'}")
     if args.quantize:
         return _quantize_encoder(exported, settings)
-    if args.task == "chat" and settings.chat_model:
+    if args.task == "chat" and settings.chat.chat_model:
         _export_decoder(settings, args)
     return 0
 
@@ -99,7 +99,7 @@ def _export_decoder(settings: Settings, args: argparse.Namespace) -> None:
     from pipeline.models.export import ensure_exported
     from pipeline.models.quantize import VARIANTS, compare, variant_file
 
-    exported = ensure_exported(settings.chat_model, "decoder", settings, force=args.force)
+    exported = ensure_exported(settings.chat.chat_model, "decoder", settings, force=args.force)
     meta, shape = exported.meta, exported.meta.decoder
     assert shape is not None
     print(f"{exported.onnx_path}")

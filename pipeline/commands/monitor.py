@@ -28,6 +28,6 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     # On a secured cluster the monitor is the monitor principal unless told otherwise (topics/acls/).
     settings = as_monitor(settings_from(args, monitor_port=args.port))
-    print(f"pipeline monitor: http://127.0.0.1:{settings.monitor_port}/ (Ctrl-C stops)", flush=True)
+    print(f"pipeline monitor: http://127.0.0.1:{settings.liveness.monitor_port}/ (Ctrl-C stops)", flush=True)
     run(settings, args.loglevel)
     return 0

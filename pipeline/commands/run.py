@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -70,16 +69,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.runtime.member import run_stage
 
     settings = settings_from(args, member=args.member)
-    if settings.sasl and not settings.sasl_username:
+    if settings.sasl and not settings.security.sasl_username:
         # On a secured cluster a member is its stage's principal unless told otherwise.
-        settings = dataclasses.replace(settings, sasl_username=settings.principal(args.stage))
-    logging.getLogger().setLevel(settings.log_level)
+        settings = settings.replace(sasl_username=settings.principal(args.stage))
+    logging.getLogger().setLevel(settings.liveness.log_level)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     from pipeline.runtime.liveness import exit_after_signal
 
-    exit_after_signal(f"{args.stage} member {settings.member}", settings.shutdown_timeout_s)
+    exit_after_signal(f"{args.stage} member {settings.runtime.member}", settings.liveness.shutdown_timeout_s)
     run_stage(args.stage, settings, stop)
     return 0
 
@@ -92,7 +91,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     prepare(settings)
     counts = {stage: getattr(args, stage) for stage in STAGE_NAMES}
     # On the local secure broker prepare() made every stage's user: members log in as their stage, not as admin.
-    members = dataclasses.replace(settings, sasl_username="") if settings.kafka_secure else settings
+    members = settings.replace(sasl_username="") if settings.broker.kafka_secure else settings
     supervisor = Supervisor(counts, members, PROJECT_ROOT / args.log_dir)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -54,7 +54,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _apply(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    print(f"topics: applying {settings.topics_dir} to {settings.bootstrap_servers}", flush=True)
+    print(f"topics: applying {settings.kafka.topics_dir} to {settings.kafka.bootstrap_servers}", flush=True)
     report = apply_topics(settings)
     rows: list[tuple[str, ...]] = []
     for topic in report.topics:
@@ -93,7 +93,7 @@ def _list(args: argparse.Namespace) -> int:
             for key, (want, have) in state.config_diff.items()
         ]
         rows += [("", "", "", f"{key}: {value} set but not declared", "") for key, value in state.extra_config.items()]
-    print(f"topics at {settings.bootstrap_servers}, declared in {settings.topics_dir}:")
+    print(f"topics at {settings.kafka.bootstrap_servers}, declared in {settings.kafka.topics_dir}:")
     print(_table(("TOPIC", "DECLARED", "ACTUAL", "STATUS", "CARRIES"), rows))
     # More partitions than declared works and cannot be undone, so it passes the check.
     if args.check and any(s.status not in ("ok", "more partitions") for s in states):

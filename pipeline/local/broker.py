@@ -1,6 +1,6 @@
 """The project's own local Kafka broker: one KRaft node, started from the jars `make setup` fetched.
 
-Layout under ``settings.kafka_dir`` (``.cache/kafka`` by default)::
+Layout under ``settings.broker.kafka_dir`` (``.cache/kafka`` by default)::
 
     libs/                     broker jars (make setup; when absent, the project's .cache/kafka/libs)
     config/server.properties  rendered from Settings at every start
@@ -100,11 +100,11 @@ class BrokerStatus:
 
 
 def paths(settings: Settings) -> BrokerPaths:
-    return BrokerPaths(settings.kafka_dir.resolve())
+    return BrokerPaths(settings.broker.kafka_dir.resolve())
 
 
 def address(settings: Settings) -> str:
-    return f"{settings.kafka_host}:{settings.kafka_port}"
+    return f"{settings.broker.kafka_host}:{settings.broker.kafka_port}"
 
 
 def java_command(settings: Settings, p: BrokerPaths, main: str, *args: str) -> list[str]:
@@ -115,8 +115,8 @@ def java_command(settings: Settings, p: BrokerPaths, main: str, *args: str) -> l
     return [
         java,
         # Kafka's own defaults (kafka-run-class.sh): fixed heap, G1 with short pauses.
-        f"-Xms{settings.kafka_heap}",
-        f"-Xmx{settings.kafka_heap}",
+        f"-Xms{settings.broker.kafka_heap}",
+        f"-Xmx{settings.broker.kafka_heap}",
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
         "-XX:InitiatingHeapOccupancyPercent=35",
@@ -153,18 +153,19 @@ def start(settings: Settings, *, timeout_s: float = 120.0, say: Say = _quiet) ->
             _wait_ready(settings, p, None, timeout_s)
             return dataclasses.replace(status(settings), already_running=True)
         _clear_stale_pid(p)
-        for port in (settings.kafka_port, settings.kafka_controller_port):
+        for port in (settings.broker.kafka_port, settings.broker.kafka_controller_port):
             _check_port_free(settings, port, p)
         version = kafka_version(p)
         if version is None:
             raise ConfigError(f"no Kafka broker jars in {p.libs}: run `make setup` to fetch them")
-        if settings.kafka_secure and ensure_tls(tls_files(settings), settings.kafka_host):
+        if settings.broker.kafka_secure and ensure_tls(tls_files(settings), settings.broker.kafka_host):
             say(f"made a CA and the broker's certificate in {tls_files(settings).tls} (keytool)")
         _write_configs(settings, p)
         _format_once(settings, p, say)
+        local = settings.broker
         say(
             f"starting Kafka {version} at {address(settings)} "
-            f"(controller {settings.kafka_host}:{settings.kafka_controller_port}, heap {settings.kafka_heap})"
+            f"(controller {local.kafka_host}:{local.kafka_controller_port}, heap {local.kafka_heap})"
         )
         say(f"log: {p.log}")
         process = _spawn(settings, p)
@@ -198,8 +199,8 @@ def stop(settings: Settings, *, timeout_s: float = 60.0) -> BrokerStatus:
 
 def _local(settings: Settings) -> Settings:
     """Settings whose clients talk to the local broker, whatever bootstrap_servers says."""
-    local = dataclasses.replace(settings, bootstrap_servers=address(settings))
-    return admin_settings(local) if settings.kafka_secure else local
+    local = settings.replace(bootstrap_servers=address(settings))
+    return admin_settings(local) if settings.broker.kafka_secure else local
 
 
 def _answers(settings: Settings, timeout_s: float = 3.0) -> bool:
@@ -261,7 +262,7 @@ def _clear_stale_pid(p: BrokerPaths) -> None:
 
 
 def _check_port_free(settings: Settings, port: int, p: BrokerPaths) -> None:
-    host = settings.kafka_host
+    host = settings.broker.kafka_host
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -295,8 +296,8 @@ def new_cluster_id() -> str:
 
 def _format_once(settings: Settings, p: BrokerPaths, say: Say) -> None:
     """Format the storage the first time; refuse a controller address other than the formatted one."""
-    controller = f"{settings.kafka_host}:{settings.kafka_controller_port}"
-    mode = "secure" if settings.kafka_secure else "plaintext"
+    controller = f"{settings.broker.kafka_host}:{settings.broker.kafka_controller_port}"
+    mode = "secure" if settings.broker.kafka_secure else "plaintext"
     if (p.data / "meta.properties").exists():
         recorded = _read_properties(p.cluster)
         if recorded.get("controller", controller) != controller:
@@ -322,7 +323,7 @@ def _format_once(settings: Settings, p: BrokerPaths, say: Say) -> None:
         "-c",
         str(p.server_properties),
         "--standalone",
-        *(scram_format_args(settings) if settings.kafka_secure else []),
+        *(scram_format_args(settings) if settings.broker.kafka_secure else []),
     )
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:

@@ -15,7 +15,7 @@ __all__ = ["BROKER_MESSAGE_MAX_BYTES", "LOG4J2_PROPERTIES", "render_server_prope
 
 def render_server_properties(settings: Settings, data_dir: Path) -> str:
     """The broker's server.properties: a single node that is broker and controller."""
-    host, port, cport = settings.kafka_host, settings.kafka_port, settings.kafka_controller_port
+    host, port, cport = settings.broker.kafka_host, settings.broker.kafka_port, settings.broker.kafka_controller_port
     return "\n".join(
         [
             "# Written by `pipeline kafka start` from Settings (PIPELINE_KAFKA_*); edits are overwritten.",
@@ -24,7 +24,7 @@ def render_server_properties(settings: Settings, data_dir: Path) -> str:
             f"controller.quorum.bootstrap.servers={host}:{cport}",
             *(
                 secure.listener_lines(settings)
-                if settings.kafka_secure
+                if settings.broker.kafka_secure
                 else [
                     f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
                     f"advertised.listeners=PLAINTEXT://{host}:{port}",

@@ -22,7 +22,7 @@ def prepare(settings: Settings, say: Any = print) -> bool:
     from pipeline.tasks.language import task_routes
 
     started = False
-    if settings.bootstrap_servers == broker.address(settings):
+    if settings.kafka.bootstrap_servers == broker.address(settings):
         # Any broker answering there will do (ours, or one started elsewhere).
         status = broker.status(settings)
         if not status.up:
@@ -39,10 +39,10 @@ def prepare(settings: Settings, say: Any = print) -> bool:
         for model in sorted(models):
             exported = ensure_exported(model, task, settings)
             say(f"model for {task}: {exported.path}")
-    if settings.chat_model and not settings.chat_engine:
+    if settings.chat.chat_model and not settings.chat.chat_engine:
         from pipeline.models.chat_engine import ensure_decoder
 
-        say(f"reply model for chat: {ensure_decoder(settings.chat_model, settings.model_cache_dir)}")
+        say(f"reply model for chat: {ensure_decoder(settings.chat.chat_model, settings.models.model_cache_dir)}")
     return started
 
 
@@ -85,7 +85,11 @@ def secure_principals(settings: Settings, say: Any = print, users_dir: Path | No
     from pipeline.operations.acls import roles
     from pipeline.operations.apply_acls import apply_acls, ensure_users
 
-    if users_dir is None and settings.kafka_secure and settings.bootstrap_servers == broker.address(settings):
+    if (
+        users_dir is None
+        and settings.broker.kafka_secure
+        and settings.kafka.bootstrap_servers == broker.address(settings)
+    ):
         users_dir = tls_files(settings).secrets
     if users_dir is not None:
         folder = users_dir

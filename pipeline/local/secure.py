@@ -22,7 +22,6 @@ What changes against the plaintext broker:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from pipeline.local.tls import TlsFiles, ensure_tls, password
@@ -35,12 +34,12 @@ AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
 def tls_files(settings: Settings) -> TlsFiles:
-    return TlsFiles(settings.kafka_dir.resolve())
+    return TlsFiles(settings.broker.kafka_dir.resolve())
 
 
 def listener_lines(settings: Settings) -> list[str]:
     """The server.properties lines of the secure broker's listeners, TLS, SASL and authorizer."""
-    host, port, cport = settings.kafka_host, settings.kafka_port, settings.kafka_controller_port
+    host, port, cport = settings.broker.kafka_host, settings.broker.kafka_port, settings.broker.kafka_controller_port
     files = tls_files(settings)
     store = password(files, ".store")
     broker_password = password(files, BROKER_USER)
@@ -90,8 +89,7 @@ def admin_settings(settings: Settings) -> Settings:
     """``settings`` as the local secure broker's admin: SASL_SSL, user admin, the local CA."""
     files = tls_files(settings)
     password(files, ADMIN_USER)  # made with the storage; here only when asked before the first start
-    return dataclasses.replace(
-        settings,
+    return settings.replace(
         security_protocol="SASL_SSL",
         sasl_mechanism=MECHANISM,
         sasl_username=ADMIN_USER,
@@ -106,10 +104,10 @@ def client_env(settings: Settings) -> dict[str, str]:
     files = tls_files(settings)
     return {
         "PIPELINE_KAFKA_SECURE": "true",
-        "PIPELINE_KAFKA_DIR": str(settings.kafka_dir.resolve()),
-        "PIPELINE_KAFKA_PORT": str(settings.kafka_port),
-        "PIPELINE_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
-        "PIPELINE_BOOTSTRAP_SERVERS": f"{settings.kafka_host}:{settings.kafka_port}",
+        "PIPELINE_KAFKA_DIR": str(settings.broker.kafka_dir.resolve()),
+        "PIPELINE_KAFKA_PORT": str(settings.broker.kafka_port),
+        "PIPELINE_KAFKA_CONTROLLER_PORT": str(settings.broker.kafka_controller_port),
+        "PIPELINE_BOOTSTRAP_SERVERS": f"{settings.broker.kafka_host}:{settings.broker.kafka_port}",
         "PIPELINE_SECURITY_PROTOCOL": "SASL_SSL",
         "PIPELINE_SASL_MECHANISM": MECHANISM,
         "PIPELINE_SASL_USERNAME": ADMIN_USER,

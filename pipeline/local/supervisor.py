@@ -86,11 +86,13 @@ class Supervisor:
         env.update(
             PIPELINE_MEMBER=str(member.index), PIPELINE_HEALTH_FILE=str(member.health_path), PYTHONUNBUFFERED="1"
         )
-        if self.settings.metrics_port:
+        if self.settings.liveness.metrics_port:
             # Each member its own port from the base: the lowest one no other member has.
             if not member.metrics_port:
                 taken = {m.metrics_port for m in self.members}
-                member.metrics_port = next(p for p in range(self.settings.metrics_port, 65536) if p not in taken)
+                member.metrics_port = next(
+                    p for p in range(self.settings.liveness.metrics_port, 65536) if p not in taken
+                )
             env["PIPELINE_METRICS_PORT"] = str(member.metrics_port)
         member.health_path.unlink(missing_ok=True)
         with member.log_path.open("ab") as out:
@@ -175,7 +177,7 @@ class Supervisor:
             if process is None or process.poll() is not None:
                 self.members.remove(member)
                 log.info("%s retired", member.name)
-            elif now - since > self.settings.shutdown_timeout_s + 2.0:
+            elif now - since > self.settings.liveness.shutdown_timeout_s + 2.0:
                 log.warning("%s did not stop in time; killing it", member.name)
                 os.killpg(process.pid, signal.SIGKILL)
 
@@ -185,7 +187,7 @@ class Supervisor:
         if health is None or member.process is None:
             return
         silent = time.time() - float(health.get("at", 0))
-        if silent > 2 * self.settings.stall_timeout_s and health.get("state") != "stopping":
+        if silent > 2 * self.settings.liveness.stall_timeout_s and health.get("state") != "stopping":
             log.warning("%s has not turned its loop for %.0f s; killing it to restart it", member.name, silent)
             os.killpg(member.process.pid, signal.SIGKILL)
 
@@ -209,7 +211,7 @@ class Supervisor:
     def stop(self, timeout_s: float | None = None) -> None:
         """SIGTERM everyone (upstream stages first), then SIGKILL what is left."""
         if timeout_s is None:  # a member ends itself within shutdown_timeout_s, even with the broker down
-            timeout_s = self.settings.shutdown_timeout_s + 2.0
+            timeout_s = self.settings.liveness.shutdown_timeout_s + 2.0
         for member in self.members:
             if member.process is not None and member.process.poll() is None:
                 os.killpg(member.process.pid, signal.SIGTERM)

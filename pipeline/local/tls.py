@@ -3,7 +3,7 @@
 Nothing here does cryptography itself: keytool (shipped with the Java the
 broker needs anyway) makes a CA, signs the broker's certificate with it and
 writes the PKCS#12 stores the broker reads. Clients get the CA as PEM
-(``ssl.ca.location``). Layout under ``settings.kafka_dir``::
+(``ssl.ca.location``). Layout under ``settings.broker.kafka_dir``::
 
     tls/ca.p12            the CA's key pair (only needed to sign again)
     tls/ca.pem            the CA certificate: what clients trust (PIPELINE_SSL_CA_LOCATION)
@@ -11,7 +11,7 @@ writes the PKCS#12 stores the broker reads. Clients get the CA as PEM
     tls/truststore.p12    the CA, for the broker's own connections (controller, inter-broker)
     secrets/<user>        one password per SASL user (0600); secrets/.store for the stores
 
-The broker certificate names 127.0.0.1, localhost and ``settings.kafka_host``,
+The broker certificate names 127.0.0.1, localhost and ``settings.broker.kafka_host``,
 so clients verify the host name (librdkafka does by default) and the broker
 verifies itself when it connects to its own listeners.
 """
@@ -35,7 +35,7 @@ KEY = ["-keyalg", "RSA", "-keysize", "2048"]
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    root: Path  # settings.kafka_dir
+    root: Path  # settings.broker.kafka_dir
 
     @property
     def tls(self) -> Path:

@@ -67,21 +67,21 @@ def stream_replies(
 
 
 def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
-    """The engine for ``settings.chat_model`` (its decoder exported on first use) and its tokenizer."""
+    """The engine for ``settings.chat.chat_model`` (its decoder exported on first use) and its tokenizer."""
     from transformers import AutoTokenizer
 
     from pipeline.models.quantize import variant_file
     from pipeline.models.session import engine_providers
 
-    exported = ensure_exported(settings.chat_model, "decoder", settings)
-    model_file = variant_file(exported, "int4" if settings.chat_quantized else "fp32")
+    exported = ensure_exported(settings.chat.chat_model, "decoder", settings)
+    model_file = variant_file(exported, "int4" if settings.chat.chat_quantized else "fp32")
     engine = OrtEngine(
         exported,
         model_file=model_file.name,
-        threads=settings.generate_threads,
-        max_sequences=settings.generate_max_sequences,
-        max_tokens=settings.generate_max_tokens,
-        max_prefill_tokens=settings.generate_prefill_tokens,
+        threads=settings.chat.generate_threads,
+        max_sequences=settings.chat.generate_max_sequences,
+        max_tokens=settings.chat.generate_max_tokens,
+        max_prefill_tokens=settings.chat.generate_prefill_tokens,
         providers=engine_providers(settings),
     )
     return engine, AutoTokenizer.from_pretrained(str(exported.path))
@@ -89,4 +89,4 @@ def load_engine(settings: Settings) -> tuple[OrtEngine, Any]:
 
 def ensure_decoder(model: str, cache_dir: Path) -> Path:
     """The folder of ``model``'s decoder export (made now unless cached): ``model.onnx`` and ``meta.json``."""
-    return ensure_exported(model, "decoder", Settings(model_cache_dir=Path(cache_dir))).path
+    return ensure_exported(model, "decoder", Settings.of(model_cache_dir=Path(cache_dir))).path

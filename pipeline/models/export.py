@@ -165,9 +165,9 @@ def ensure_exported(model: str, task: str, settings: Settings, *, force: bool = 
     kind = kind_for(task)
     if not model:
         raise ConfigError(f"no model configured for task {task!r}")
-    source = resolve_model(local_model(model, settings.model_cache_dir))
+    source = resolve_model(local_model(model, settings.models.model_cache_dir))
     key = cache_key(model, source, kind)
-    cache = Path(settings.model_cache_dir)
+    cache = Path(settings.models.model_cache_dir)
     final = cache / f"{_slug(model)}-{kind}-{key[:16]}"
     if not force and (final / META_FILE).is_file():
         return ExportedModel(final, ModelMeta.load(final), from_cache=True)

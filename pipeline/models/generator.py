@@ -121,16 +121,16 @@ DEFAULT_ENGINE = "pipeline.models.chat_engine:load_engine"
 
 
 def load_generator(settings: Any) -> tuple[Generator, Any]:
-    """The engine and tokenizer for ``settings.chat_model``, started.
+    """The engine and tokenizer for ``settings.chat.chat_model``, started.
 
-    ``settings.chat_engine`` ("module:function", taking Settings) names another
+    ``settings.chat.chat_engine`` ("module:function", taking Settings) names another
     loader; tests use it to run the stage on a tiny model built in the test.
     """
     import importlib
 
     from pipeline.errors import ConfigError
 
-    target = settings.chat_engine or DEFAULT_ENGINE
+    target = settings.chat.chat_engine or DEFAULT_ENGINE
     module, _, function = target.partition(":")
     try:
         loader = getattr(importlib.import_module(module), function)

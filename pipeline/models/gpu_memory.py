@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings
+from pipeline.settings import InferSettings, Settings
 
 log = logging.getLogger("pipeline.models.gpu_memory")
 
@@ -71,24 +71,24 @@ def device_memory_mb(index: int | None = None) -> int | None:
         nvml.nvmlShutdown()
 
 
-def cuda_options(settings: Settings) -> dict[str, Any]:
+def cuda_options(infer: InferSettings) -> dict[str, Any]:
     """The CUDA provider's options for one member's budget (none without a budget: ORT's defaults)."""
-    if settings.gpu_mem_limit_mb <= 0:
+    if infer.gpu_mem_limit_mb <= 0:
         return {}
-    return {"gpu_mem_limit": settings.gpu_mem_limit_mb * MIB, "arena_extend_strategy": "kSameAsRequested"}
+    return {"gpu_mem_limit": infer.gpu_mem_limit_mb * MIB, "arena_extend_strategy": "kSameAsRequested"}
 
 
 def gpu_members(counts: Mapping[str, int], settings: Settings) -> int:
     """Members that open a session on the GPU: infer's unless its provider is the CPU, generate's on cuda."""
     members = 0
-    if settings.provider.strip().lower() != "cpu":
+    if settings.infer.provider.strip().lower() != "cpu":
         members += counts.get("infer", 0)
-    if settings.generate_provider.strip().lower() == "cuda":
+    if settings.chat.generate_provider.strip().lower() == "cuda":
         members += counts.get("generate", 0)
     return members
 
 
-def check_fit(members: int, settings: Settings, total_mb: int | None) -> str:
+def check_fit(members: int, infer: InferSettings, total_mb: int | None) -> str:
     """Raise ConfigError if ``members`` budgets (plus their contexts) exceed the GPU; say what was checked.
 
     ``total_mb`` None (not knowable here) or no GPU member: nothing to check.
@@ -97,7 +97,7 @@ def check_fit(members: int, settings: Settings, total_mb: int | None) -> str:
     """
     if not members or total_mb is None:
         return "gpu memory: not checked (no GPU member, or the device's total is not knowable here)"
-    budget = settings.gpu_mem_limit_mb
+    budget = infer.gpu_mem_limit_mb
     if budget <= 0:
         if members > 1:
             return (
@@ -119,4 +119,4 @@ def check_members(counts: Mapping[str, int], settings: Settings) -> None:
     members = gpu_members(counts, settings)
     if not members:
         return
-    log.info("%s", check_fit(members, settings, device_memory_mb()))
+    log.info("%s", check_fit(members, settings.infer, device_memory_mb()))

@@ -93,7 +93,7 @@ def encoder_variant(
     Only the sentence encoder (``embed_model``, which faq and chat share by
     default) has an int8 variant; the multilingual faq model stays fp32.
     """
-    if not settings.encoder_int8 or exported.meta.task != "embed" or model != settings.embed_model:
+    if not settings.models.encoder_int8 or exported.meta.task != "embed" or model != settings.models.embed_model:
         return exported
     path, check = int8_file(exported), exported.path / CHECK_FILE
     if not unchecked:

@@ -34,7 +34,7 @@ from pipeline.errors import ConfigError, ExportError, ProviderError
 from pipeline.models.export import ExportedModel, ModelMeta
 from pipeline.models.gpu_memory import check_fit, cuda_options, device_memory_mb
 from pipeline.models.mapped import mapped_graph
-from pipeline.settings import Settings
+from pipeline.settings import InferSettings, Settings
 
 log = logging.getLogger("pipeline.models.session")
 
@@ -65,10 +65,10 @@ class OrtModel:
 
 
 def open_session(exported: ExportedModel, settings: Settings) -> OrtModel:
-    """A session for ``exported`` on the provider ``settings.provider`` asks for, checked."""
-    wanted = settings.provider.strip().lower()
+    """A session for ``exported`` on the provider ``settings.infer.provider`` asks for, checked."""
+    wanted = settings.infer.provider.strip().lower()
     if wanted != "auto" and wanted not in PROVIDERS:
-        raise ConfigError(f"PIPELINE_PROVIDER={settings.provider!r}: use auto, {', '.join(PROVIDERS)}")
+        raise ConfigError(f"PIPELINE_PROVIDER={settings.infer.provider!r}: use auto, {', '.join(PROVIDERS)}")
     available = ort.get_available_providers()
     if wanted == "auto":
         candidates = [name for name in AUTO_ORDER if PROVIDERS[name] in available and (name == "cpu" or gpu_present())]
@@ -82,7 +82,7 @@ def open_session(exported: ExportedModel, settings: Settings) -> OrtModel:
         candidates = [wanted, *(f for f in _FALLBACKS[wanted] if PROVIDERS[f] in available)]
     if any(name != "cpu" for name in candidates) and gpu_present():
         # One member's budget must fit the device (pipeline up checks all of them together).
-        log.info("%s", check_fit(1, settings, device_memory_mb()))
+        log.info("%s", check_fit(1, settings.infer, device_memory_mb()))
         _preload_gpu_libraries()
 
     session = _create(exported, settings, candidates, strict=wanted != "auto")
@@ -115,16 +115,16 @@ def gpu_present() -> bool:
 def session_options(settings: Settings) -> ort.SessionOptions:
     """Threads set explicitly (ORT's default is one per core, per session) and full graph optimisation."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_threads(settings)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
-    options.inter_op_num_threads = settings.ort_inter_threads
-    if settings.ort_inter_threads > 1:
+    options.intra_op_num_threads = intra_threads(settings.infer)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.infer.ort_spinning else "0")
+    options.inter_op_num_threads = settings.infer.ort_inter_threads
+    if settings.infer.ort_inter_threads > 1:
         options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
 
 
-def intra_threads(settings: Settings, cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+def intra_threads(infer: InferSettings, cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """``ort_intra_threads``, or with 0: the cores this process may use, less one for its own loop.
 
     The member's loop (polling, decoding, the transaction) and, under
@@ -133,8 +133,8 @@ def intra_threads(settings: Settings, cgroup: Path = Path("/sys/fs/cgroup/cpu.ma
     for 20 % less CPU per text (docs/performance.md). The cores are the CPU
     affinity, capped by a cgroup CPU quota (a container's limit).
     """
-    if settings.ort_intra_threads > 0:
-        return settings.ort_intra_threads
+    if infer.ort_intra_threads > 0:
+        return infer.ort_intra_threads
     return max(1, available_cores(cgroup) - 1)
 
 
@@ -181,7 +181,7 @@ def _create(
 
 def _provider_options(name: str, exported: ExportedModel, settings: Settings) -> dict[str, Any]:
     if name == "cuda":
-        return cuda_options(settings)  # the member's GPU memory budget, if one is set
+        return cuda_options(settings.infer)  # the member's GPU memory budget, if one is set
     if name != "tensorrt":
         return {}
     # TensorRT builds an engine per input shape unless it is given a shape range;
@@ -189,7 +189,7 @@ def _provider_options(name: str, exported: ExportedModel, settings: Settings) ->
     # cached next to the model so a restart does not build it again. fp16 stays
     # off: answers must match the PyTorch model (the correctness oracle).
     names = exported.meta.input_names
-    rows, length = settings.batch_max_parts, exported.meta.max_length
+    rows, length = settings.infer.batch_max_parts, exported.meta.max_length
 
     def shapes(batch: int, seq: int) -> str:
         return ",".join(f"{n}:{batch}x{seq}" for n in names)
@@ -221,10 +221,10 @@ def _preload_gpu_libraries() -> None:
 
 def engine_providers(settings: Settings) -> list[Any]:
     """The generation engine's providers: ``PIPELINE_GENERATE_PROVIDER`` (cpu, or cuda with the CPU behind it)."""
-    if settings.generate_provider.strip().lower() == "cuda":
+    if settings.chat.generate_provider.strip().lower() == "cuda":
         if gpu_present():
             _preload_gpu_libraries()
-        return [(PROVIDERS["cuda"], cuda_options(settings)), PROVIDERS["cpu"]]
+        return [(PROVIDERS["cuda"], cuda_options(settings.infer)), PROVIDERS["cpu"]]
     return [PROVIDERS["cpu"]]
 
 

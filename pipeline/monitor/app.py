@@ -56,12 +56,12 @@ def build_app(settings: Settings, *, lag_every_s: float = LAG_EVERY_S) -> faust.
 
     app = faust.App(
         settings.group("monitor"),  # the consumer group (and prefix of faust's own topics)
-        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
         # TLS and SASL as PIPELINE_SECURITY_PROTOCOL etc. say (None on PLAINTEXT).
         broker_credentials=credentials(settings),
         store="memory://",  # windows of the last minutes: rebuilt from their changelogs on restart
         topic_partitions=1,  # the tables' changelogs, like the telemetry topic they follow
-        web_port=settings.monitor_port,
+        web_port=settings.liveness.monitor_port,
         web_bind="0.0.0.0",
         web_in_thread=False,
         # The app only reads telemetry; nothing it writes is on the path of an answer.

@@ -69,7 +69,7 @@ class AclDeclaration:
 
 
 def acls_file(settings: Settings) -> Path:
-    return settings.topics_dir / "acls" / "principals.toml"
+    return settings.kafka.topics_dir / "acls" / "principals.toml"
 
 
 def load_acls(settings: Settings) -> AclDeclaration:
@@ -153,7 +153,7 @@ def roles(settings: Settings) -> tuple[str, ...]:
 
 
 def bindings(settings: Settings) -> list[Acl]:
-    """Every ACL the pipeline needs under ``settings.prefix``, sorted, without duplicates."""
+    """Every ACL the pipeline needs under ``settings.kafka.prefix``, sorted, without duplicates."""
     declaration = load_acls(settings)
     acls: set[Acl] = set()
     for stage in STAGES:

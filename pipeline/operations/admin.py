@@ -93,7 +93,7 @@ class TopicState:
 
 
 def apply_topics(settings: Settings) -> ApplyReport:
-    """Create or update every declared topic (names with ``settings.prefix``)."""
+    """Create or update every declared topic (names with ``settings.kafka.prefix``)."""
     specs = load_topics(settings)
     admin = _admin(settings)
     actual = _partition_counts(admin)
@@ -160,12 +160,12 @@ def list_topics(settings: Settings) -> list[TopicState]:
 
 
 def check_broker(settings: Settings, timeout_s: float = 5.0) -> int:
-    """Ask ``settings.bootstrap_servers`` for metadata; return how many brokers answered.
+    """Ask ``settings.kafka.bootstrap_servers`` for metadata; return how many brokers answered.
 
     Raises :class:`BrokerError` when none does. A plain TCP connect is tried
     first, so a missing broker fails fast and without librdkafka's retry noise.
     """
-    servers = settings.bootstrap_servers
+    servers = settings.kafka.bootstrap_servers
     if not any(accepts(address, min(timeout_s, 2.0)) for address in servers.split(",")):
         raise BrokerError(f"no Kafka broker at {servers}: nothing accepts connections there")
     config = admin_config(settings)
@@ -174,18 +174,18 @@ def check_broker(settings: Settings, timeout_s: float = 5.0) -> int:
 
 
 def delete_prefixed(settings: Settings) -> tuple[list[str], list[str]]:
-    """Delete every topic and consumer group whose name starts with ``settings.prefix``.
+    """Delete every topic and consumer group whose name starts with ``settings.kafka.prefix``.
 
     For tests, which each work under a unique prefix. Returns (topics, groups).
     """
-    if not settings.prefix:
+    if not settings.kafka.prefix:
         raise ConfigError("refusing to delete topics and groups without a prefix: that would be all of them")
     admin = _admin(settings)
-    topics = sorted(t for t in _partition_counts(admin) if t.startswith(settings.prefix))
+    topics = sorted(t for t in _partition_counts(admin) if t.startswith(settings.kafka.prefix))
     if topics:
         _wait(admin.delete_topics(topics, operation_timeout=TIMEOUT_S, request_timeout=TIMEOUT_S), "delete topic")
     listing = admin.list_consumer_groups(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
-    groups = sorted(g.group_id for g in listing.valid if g.group_id.startswith(settings.prefix))
+    groups = sorted(g.group_id for g in listing.valid if g.group_id.startswith(settings.kafka.prefix))
     if groups:
         # Static members do not leave on close (KIP-345): their group is not
         # empty until their session times out. It is left behind, empty, then.

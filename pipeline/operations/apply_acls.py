@@ -11,7 +11,6 @@ itself).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -112,10 +111,10 @@ def remove_principals(settings: Settings, users: Iterable[str]) -> None:
 
 
 def ensure_users(settings: Settings, users: Iterable[str], password_for: Callable[[str], str]) -> list[str]:
-    """Give each of ``users`` a SCRAM credential (``settings.sasl_mechanism``) unless it has one; return those made."""
-    mechanism = _MECHANISM.get(settings.sasl_mechanism)
+    """Give each of ``users`` a SCRAM credential (``security.sasl_mechanism``) unless it has one; return those made."""
+    mechanism = _MECHANISM.get(settings.security.sasl_mechanism)
     if mechanism is None:
-        raise BrokerError(f"cannot make {settings.sasl_mechanism} users: only SCRAM users live in Kafka")
+        raise BrokerError(f"cannot make {settings.security.sasl_mechanism} users: only SCRAM users live in Kafka")
     users = list(users)
     existing = _scram_users(settings, users)
     missing = [u for u in users if mechanism not in existing.get(u, ())]
@@ -127,7 +126,7 @@ def ensure_users(settings: Settings, users: Iterable[str], password_for: Callabl
         admin = _admin(settings)
         _wait(admin.alter_user_scram_credentials(upserts, request_timeout=TIMEOUT_S), "create SCRAM user")
         for user in missing:
-            _wait_for_login(dataclasses.replace(settings, sasl_username=user, sasl_password=password_for(user)))
+            _wait_for_login(settings.replace(sasl_username=user, sasl_password=password_for(user)))
     return missing
 
 

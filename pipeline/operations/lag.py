@@ -29,7 +29,7 @@ def snapshot(settings: Settings, stages: Iterable[tuple[str, str]], *, ages: boo
     try:
         metadata = admin.list_topics(timeout=TIMEOUT_S)
     except KafkaException as exc:
-        raise BrokerError(f"cannot reach the cluster at {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"cannot reach the cluster at {settings.kafka.bootstrap_servers}: {exc}") from exc
     partitions = {t: sorted(metadata.topics[t].partitions) for t in topics if t in metadata.topics}
     ends = end_offsets(admin, partitions)
     groups = [settings.group(stage) for stage, _ in stages]
@@ -70,7 +70,7 @@ def _oldest_age(settings: Settings, topic: str, committed: dict[int, int],
                if end > max(committed.get(p, -1), 0)]  # fmt: skip
     if not lagging:
         return 0.0, frozenset()
-    reader = f"{settings.prefix}pipeline-status"
+    reader = f"{settings.kafka.prefix}pipeline-status"
     consumer = Consumer({**consumer_config(settings, reader, reader), "enable.partition.eof": False})
     oldest: float | None = None
     try:

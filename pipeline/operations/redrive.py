@@ -133,7 +133,7 @@ def load_dead_letters(settings: Settings) -> list[DeadLetter]:
 
 def redrive(settings: Settings, letters: Iterable[DeadLetter], *, timeout_ms: int) -> int:
     """Send every replayable letter to ``requests``; how many were acknowledged."""
-    producer = Producer(producer_config(settings, f"{settings.prefix}pipeline-redrive"))
+    producer = Producer(producer_config(settings, f"{settings.kafka.prefix}pipeline-redrive"))
     errors: list[str] = []
     acked = 0
 

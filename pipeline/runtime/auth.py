@@ -61,19 +61,19 @@ def problems_of(config: dict[str, object]) -> ConnectionProblems | None:
 
 def refused(settings: Settings, problems: ConnectionProblems | None, what: str, cause: object) -> BrokerError:
     """The error for a failed ``what`` (e.g. "list topics"), explained by what the client was told."""
-    servers = settings.bootstrap_servers
+    servers, security = settings.kafka.bootstrap_servers, settings.security
     error = cause.args[0] if isinstance(cause, KafkaException) and cause.args else None
     reason = error.str() if isinstance(error, KafkaError) else str(cause)
     if isinstance(error, KafkaError) and error.code() in DENIED:
         return AuthorizationError(
-            f"cannot {what} at {servers}: {reason} for user {settings.sasl_username!r}; its ACLs are in "
+            f"cannot {what} at {servers}: {reason} for user {security.sasl_username!r}; its ACLs are in "
             "topics/acls/ (pipeline topics acls shows them)"
         )
     if problems is not None:
         auth = problems.last(KafkaError._AUTHENTICATION)
         if auth is not None:
             return AuthenticationError(
-                f"Kafka at {servers} refused SASL user {settings.sasl_username!r} ({settings.sasl_mechanism}): "
+                f"Kafka at {servers} refused SASL user {security.sasl_username!r} ({security.sasl_mechanism}): "
                 f"{auth.str()}; check PIPELINE_SASL_USERNAME and its password (PIPELINE_SASL_PASSWORD_FILE)"
             )
         ssl = problems.last(KafkaError._SSL)
@@ -86,7 +86,7 @@ def refused(settings: Settings, problems: ConnectionProblems | None, what: str, 
         if transport is not None and "security.protocol" in transport.str():
             return AuthenticationError(
                 f"Kafka at {servers} dropped the connection: {transport.str()}; this client uses "
-                f"PIPELINE_SECURITY_PROTOCOL={settings.security_protocol}: the listener wants another one "
+                f"PIPELINE_SECURITY_PROTOCOL={settings.security.security_protocol}: the listener wants another one "
                 "(a secured cluster needs SASL_SSL and credentials)"
             )
         if transport is not None:
@@ -97,7 +97,7 @@ def refused(settings: Settings, problems: ConnectionProblems | None, what: str, 
             return AuthenticationError(
                 f"Kafka at {servers} accepts connections but closes them at the first request: the listener "
                 "wants TLS and credentials (PIPELINE_SECURITY_PROTOCOL=SASL_SSL, PIPELINE_SASL_USERNAME and a "
-                f"password), this client uses PIPELINE_SECURITY_PROTOCOL={settings.security_protocol}"
+                f"password), this client uses PIPELINE_SECURITY_PROTOCOL={settings.security.security_protocol}"
             )
     return BrokerError(f"cannot {what} at {servers}: {reason}")
 

@@ -46,7 +46,7 @@ class Client:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        client_id = f"{self.settings.prefix}client-{uuid.uuid4().hex[:8]}"
+        client_id = f"{self.settings.kafka.prefix}client-{uuid.uuid4().hex[:8]}"
         config = consumer_config(self.settings, f"{client_id}-unused", client_id)
         self.problems = problems_of(config)
         self.consumer = Consumer(config)
@@ -82,7 +82,7 @@ class Client:
                 if name != "answers":
                     continue  # a pipeline without chat: no streaming, answers still work
                 raise BrokerError(
-                    f"topic {topic} not found at {self.settings.bootstrap_servers}: run `pipeline topics apply`"
+                    f"topic {topic} not found at {self.settings.kafka.bootstrap_servers}: run `pipeline topics apply`"
                 )
             for partition in metadata.topics[topic].partitions:
                 tp = TopicPartition(topic, partition)

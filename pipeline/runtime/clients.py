@@ -29,10 +29,10 @@ class Clients:
 def connect(settings: Settings, stage: str, client_id: str, changelog: str | None) -> Clients:
     """The real clients of one member of ``stage``."""
     group = settings.group(stage)
-    transactional = settings.processing_guarantee.transactional
+    transactional = settings.runtime.processing_guarantee.transactional
     # Static membership: a restarted member (same id) takes its partitions back
     # without a rebalance; only members with a stable id (PIPELINE_MEMBER) get one.
-    instance = client_id if settings.member else None
+    instance = client_id if settings.runtime.member else None
     return Clients(
         consumer=Consumer(consumer_config(settings, group, client_id, instance_id=instance)),
         producer=lambda: Producer(

@@ -21,7 +21,7 @@ DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024 + 64 * 1024
 
 def common_config(settings: Settings, client_id: str) -> ClientConfig:
     config: ClientConfig = {
-        "bootstrap.servers": settings.bootstrap_servers,
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
         # Shows up in broker logs and quotas: which stage member is talking.
         "client.id": client_id,
         # librdkafka's own log lines go through Python logging (served on
@@ -37,27 +37,27 @@ def common_config(settings: Settings, client_id: str) -> ClientConfig:
 
 def security_config(settings: Settings) -> ClientConfig:
     """TLS and SASL for every client: nothing on a PLAINTEXT cluster (docs/security.md)."""
-    if settings.security_protocol == "PLAINTEXT":
+    if settings.security.security_protocol == "PLAINTEXT":
         return {}
     # SSL, SASL_SSL, SASL_PLAINTEXT: as the cluster's listener wants.
-    config: ClientConfig = {"security.protocol": settings.security_protocol.lower()}
-    if settings.security_protocol.endswith("SSL") and settings.ssl_ca_location:
+    config: ClientConfig = {"security.protocol": settings.security.security_protocol.lower()}
+    if settings.security.security_protocol.endswith("SSL") and settings.security.ssl_ca_location:
         # The CA that signed the brokers' certificates (the local secure
         # broker's own, or a company CA); without it, the system's CAs.
-        config["ssl.ca.location"] = settings.ssl_ca_location
+        config["ssl.ca.location"] = settings.security.ssl_ca_location
     if settings.sasl:
         config.update(
             {
-                "sasl.mechanism": settings.sasl_mechanism,
-                "sasl.username": sasl_user(settings),
-                "sasl.password": sasl_password(settings),
+                "sasl.mechanism": settings.security.sasl_mechanism,
+                "sasl.username": sasl_user(settings.security),
+                "sasl.password": sasl_password(settings.security),
             }
         )
     return config
 
 
 def admin_config(settings: Settings) -> ClientConfig:
-    return common_config(settings, f"{settings.prefix}pipeline-admin")
+    return common_config(settings, f"{settings.kafka.prefix}pipeline-admin")
 
 
 def producer_config(settings: Settings, client_id: str, *, transactional_id: str | None = None) -> ClientConfig:
@@ -143,7 +143,7 @@ def consumer_config(settings: Settings, group: str, client_id: str, *, instance_
             "heartbeat.interval.ms": 2_000,
             # The runner polls while a batch runs in a worker thread, so only a
             # hung process gets near this; 60 s instead of 300 s by default.
-            "max.poll.interval.ms": settings.max_poll_interval_ms,
+            "max.poll.interval.ms": settings.runtime.max_poll_interval_ms,
             # The broker holds a fetch until data is there or this passes; with
             # read_committed, records that become visible when a transaction
             # commits can wait out the whole interval (librdkafka: 500 ms).

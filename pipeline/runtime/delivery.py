@@ -49,7 +49,7 @@ class Delivery:
     def __init__(self, settings: Settings, stage: str, clients: Clients, watchdog: Watchdog, warn_once: Warn) -> None:
         self.settings = settings
         self.stage = stage
-        self.transactional = settings.processing_guarantee.transactional  # the one reader of the guarantee
+        self.transactional = settings.runtime.processing_guarantee.transactional  # the one reader of the guarantee
         self.watchdog = watchdog
         self.warn_once = warn_once
         self._make_producer = clients.producer

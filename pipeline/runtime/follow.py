@@ -45,7 +45,7 @@ class Follower:
 
     def _run(self) -> None:
         # The group id is never used (offsets are neither read nor committed) but librdkafka wants one.
-        name = f"{self.settings.prefix}follow-{uuid.uuid4().hex[:8]}"
+        name = f"{self.settings.kafka.prefix}follow-{uuid.uuid4().hex[:8]}"
         consumer = Consumer(consumer_config(self.settings, name, name))
         try:
             while not self.stop.is_set():

@@ -36,10 +36,10 @@ def run_stage(name: str, settings: Settings, stop: threading.Event) -> None:
             return ages.read, ages.close
 
         watcher.watch(open_probe)
-    serve(settings.metrics_port)
+    serve(settings.liveness.metrics_port)
     runner = StageRunner(settings, spec.name, spec.source, logic, spec.batching(settings), changelog=spec.changelog)
     telemetry = None
-    if settings.telemetry_interval_ms > 0:  # reports for the monitor (pipeline/telemetry.py)
+    if settings.liveness.telemetry_interval_ms > 0:  # reports for the monitor (pipeline/telemetry.py)
         from pipeline.runtime.telemetry import TelemetryEmitter
 
         telemetry = TelemetryEmitter(settings, spec.name, runner.client_id)

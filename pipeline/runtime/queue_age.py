@@ -34,7 +34,7 @@ class QueueAges:
         self.settings = settings
         self.stages = stages
         self.admin = AdminClient(admin_config(settings))
-        reader = f"{settings.prefix}filter-queue-ages-{uuid.uuid4().hex[:6]}"
+        reader = f"{settings.kafka.prefix}filter-queue-ages-{uuid.uuid4().hex[:6]}"
         # An assign-only consumer (its group is never joined or committed).
         self.consumer = Consumer({**consumer_config(settings, reader, reader), "enable.partition.eof": False})
 

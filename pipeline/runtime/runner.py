@@ -89,7 +89,7 @@ class StageRunner:
         self.batching = batching
         self.state = StateTable(changelog) if changelog else None
         self.client_id = settings.client_id(stage)
-        self.overlap = settings.commit_overlap
+        self.overlap = settings.runtime.commit_overlap
         clients = clients or connect(settings, stage, self.client_id, changelog)
         self.consumer = clients.consumer
         self.lost_at: float | None = None  # when the group session ended, until the next assignment
@@ -102,7 +102,7 @@ class StageRunner:
         self.pending_assign: list[int] = []
         self.processed = 0
         self.watchdog = Watchdog(f"{stage} member {self.client_id}")
-        self.health = HealthFile(Path(settings.health_file) if settings.health_file else None)
+        self.health = HealthFile(Path(settings.liveness.health_file) if settings.liveness.health_file else None)
         self.last_error_log: dict[str, float] = {}
         self.metrics = StageMetrics(stage)
         self.readiness = BatchReadiness(batching, self.overlap)
@@ -114,7 +114,7 @@ class StageRunner:
 
     def run(self, stop: threading.Event) -> None:
         """Join the group and turn the loop until ``stop`` is set; then commit what runs and leave."""
-        budget = self.settings.stall_timeout_s
+        budget = self.settings.liveness.stall_timeout_s
         self.watchdog.start()
         self.watchdog.beat("init_transactions", budget + TXN_CALL_TIMEOUT_S)
         self.join()
@@ -137,7 +137,7 @@ class StageRunner:
             on_lost=self._on_lost,
         )
         log.info("%s member %s consuming %s (%s)", self.stage, self.client_id, self.source,
-                 self.settings.processing_guarantee)  # fmt: skip
+                 self.settings.runtime.processing_guarantee)  # fmt: skip
 
     def turn(self) -> None:
         """One turn of the loop (tests step it without the watchdog)."""
@@ -160,7 +160,7 @@ class StageRunner:
     def _shutdown(self) -> None:
         # Bounded even with the broker gone: past the budget the watchdog ends the
         # process, and what was not committed is redone by the partitions' next owner.
-        self.watchdog.beat("stopping", self.settings.shutdown_timeout_s)
+        self.watchdog.beat("stopping", self.settings.liveness.shutdown_timeout_s)
         self._report("stopping", force=True)
         try:
             self._finish_batch(wait=True)
@@ -223,7 +223,7 @@ class StageRunner:
 
     def _restore(self, partitions: list[int]) -> None:
         if self.state is not None:
-            self.watchdog.beat("restore", table.RESTORE_TIMEOUT_S + self.settings.stall_timeout_s)
+            self.watchdog.beat("restore", table.RESTORE_TIMEOUT_S + self.settings.liveness.stall_timeout_s)
             for partition, rows in self._restore_rows(partitions).items():
                 self.state.load(partition, rows)
         self.hooks.assigned(partitions)

@@ -28,12 +28,12 @@ log = logging.getLogger("pipeline.telemetry")
 
 
 class TelemetryEmitter:
-    """One member's reports, produced at most every ``settings.telemetry_interval_ms``."""
+    """One member's reports, produced at most every ``settings.liveness.telemetry_interval_ms``."""
 
     def __init__(self, settings: Settings, stage: str, member: str, producer: Producer | None = None) -> None:
         self.topic = settings.topic(TOPIC)
         self.stage = stage
-        self.aggregator = Aggregator(stage, member, settings.telemetry_interval_ms / 1000, time.time())
+        self.aggregator = Aggregator(stage, member, settings.liveness.telemetry_interval_ms / 1000, time.time())
         self.producer = producer or Producer(telemetry_producer_config(settings, f"{member}-telemetry"))
         # batch() runs on the handler's thread, delivered() on the loop's.
         self.lock = threading.Lock()

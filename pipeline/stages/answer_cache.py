@@ -25,7 +25,7 @@ from msgspec.structs import replace
 from pipeline.errors import DecodeError
 from pipeline.messages import Answer, Request, now_ms
 from pipeline.records import Hooks, StageContext, compact
-from pipeline.settings import Settings
+from pipeline.settings import ChatSettings, Settings
 
 log = logging.getLogger("pipeline.answer_cache")
 
@@ -66,15 +66,16 @@ def versions(settings: Settings) -> str:
 
     # How entries are chosen decides what the reply is grounded on.
     scoring = ",".join(str(settings.value(name)) for name in RETRIEVAL_SETTINGS)
+    faq = settings.faq
     return "/".join(
-        (fingerprint(settings.chat_model), fingerprint(settings.model_for("chat")), fingerprint(settings.faq_kb),
-         fingerprint(settings.faq_multilingual_kb), settings.faq_multilingual_model, scoring, PROMPT_VERSION)
+        (fingerprint(settings.chat.chat_model), fingerprint(settings.model_for("chat")), fingerprint(faq.faq_kb),
+         fingerprint(faq.faq_multilingual_kb), faq.faq_multilingual_model, scoring, PROMPT_VERSION)
     )  # fmt: skip
 
 
-def reply_budget(settings: Settings, max_tokens: int | None) -> int:
+def reply_budget(chat: ChatSettings, max_tokens: int | None) -> int:
     """New tokens a reply may have: the request's ``max_tokens``, bounded by the setting."""
-    return max(1, min(max_tokens or settings.chat_default_tokens, settings.chat_max_tokens))
+    return max(1, min(max_tokens or chat.chat_default_tokens, chat.chat_max_tokens))
 
 
 def cache_key(task: str, text: str, budget: int, version: str) -> bytes:
@@ -137,16 +138,16 @@ class AnswerCache(Hooks):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.lru = AnswerLru(settings.answer_cache_max_bytes, settings.answer_cache_max_age_ms)
+        self.lru = AnswerLru(settings.cache.answer_cache_max_bytes, settings.cache.answer_cache_max_age_ms)
         self.lock = threading.Lock()  # fed by the follower's thread, read by the handler's
-        self.version = versions(settings) if settings.answer_cache_max_bytes > 0 else ""
+        self.version = versions(settings) if settings.cache.answer_cache_max_bytes > 0 else ""
         self.logged = (0, 0)
 
     def answer(self, request: Request) -> Answer | None:
         """The cached answer to ``request`` (its own id, marked cached), or None."""
         if request.task not in CACHED_TASKS or request.session or not self.version or request.text is None:
             return None
-        key = cache_key(request.task, request.text, reply_budget(self.settings, request.max_tokens), self.version)
+        key = cache_key(request.task, request.text, reply_budget(self.settings.chat, request.max_tokens), self.version)
         with self.lock:
             value = self.lru.get(key, now_ms())
         if value is None:

@@ -83,7 +83,9 @@ class Infer:
             else:
                 outputs[index] = problem
         candidates = [parts[i] for i in runnable]
-        for batch in plan_batches(candidates, self.settings.batch_max_parts, self.settings.batch_max_tokens, self._key):
+        for batch in plan_batches(
+            candidates, self.settings.infer.batch_max_parts, self.settings.infer.batch_max_tokens, self._key
+        ):
             indices = [runnable[b] for b in batch]
             for index, output in zip(indices, self._run_batch([parts[i] for i in indices]), strict=True):
                 outputs[index] = output

@@ -16,7 +16,7 @@ new state and what to emit. It knows three kinds of record:
 
 Once answered, the state shrinks to a tombstone (``done``) that makes late and
 duplicate parts harmless; the tombstone is dropped after
-``Settings.merge_done_retention_ms``.
+``settings.merge.merge_done_retention_ms``.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
     headers = Headers.parse(record.headers)
 
     if control is Control.EXPIRE:
-        if gather.done_ms is not None and now - gather.done_ms >= settings.merge_done_retention_ms:
+        if gather.done_ms is not None and now - gather.done_ms >= settings.merge.merge_done_retention_ms:
             return Step(None)
         return Step(state)
     if gather.done_ms is not None:
@@ -219,7 +219,7 @@ def due(gather: Gather, settings: Settings) -> tuple[float, Control] | None:
     """When this request next needs a tick, and which: its deadline, or its tombstone's expiry."""
     if gather.done_ms is None:
         return None if gather.deadline_ms is None else (float(gather.deadline_ms), Control.DEADLINE)
-    return gather.done_ms + settings.merge_done_retention_ms, Control.EXPIRE
+    return gather.done_ms + settings.merge.merge_done_retention_ms, Control.EXPIRE
 
 
 # -- the stage: the step above over a changelog-backed table, and its ticks ------------------
@@ -276,7 +276,7 @@ class Merger(StatefulHooks):
 
     def start(self, context: StageContext) -> None:
         super().start(context)
-        context.schedule(self.settings.merge_tick_ms, self.tick)
+        context.schedule(self.settings.merge.merge_tick_ms, self.tick)
 
     def tick(self, now: float) -> None:
         """Every ``merge_tick_ms``: send each request whose wait fell due its tick record."""

@@ -76,7 +76,7 @@ def build_split(settings: Settings) -> Splitter:
     by_path: dict[str, Any] = {}
     for task in TASK_NAMES:
         for route, routed in task_routes(task, settings).items():  # faq: one per language pair
-            path = local_model(routed.model_for(task), settings.model_cache_dir)
+            path = local_model(routed.model_for(task), settings.models.model_cache_dir)
             if path:
                 if path not in by_path:
                     by_path[path] = load_tokenizer(path)

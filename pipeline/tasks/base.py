@@ -93,10 +93,10 @@ def split_chunks(request: Request, task: str, tokenizer: Tokenizer, settings: Se
     Each chunk is a complete model input ([CLS] ... [SEP]); meta has its token count.
     """
     text = require_text(request, "text")
-    length = min(settings.chunk_tokens, model_max_length(tokenizer))
+    length = min(settings.split.chunk_tokens, model_max_length(tokenizer))
     if length <= tokenizer.num_special_tokens_to_add(pair=False):
         raise InvalidRequestError(
-            f"chunk_tokens={settings.chunk_tokens} leaves no room for text", request_id=request.id
+            f"chunk_tokens={settings.split.chunk_tokens} leaves no room for text", request_id=request.id
         )
     encoding = tokenizer(text, truncation=True, max_length=length, stride=0, return_overflowing_tokens=True)
     return make_parts(request, task, encoding, [{} for _ in encoding["input_ids"]])

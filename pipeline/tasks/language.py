@@ -23,7 +23,6 @@ the text, not which Latin-script language it is.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 from collections.abc import Container
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError, InvalidRequestError
 from pipeline.messages import Part, Request
-from pipeline.settings import Settings
+from pipeline.settings import FaqSettings, Settings
 
 _LANG = re.compile(r"^[a-z]{2,3}(?:[-_][a-z0-9]{2,8})*$")
 
@@ -67,15 +66,15 @@ def route_key(task: str, lang: str) -> str:
     return f"{task}:{lang}"
 
 
-def multilingual_languages(settings: Settings) -> tuple[str, ...]:
+def multilingual_languages(faq: FaqSettings) -> tuple[str, ...]:
     """The languages the multilingual faq pair serves (those its KB names); () when it is off."""
-    if not settings.faq_multilingual_model:
+    if not faq.faq_multilingual_model:
         return ()
-    languages = _kb_languages(Path(settings.faq_multilingual_kb))
+    languages = _kb_languages(Path(faq.faq_multilingual_kb))
     if not languages:
         raise ConfigError(
             'the multilingual faq knowledge base names no language: add "language": "zh" (or a list)',
-            where=str(settings.faq_multilingual_kb),
+            where=str(faq.faq_multilingual_kb),
         )
     return languages
 
@@ -87,13 +86,12 @@ RETRIEVING = frozenset({"faq", "chat"})
 def task_routes(task: str, settings: Settings) -> dict[str, Settings]:
     """Every route of ``task`` by key: ``{task: settings}``, plus ``<task>:<lang>`` routes for faq and chat."""
     routes = {task: settings}
-    languages = multilingual_languages(settings) if task in RETRIEVING else ()
+    languages = multilingual_languages(settings.faq) if task in RETRIEVING else ()
     if languages:
-        multilingual = dataclasses.replace(
-            settings,
-            faq_model=settings.faq_multilingual_model,
-            faq_kb=settings.faq_multilingual_kb,
-            faq_min_score=settings.faq_multilingual_min_score,
+        multilingual = settings.replace(
+            faq_model=settings.faq.faq_multilingual_model,
+            faq_kb=settings.faq.faq_multilingual_kb,
+            faq_min_score=settings.faq.faq_multilingual_min_score,
             # The fusion weights and margin were tuned on the English shop with MiniLM;
             # e5's scores bunch differently, so the Chinese route keeps pure dense scoring.
             faq_answer_weight=0.0,
@@ -109,7 +107,7 @@ def request_route(request: Request, settings: Settings) -> str:
     """The route key of ``request``: ``<task>:<lang>`` when the multilingual pair reads it, else the task."""
     if request.task in RETRIEVING:
         lang = request_language(request)
-        if lang in multilingual_languages(settings):
+        if lang in multilingual_languages(settings.faq):
             return route_key(request.task, lang)
     return request.task
 

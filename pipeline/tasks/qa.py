@@ -47,15 +47,15 @@ class QaTask(BaseTask):
     def split(self, request: Request, tokenizer: Tokenizer, settings: Settings) -> list[Part]:
         question = require_text(request, "question")
         context = require_text(request, "context")
-        max_length = min(settings.qa_max_length, model_max_length(tokenizer))
+        max_length = min(settings.split.qa_max_length, model_max_length(tokenizer))
         question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
         room = max_length - question_tokens - tokenizer.num_special_tokens_to_add(pair=True)
-        if room <= settings.qa_stride:
+        if room <= settings.split.qa_stride:
             # The tokenizer cannot make windows that advance; say how long a question may be.
-            limit = max_length - tokenizer.num_special_tokens_to_add(pair=True) - settings.qa_stride - 1
+            limit = max_length - tokenizer.num_special_tokens_to_add(pair=True) - settings.split.qa_stride - 1
             raise TooLargeError(
                 f"the question is {question_tokens} tokens; with qa_max_length={max_length} and "
-                f"qa_stride={settings.qa_stride} it may be at most {limit}",
+                f"qa_stride={settings.split.qa_stride} it may be at most {limit}",
                 request_id=request.id,
             )
         encoding = tokenizer(
@@ -63,7 +63,7 @@ class QaTask(BaseTask):
             context,
             truncation="only_second",
             max_length=max_length,
-            stride=settings.qa_stride,
+            stride=settings.split.qa_stride,
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
         )
@@ -75,7 +75,7 @@ class QaTask(BaseTask):
 
     def postprocess(self, parts: Sequence[Part], outputs: ModelOutputs, runtime: Runtime) -> list[PartOutput]:
         starts, ends = outputs["start_logits"], outputs["end_logits"]
-        longest = runtime.settings.qa_max_answer_tokens
+        longest = runtime.settings.split.qa_max_answer_tokens
 
         def each(row: int, part: Part) -> PartOutput:
             n = len(part.input_ids)

@@ -25,7 +25,6 @@ A new integration test only asks for them::
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 import warnings
@@ -69,7 +68,7 @@ def kafka() -> Settings:
 @pytest.fixture(scope="session")
 def broker(kafka: Settings) -> str:
     """The bootstrap servers of the test broker, for tests that build their own Settings."""
-    return kafka.bootstrap_servers
+    return kafka.kafka.bootstrap_servers
 
 
 @pytest.fixture(autouse=True)
@@ -80,12 +79,12 @@ def _needs_kafka(kafka: Settings) -> None:
 @pytest.fixture
 def settings(kafka: Settings) -> Iterator[Settings]:
     """Settings with a prefix of this test's own; its topics and groups are deleted afterwards."""
-    settings = dataclasses.replace(kafka, prefix=f"t{uuid.uuid4().hex[:8]}-")
+    settings = kafka.replace(prefix=f"t{uuid.uuid4().hex[:8]}-")
     yield settings
     try:
         delete_prefixed(settings)
     except PipelineError as exc:  # a leftover never fails the test that made it
-        warnings.warn(f"could not clean up prefix {settings.prefix}: {exc}", stacklevel=1)
+        warnings.warn(f"could not clean up prefix {settings.kafka.prefix}: {exc}", stacklevel=1)
 
 
 @pytest.fixture

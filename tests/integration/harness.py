@@ -6,7 +6,6 @@ groups and merge state are its own.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import warnings
@@ -36,14 +35,14 @@ def running_pipeline(settings: Settings, counts: dict[str, int], **overrides: An
 
     ``overrides`` are Settings fields the members get on top of ``settings``.
     """
-    log_dir = LOG_ROOT / settings.prefix.rstrip("-")
+    log_dir = LOG_ROOT / settings.kafka.prefix.rstrip("-")
     prepare(settings, say=lambda *_: None)
-    supervisor = Supervisor(counts, dataclasses.replace(settings, **overrides), log_dir)
+    supervisor = Supervisor(counts, settings.replace(**overrides), log_dir)
     supervisor.start()
     try:
         if not wait_ready(settings, counts, threading.Event(), timeout_s=240, on_wait=supervisor.check):
             logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(log_dir.glob("*.log")))
-            raise AssertionError(f"pipeline {settings.prefix} did not come up:\n{logs}")
+            raise AssertionError(f"pipeline {settings.kafka.prefix} did not come up:\n{logs}")
         # Like `pipeline up`: a member that exits is restarted while tests run.
         watching = threading.Event()
         watcher = threading.Thread(target=_watch, args=(supervisor, watching), daemon=True)
@@ -58,7 +57,7 @@ def running_pipeline(settings: Settings, counts: dict[str, int], **overrides: An
         try:
             delete_prefixed(settings)
         except PipelineError as exc:  # a leftover never fails the test that made it
-            warnings.warn(f"could not clean up prefix {settings.prefix}: {exc}", stacklevel=1)
+            warnings.warn(f"could not clean up prefix {settings.kafka.prefix}: {exc}", stacklevel=1)
 
 
 def _watch(supervisor: Supervisor, stop: threading.Event) -> None:
@@ -69,7 +68,7 @@ def _watch(supervisor: Supervisor, stop: threading.Event) -> None:
 def read_topic(settings: Settings, name: str, *, expect: int, timeout_s: float = 60.0) -> list[Any]:
     """Every committed record of a declared topic, from the beginning, until ``expect`` arrived."""
     topic = settings.topic(name)
-    consumer = Consumer(consumer_config(settings, f"{settings.prefix}reader-{time.time_ns()}", "test-reader"))
+    consumer = Consumer(consumer_config(settings, f"{settings.kafka.prefix}reader-{time.time_ns()}", "test-reader"))
     metadata = consumer.list_topics(topic, timeout=10)
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions])
     records: list[Any] = []

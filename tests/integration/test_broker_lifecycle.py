@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tests.net import free_port
 
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[Settings]:
-    settings = Settings(
+    settings = Settings.of(
         kafka_dir=tmp_path / "kafka", kafka_port=free_port(), kafka_controller_port=free_port(), kafka_heap="512m"
     )
     if broker.kafka_version(broker.paths(settings)) is None:
@@ -30,13 +29,13 @@ def local(tmp_path: Path) -> Iterator[Settings]:
 def test_start_is_idempotent_and_stop_is_clean(local: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     flags = [
         "--port",
-        str(local.kafka_port),
+        str(local.broker.kafka_port),
         "--controller-port",
-        str(local.kafka_controller_port),
+        str(local.broker.kafka_controller_port),
         "--dir",
-        str(local.kafka_dir),
+        str(local.broker.kafka_dir),
         "--heap",
-        local.kafka_heap,
+        local.broker.kafka_heap,
     ]
     assert main(["kafka", "status", *flags]) == 1
     assert main(["kafka", "start", *flags]) == 0
@@ -44,7 +43,7 @@ def test_start_is_idempotent_and_stop_is_clean(local: Settings, capsys: pytest.C
     assert "formatting new KRaft storage" in out
     assert f"log: {broker.paths(local).log}" in out
 
-    check_broker(dataclasses.replace(local, bootstrap_servers=broker.address(local)))
+    check_broker(local.replace(bootstrap_servers=broker.address(local)))
     state = broker.status(local)
     assert state.up and state.pid is not None
 
@@ -57,7 +56,7 @@ def test_start_is_idempotent_and_stop_is_clean(local: Settings, capsys: pytest.C
     assert f"stopped (pid {state.pid})" in capsys.readouterr().out
     assert main(["kafka", "status", *flags]) == 1
     with pytest.raises(BrokerError):
-        check_broker(dataclasses.replace(local, bootstrap_servers=broker.address(local)), timeout_s=2)
+        check_broker(local.replace(bootstrap_servers=broker.address(local)), timeout_s=2)
     assert "shut down" in broker.paths(local).log.read_text()
 
     # Its data survives: a restart needs no format and keeps the cluster id.

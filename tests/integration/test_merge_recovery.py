@@ -51,7 +51,7 @@ def full_pipeline(broker: str) -> Iterator[tuple[Settings, Supervisor]]:
 
 def test_merge_killed_mid_stream_loses_nothing_and_answers_once(full_pipeline: tuple[Settings, Supervisor]) -> None:
     settings, supervisor = full_pipeline
-    questions = [entry.questions[0] for entry in load_kb(settings.faq_kb)]
+    questions = [entry.questions[0] for entry in load_kb(settings.faq.faq_kb)]
     total = 300
     with Client(settings) as client:
         futures: dict[str, Future[Answer]] = {}

@@ -52,7 +52,7 @@ def get_json(url: str) -> Any:
 def monitor(settings: Settings, topics: dict[str, TopicSpec]) -> Iterator[str]:
     """``pipeline monitor`` as a process on a free port; its base URL."""
     port = free_port()
-    log = (PROJECT_ROOT / ".cache" / "test-logs").joinpath(f"monitor-{settings.prefix.rstrip('-')}.log")
+    log = (PROJECT_ROOT / ".cache" / "test-logs").joinpath(f"monitor-{settings.kafka.prefix.rstrip('-')}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
     with log.open("wb") as out:

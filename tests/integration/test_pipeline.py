@@ -136,7 +136,7 @@ def test_embeddings_equal_the_in_process_model(client: Client, settings: Setting
         answer = client.ask({"task": "embed", "text": text}, timeout_s=60)
         assert answer.ok and answer.result is not None, answer.error
         got = np.asarray(answer.result["embedding"], dtype=np.float64)
-        expected = np.asarray(reference_embed(Path(settings.embed_model), text, settings), dtype=np.float64)
+        expected = np.asarray(reference_embed(Path(settings.models.embed_model), text, settings), dtype=np.float64)
         cosine = float(got @ expected / (np.linalg.norm(got) * np.linalg.norm(expected)))
         assert cosine > 1 - 1e-5
 
@@ -147,7 +147,7 @@ def test_faq_answers_each_sub_question_in_order(client: Client, settings: Settin
     answer = client.ask({"task": "faq", "text": message, "lang": "en"}, timeout_s=60)
     assert answer.ok and answer.result is not None, answer.error
     entries = [a["entry"] for a in answer.result["answers"]]
-    assert entries == reference_faq(Path(settings.embed_model), settings.faq_kb, message, settings)
+    assert entries == reference_faq(Path(settings.models.embed_model), settings.faq.faq_kb, message, settings)
     assert len(entries) == 3 and entries[0] == "reset-password"
     assert [a["question"] for a in answer.result["answers"]][:2] == [
         "How do I reset my password?",
@@ -158,7 +158,7 @@ def test_faq_answers_each_sub_question_in_order(client: Client, settings: Settin
 
 
 def test_a_chinese_message_is_answered_from_the_chinese_kb(client: Client, settings: Settings) -> None:
-    answers = {entry.id: entry.answer for entry in load_kb(settings.faq_multilingual_kb)}
+    answers = {entry.id: entry.answer for entry in load_kb(settings.faq.faq_multilingual_kb)}
     answer = client.ask({"task": "faq", "text": "我的快递到哪了？还有，退款多久能到账？"}, timeout_s=60)
     assert answer.ok and answer.result is not None, answer.error
     got = [(a["entry"], a["answer"]) for a in answer.result["answers"]]
@@ -206,7 +206,7 @@ def test_plain_confluent_kafka_is_enough_to_use_the_pipeline(pipeline: Settings)
     answers = settings.topic("answers")
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": f"plain-{uuid.uuid4()}",
             "auto.offset.reset": "latest",
             "isolation.level": "read_committed",
@@ -217,7 +217,7 @@ def test_plain_confluent_kafka_is_enough_to_use_the_pipeline(pipeline: Settings)
         TopicPartition(answers, p, consumer.get_watermark_offsets(TopicPartition(answers, p))[1]) for p in partitions
     ]
     consumer.assign(ends)
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     request_id = f"plain-{uuid.uuid4().hex}"
     request = {"id": request_id, "task": "faq", "text": "How long does a refund take?"}
     producer.produce(settings.topic("requests"), key=request_id, value=orjson.dumps(request))
@@ -235,7 +235,7 @@ def test_plain_confluent_kafka_is_enough_to_use_the_pipeline(pipeline: Settings)
 
 def test_a_thousand_mixed_requests_get_a_thousand_matching_answers(client: Client, settings: Settings) -> None:
     rng = random.Random(7)
-    kb = load_kb(settings.faq_kb)
+    kb = load_kb(settings.faq.faq_kb)
     requests: dict[str, dict[str, object]] = {}
     for i in range(1000):
         kind = rng.choice(("faq", "faq", "embed", "classify", "qa", "bad"))
@@ -316,9 +316,9 @@ def test_pipeline_ask_prints_the_answer_and_its_latency(pipeline: Settings) -> N
     done = run_cli(
         "ask",
         "--prefix",
-        pipeline.prefix,
+        pipeline.kafka.prefix,
         "--bootstrap-servers",
-        pipeline.bootstrap_servers,
+        pipeline.kafka.bootstrap_servers,
         "--task",
         "faq",
         "--text",
@@ -329,7 +329,7 @@ def test_pipeline_ask_prints_the_answer_and_its_latency(pipeline: Settings) -> N
 
 
 def test_pipeline_eval_reports_faq_accuracy(pipeline: Settings) -> None:
-    done = run_cli("eval", "--prefix", pipeline.prefix, "--bootstrap-servers", pipeline.bootstrap_servers)
+    done = run_cli("eval", "--prefix", pipeline.kafka.prefix, "--bootstrap-servers", pipeline.kafka.bootstrap_servers)
     assert done.returncode == 0, done.stdout + done.stderr
     line = next(line for line in done.stdout.splitlines() if "top-1 accuracy" in line)
     hits, total = line.split(": ")[1].split(" = ")[0].split("/")

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 def redrive(settings: Settings, *args: str) -> str:
-    env = dict(os.environ, PIPELINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers, PIPELINE_PREFIX=settings.prefix)
+    env = dict(
+        os.environ, PIPELINE_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers, PIPELINE_PREFIX=settings.kafka.prefix
+    )
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "redrive", *args],
         env=env,
@@ -39,8 +41,8 @@ def test_redrive_replays_requests_once_and_skips_parts(settings: Settings) -> No
     with running_pipeline(settings, dict.fromkeys(ALL_STAGES, 1)):
         reader = AnswerReader(settings, from_beginning=True)
         producer = Producer(producer_config(settings, "redrive-test"))
-        late = [f"{settings.prefix}late{i}" for i in range(5)]
-        broken = [f"{settings.prefix}broken{i}" for i in range(2)]
+        late = [f"{settings.kafka.prefix}late{i}" for i in range(5)]
+        broken = [f"{settings.kafka.prefix}broken{i}" for i in range(2)]
         for rid in late:  # a deadline long gone: answered deadline_exceeded, fixed by a fresh one
             body = {"id": rid, "task": "faq", "text": "Where is my order?", "deadline_ms": 1000}
             producer.produce(settings.topic("requests"), key=rid.encode(), value=orjson.dumps(body))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ def test_a_batch_slower_than_the_poll_interval_neither_rebalances_nor_repeats(
     settings: Settings, topics: dict[str, TopicSpec]
 ) -> None:
     # The shortest poll interval librdkafka allows next to a 10 s session timeout.
-    settings = dataclasses.replace(settings, max_poll_interval_ms=10_000)
+    settings = settings.replace(max_poll_interval_ms=10_000)
     seen: list[bytes] = []
 
     def slow_handler(records: Sequence[Record]) -> list[Output]:

@@ -60,7 +60,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     )
     if broker.kafka_version(broker.paths(base)) is None:
         pytest.fail("no Kafka jars: run `make setup`", pytrace=False)
-    base = dataclasses.replace(base, bootstrap_servers=broker.address(base))
+    base = base.replace(bootstrap_servers=broker.address(base))
     broker.start(base, timeout_s=180)
     try:
         yield admin_settings(base)
@@ -77,7 +77,7 @@ def pipeline(secure: Settings) -> Iterator[Settings]:
 
 def as_user(settings: Settings, role: str) -> Settings:
     """``settings`` as the principal of ``role`` (a stage, client or monitor), password from secrets/."""
-    return dataclasses.replace(settings, sasl_username=settings.principal(role))
+    return settings.replace(sasl_username=settings.principal(role))
 
 
 def read_error(settings: Settings, topic: str, timeout_s: float = REFUSED_WITHIN_S) -> KafkaError | None:
@@ -90,7 +90,7 @@ def read_error(settings: Settings, topic: str, timeout_s: float = REFUSED_WITHIN
     is not the read's error, and is skipped.
     """
     name = settings.topic(topic)
-    consumer = Consumer(consumer_config(settings, f"{settings.sasl_username}-probe", "probe"))
+    consumer = Consumer(consumer_config(settings, f"{settings.security.sasl_username}-probe", "probe"))
     try:
         found = consumer.list_topics(name, timeout=10).topics[name]
         if found.error is not None:
@@ -112,7 +112,7 @@ def read_error(settings: Settings, topic: str, timeout_s: float = REFUSED_WITHIN
 
 
 def produce_error(settings: Settings, topic: str) -> KafkaError | None:
-    producer = Producer(producer_config(settings, f"{settings.sasl_username}-probe"))
+    producer = Producer(producer_config(settings, f"{settings.security.sasl_username}-probe"))
     results: list[KafkaError | None] = []
     producer.produce(settings.topic(topic), key=b"probe", value=b"{}", on_delivery=lambda err, _: results.append(err))
     assert producer.flush(REFUSED_WITHIN_S) == 0, "no delivery report in time"
@@ -130,7 +130,7 @@ def test_the_whole_pipeline_answers_over_sasl_ssl(pipeline: Settings) -> None:
 
 
 def test_a_client_without_credentials_is_refused_clearly(secure: Settings) -> None:
-    plain = dataclasses.replace(secure, security_protocol="PLAINTEXT", sasl_username="", sasl_password_file="")
+    plain = secure.replace(security_protocol="PLAINTEXT", sasl_username="", sasl_password_file="")
     began = time.monotonic()
     with pytest.raises(AuthenticationError, match="PIPELINE_SECURITY_PROTOCOL=SASL_SSL"):
         Client(plain)
@@ -141,13 +141,13 @@ def test_a_client_without_credentials_is_refused_clearly(secure: Settings) -> No
 
 def test_a_wrong_password_is_refused_clearly(secure: Settings, tmp_path: Path) -> None:
     (tmp_path / "wrong").write_text("not-the-password\n")
-    wrong = dataclasses.replace(as_user(secure, "client"), sasl_password_file=str(tmp_path / "wrong"))
+    wrong = as_user(secure, "client").replace(sasl_password_file=str(tmp_path / "wrong"))
     began = time.monotonic()
     with pytest.raises(AuthenticationError, match=rf"refused SASL user '{secure.principal('client')}'.*credentials"):
         Client(wrong)
     assert time.monotonic() - began < REFUSED_WITHIN_S
     # A TLS client that does not trust the broker's CA is refused too, and told why.
-    untrusting = dataclasses.replace(as_user(secure, "client"), ssl_ca_location="")
+    untrusting = as_user(secure, "client").replace(ssl_ca_location="")
     with pytest.raises(AuthenticationError, match="TLS"):
         check_broker(untrusting, timeout_s=10)
 
@@ -206,7 +206,7 @@ def test_pipeline_status_reads_every_stage_as_the_monitor_principal(pipeline: Se
     reading = orjson.loads(done.stdout.strip().splitlines()[-1])
     seen = {stage["stage"]: (len(stage["members"]), stage["state"] in ("ok", "idle")) for stage in reading["stages"]}
     assert {stage: seen.get(stage) for stage in COUNTS} == {stage: (1, True) for stage in COUNTS}, reading
-    assert sasl_password(monitor) not in done.stdout + done.stderr
+    assert sasl_password(monitor.security) not in done.stdout + done.stderr
 
 
 def test_acls_apply_idempotently_and_take_back_what_is_not_declared(pipeline: Settings) -> None:
@@ -226,7 +226,7 @@ def test_acls_apply_idempotently_and_take_back_what_is_not_declared(pipeline: Se
 
 
 def test_removing_a_prefix_takes_its_principals_away(secure: Settings) -> None:
-    other = dataclasses.replace(secure, prefix=f"gone{uuid.uuid4().hex[:6]}-")
+    other = secure.replace(prefix=f"gone{uuid.uuid4().hex[:6]}-")
     from pipeline.local.cluster import secure_principals
 
     secure_principals(other, say=lambda _: None)
@@ -245,7 +245,7 @@ def test_filters_shedding_probe_reads_the_queues_after_it_as_the_filter_principa
     cannot be read (split's record would count as waiting); without either, infer's
     and merge's queues are not even in the metadata (no ages at all).
     """
-    other = dataclasses.replace(secure, prefix=f"probe{uuid.uuid4().hex[:6]}-")
+    other = secure.replace(prefix=f"probe{uuid.uuid4().hex[:6]}-")
     from pipeline.local.cluster import secure_principals
     from pipeline.operations.admin import apply_topics
 
@@ -288,7 +288,7 @@ def test_filter_probes_the_running_pipeline_and_is_refused_nothing(pipeline: Set
     follower is an assign-only consumer with a group id it has no right to
     (docs/security.md): one FindCoordinator refusal, and no other.
     """
-    log = LOG_ROOT / pipeline.prefix.rstrip("-") / "filter-0.log"
+    log = LOG_ROOT / pipeline.kafka.prefix.rstrip("-") / "filter-0.log"
     with Client(as_user(pipeline, "client")) as client:
         assert client.ask({"task": "embed", "text": "Where is parcel 7?"}, timeout_s=60).ok
     probe = QueueAges(as_user(pipeline, "filter"), DOWNSTREAM)
@@ -319,10 +319,10 @@ def test_the_monitor_counts_the_stages_telemetry_over_sasl_ssl(pipeline: Setting
     refused anything nor print the password.
     """
     port = free_port()
-    log = LOG_ROOT / pipeline.prefix.rstrip("-") / "monitor.log"
+    log = LOG_ROOT / pipeline.kafka.prefix.rstrip("-") / "monitor.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     # No user: `pipeline monitor` is the monitor principal on a secured cluster by itself.
-    env = {**os.environ, **dataclasses.replace(pipeline, sasl_username="").to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {**os.environ, **pipeline.replace(sasl_username="").to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("PIPELINE_SASL_USERNAME", None)
     with log.open("wb") as out:
         # In a folder of its own: faust makes its data folder ({app id}-data) where it runs.

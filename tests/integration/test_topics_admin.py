@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import time
@@ -47,16 +46,16 @@ def test_apply_twice_gives_the_declared_state_and_changes_nothing_the_second_tim
     for state in states:
         assert state.status == "ok", state
         assert state.partitions == state.spec.partitions
-        assert state.spec.topic.startswith(settings.prefix)
+        assert state.spec.topic.startswith(settings.kafka.prefix)
 
 
 def test_apply_grows_partitions_and_never_shrinks_them(settings: Settings, tmp_path: Path) -> None:
     apply_topics(settings)
     more = tmp_path / "topics"
-    shutil.copytree(settings.topics_dir, more)
+    shutil.copytree(settings.kafka.topics_dir, more)
     declaration = more / "parts.toml"
     declaration.write_text(declaration.read_text().replace("partitions = 12", "partitions = 16"))
-    grown = dataclasses.replace(settings, topics_dir=more)
+    grown = settings.replace(topics_dir=more)
 
     report = {t.name: t for t in apply_topics(grown).topics}
     assert report["parts"].changes == ("partitions 12 -> 16",)
@@ -103,8 +102,8 @@ def test_apply_brings_drifted_configs_back(settings: Settings) -> None:
 def test_the_commands_print_tables(
     settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PIPELINE_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
-    args = ["--prefix", settings.prefix]
+    monkeypatch.setenv("PIPELINE_BOOTSTRAP_SERVERS", settings.kafka.bootstrap_servers)
+    args = ["--prefix", settings.kafka.prefix]
     assert main(["topics", "list", "--check", *args]) == 1
     assert main(["topics", "apply", *args]) == 0
     assert main(["topics", "apply", *args]) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,13 @@ def test_versions_change_with_the_knowledge_base_and_the_model(tmp_path: Path) -
     model = tmp_path / "model"
     model.mkdir()
     (model / "weights.bin").write_bytes(b"\0" * 10)
-    settings = Settings(faq_kb=kb, chat_model=str(model))
+    settings = Settings.of(faq_kb=kb, chat_model=str(model))
     before = versions(settings)
     kb.write_text('[{"id": "x"}]')
     after_kb = versions(settings)
     (model / "weights.bin").write_bytes(b"\1" * 11)
     after_model = versions(settings)
-    rescored = versions(dataclasses.replace(settings, faq_min_score=settings.faq_min_score + 0.01))
+    rescored = versions(settings.replace(faq_min_score=settings.faq.faq_min_score + 0.01))
     assert len({before, after_kb, after_model, rescored}) == 4, "kb, model and faq scoring each change the version"
     assert fingerprint(tmp_path / "missing") == f"name:{tmp_path / 'missing'}"
 
@@ -45,14 +44,14 @@ def test_no_chat_model_is_not_the_working_folder(tmp_path: Path, monkeypatch: py
     (tmp_path / "big.bin").write_bytes(b"\0" * 10)
     monkeypatch.chdir(tmp_path)
     assert fingerprint("") == "none"
-    assert versions(Settings(chat_model="")).startswith("none/")
+    assert versions(Settings.of(chat_model="")).startswith("none/")
 
 
 def test_reply_budget_is_bounded_by_the_setting() -> None:
-    settings = Settings(chat_default_tokens=100, chat_max_tokens=200)
-    assert reply_budget(settings, None) == 100
-    assert reply_budget(settings, 150) == 150
-    assert reply_budget(settings, 10_000) == 200
+    settings = Settings.of(chat_default_tokens=100, chat_max_tokens=200)
+    assert reply_budget(settings.chat, None) == 100
+    assert reply_budget(settings.chat, 150) == 150
+    assert reply_budget(settings.chat, 10_000) == 200
 
 
 def test_lru_is_bounded_by_bytes_evicting_the_least_recently_used() -> None:
@@ -81,14 +80,14 @@ def test_lru_forgets_answers_past_their_age_and_on_tombstones() -> None:
 def _settings(tmp_path: Path) -> Settings:
     kb = tmp_path / "kb.json"
     kb.write_text("[]")
-    return Settings(faq_kb=kb, chat_model=str(tmp_path))
+    return Settings.of(faq_kb=kb, chat_model=str(tmp_path))
 
 
 def test_filter_answers_a_repeated_chat_request_from_the_cache(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     cache = AnswerCache(settings)
     request = Request("r2", "chat", text="Where is  my order?")
-    key = cache_key("chat", "where is my order?", reply_budget(settings, None), cache.version)
+    key = cache_key("chat", "where is my order?", reply_budget(settings.chat, None), cache.version)
     earlier = Answer.success("r1", "chat", {"reply": "It is on its way."})
     cache.followed(key, earlier.encode(), 0.0 + 1e13)  # written "now" (far future for the age bound)
     record = Record("requests", 0, 0, b"r2", request.encode())
@@ -109,9 +108,9 @@ def test_filter_answers_a_repeated_chat_request_from_the_cache(tmp_path: Path) -
 def test_an_answer_cached_for_another_model_is_not_served(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     old = AnswerCache(settings)
-    key = cache_key("chat", "hi", reply_budget(settings, None), old.version)
+    key = cache_key("chat", "hi", reply_budget(settings.chat, None), old.version)
     (tmp_path / "new-weights.bin").write_bytes(b"new")
-    new = AnswerCache(dataclasses.replace(settings))
+    new = AnswerCache(settings.replace())
     new.followed(key, Answer.success("r1", "chat", {"reply": "old"}).encode(), 1e13)
     assert new.version != old.version
     assert new.answer(Request("r2", "chat", text="hi")) is None

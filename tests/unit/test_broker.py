@@ -22,11 +22,11 @@ def _properties(text: str) -> dict[str, str]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """A broker in tmp_path on ports nothing uses."""
-    return Settings(kafka_dir=tmp_path / "kafka", kafka_port=free_port(), kafka_controller_port=free_port())
+    return Settings.of(kafka_dir=tmp_path / "kafka", kafka_port=free_port(), kafka_controller_port=free_port())
 
 
 def test_server_properties_make_one_kraft_node(tmp_path: Path) -> None:
-    settings = Settings(kafka_host="127.0.0.1", kafka_port=9192, kafka_controller_port=9193)
+    settings = Settings.of(kafka_host="127.0.0.1", kafka_port=9192, kafka_controller_port=9193)
     props = _properties(broker.render_server_properties(settings, tmp_path / "data"))
     assert props["process.roles"] == "broker,controller"
     assert props["node.id"] == "1"
@@ -81,9 +81,9 @@ def test_missing_jars_say_run_make_setup(settings: Settings, tmp_path: Path, mon
 
 def test_a_taken_port_is_a_clear_error(settings: Settings) -> None:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", settings.kafka_port))
+        sock.bind(("127.0.0.1", settings.broker.kafka_port))
         sock.listen()
-        with pytest.raises(BrokerError, match=rf"127.0.0.1:{settings.kafka_port} is already in use"):
+        with pytest.raises(BrokerError, match=rf"127.0.0.1:{settings.broker.kafka_port} is already in use"):
             broker.start(settings)
 
 

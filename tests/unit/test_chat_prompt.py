@@ -132,7 +132,7 @@ def test_chat_is_disabled_without_a_reply_model() -> None:
     from pipeline.settings import Settings
     from pipeline.stages.filter.stage import check_request
 
-    settings = Settings(chat_model="")
+    settings = Settings.of(chat_model="")
     assert settings.model_for("chat") == "" and settings.model_for("faq")
     with pytest.raises(InvalidRequestError, match="PIPELINE_CHAT_MODEL"):
         check_request(Request("r", "chat", text="hi"), settings, 0.0)

@@ -7,7 +7,6 @@ broker configuration the integration tests run (pipeline/local/secure.py).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from pipeline.cli import build_parser
 from pipeline.flow import STAGE_NAMES
 from pipeline.local.secure import deploy_secrets, listener_lines
 from pipeline.operations.acls import roles
-from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.settings import PROJECT_ROOT, Settings, setting_fields
 
 SECURE = PROJECT_ROOT / "docker-compose.secure.yml"
 FOLDER = ".cache/compose-secure/"
@@ -69,7 +68,7 @@ def test_every_secret_is_a_file_pipeline_kafka_secrets_makes(compose: dict[str, 
 def test_the_broker_is_configured_as_the_tested_local_secure_broker(compose: dict[str, Any], tmp_path: Path) -> None:
     kafka = compose["services"]["kafka"]["environment"]
     env = {_property(k): str(v) for k, v in kafka.items() if k.startswith("KAFKA_")}
-    local = dict(line.split("=", 1) for line in listener_lines(Settings(kafka_dir=tmp_path)) if "=" in line)
+    local = dict(line.split("=", 1) for line in listener_lines(Settings.of(kafka_dir=tmp_path)) if "=" in line)
     for key in (
         "authorizer.class.name",
         "allow.everyone.if.no.acl.found",
@@ -90,7 +89,7 @@ def test_the_topics_job_applies_acls_and_makes_users_as_admin(compose: dict[str,
     assert topics["environment"]["PIPELINE_SASL_USERNAME"] == "admin"
     args = build_parser().parse_args(topics["command"][1:])
     assert args.topics_command == "apply" and args.users == Path("/run/secrets/pipeline_users")
-    fields = {f.name for f in dataclasses.fields(Settings)}
+    fields = set(setting_fields())
     for service in compose["services"].values():
         for name in service.get("environment") or {}:
             if name.startswith("PIPELINE_"):

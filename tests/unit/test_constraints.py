@@ -23,7 +23,7 @@ NUMBERS = {"30", "3-5", "3", "5"}
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExportedModel]:
     root = tmp_path_factory.mktemp("grounded")
     model = build_tiny_llama(root / "tiny-llama", seed=5, initializer_range=0.2)
-    return model, ensure_exported(str(model), "decoder", Settings(model_cache_dir=root / "cache"))
+    return model, ensure_exported(str(model), "decoder", Settings.of(model_cache_dir=root / "cache"))
 
 
 @pytest.fixture(scope="module")

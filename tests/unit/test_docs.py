@@ -16,13 +16,13 @@ import pytest
 
 from pipeline.cli import build_parser
 from pipeline.operations.acls import bindings
-from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.settings import PROJECT_ROOT, Settings, setting_fields
 from pipeline.settings_env import render
 
 README = PROJECT_ROOT / "README.md"
 DOCS = sorted((PROJECT_ROOT / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
-FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+FIELDS = setting_fields()
 # Placeholders the docs use for "some setting" (docs/performance.md: --also PIPELINE_X=V).
 PLACEHOLDERS = {"PIPELINE_X", "PIPELINE_SETTING"}
 

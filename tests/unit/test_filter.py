@@ -13,7 +13,7 @@ from pipeline.stages.filter.stage import build, filter_records, normalise
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(embed_model="/models/minilm", qa_model="/models/qa", max_text_chars=50, max_request_bytes=400)
+    return Settings.of(embed_model="/models/minilm", qa_model="/models/qa", max_text_chars=50, max_request_bytes=400)
 
 
 def record(value: bytes | None, key: bytes | None = b"k1", headers: list[tuple[str, bytes]] | None = None) -> Record:

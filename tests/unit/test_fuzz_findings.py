@@ -25,7 +25,7 @@ def test_a_sane_deadline_header_is_kept() -> None:
 
 
 def test_headers_over_the_limit_are_too_large() -> None:
-    settings = Settings(embed_model="/models/minilm")
+    settings = Settings.of(embed_model="/models/minilm")
     value = orjson.dumps({"id": "r1", "task": "faq", "text": "hi?"})
     record = Record("requests", 0, 0, b"r1", value, [("big", b"h" * MAX_HEADER_BYTES)], 1.0)
     outputs = filter_records([record], settings)

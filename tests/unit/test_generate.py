@@ -47,7 +47,7 @@ class Sent:
 def make_stage(engine: ScriptedEngine, **settings: object) -> tuple[Generate, Sent, StateTable]:
     """The stage's mechanics (streaming, sessions, deadlines) on the model's raw text; grounding has its own tests."""
     settings = {"chat_grounded": False, **settings}
-    stage = Generate(Settings(chat_model="x", **settings), engine, CharTokenizer(), "v1")  # type: ignore[arg-type]
+    stage = Generate(Settings.of(chat_model="x", **settings), engine, CharTokenizer(), "v1")  # type: ignore[arg-type]
     sent, table = Sent(), StateTable("sessions")
     scheduled: list[float] = []
     stage.start(StageContext(sent, table, lambda every_ms, fn: scheduled.append(every_ms)))

@@ -34,7 +34,7 @@ class Stage:
     def __init__(self, reply: str, **settings: object) -> None:
         self.engine = FixedEngine(reply)
         self.sent: list[Output] = []
-        self.generate = Generate(Settings(chat_model="x", **settings), self.engine, CharTokenizer(), "v1")  # type: ignore[arg-type]
+        self.generate = Generate(Settings.of(chat_model="x", **settings), self.engine, CharTokenizer(), "v1")  # type: ignore[arg-type]
         self.generate.start(StageContext(self.sent.append, StateTable("sessions"), lambda every_ms, fn: None))
 
     def ask(self, rec: Record) -> tuple[Answer, list[str]]:
@@ -120,10 +120,10 @@ def test_a_chinese_chat_message_is_retrieved_from_the_chinese_shop() -> None:
     from pipeline.messages import Request
     from pipeline.tasks.language import request_route, route_settings
 
-    settings = Settings(chat_model="x")
+    settings = Settings.of(chat_model="x")
     request = Request(id="z", task="chat", text="我的快递到哪了？")
     assert request_route(request, settings) == "chat:zh"
-    assert route_settings(request, settings).faq_kb == settings.faq_multilingual_kb
+    assert route_settings(request, settings).faq.faq_kb == settings.faq.faq_multilingual_kb
 
 
 def test_a_short_follow_up_keeps_to_the_one_entry_its_lead_comes_from(stages: list[Stage]) -> None:

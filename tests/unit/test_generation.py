@@ -23,7 +23,7 @@ NEW = 16
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExportedModel]:
     root = tmp_path_factory.mktemp("gen")
     model = build_tiny_llama(root / "tiny-llama", seed=3, initializer_range=0.2)  # varied tokens
-    return model, ensure_exported(str(model), "decoder", Settings(model_cache_dir=root / "cache"))
+    return model, ensure_exported(str(model), "decoder", Settings.of(model_cache_dir=root / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_another_architecture_drops_in(tmp_path: Path) -> None:
     model = tmp_path / "tiny-qwen2"
     Qwen2ForCausalLM(config).eval().save_pretrained(str(model))
     tokenizer.save_pretrained(str(model))
-    exported = ensure_exported(str(model), "decoder", Settings(model_cache_dir=tmp_path / "cache"))
+    exported = ensure_exported(str(model), "decoder", Settings.of(model_cache_dir=tmp_path / "cache"))
     assert exported.meta.max_diff <= 1e-3
     ids = list(tokenizer("Where is my order?", add_special_tokens=False)["input_ids"])
     engine = OrtEngine(exported, threads=1)

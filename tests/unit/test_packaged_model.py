@@ -13,7 +13,6 @@ The dequantised folder and its export live in the shared model cache
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +47,7 @@ def sentences(*, customers: bool = True) -> list[str]:
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    return dataclasses.replace(Settings.from_env(), ort_intra_threads=2)
+    return Settings.from_env().replace(ort_intra_threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +83,12 @@ def test_q4_0_blocks_dequantise_like_the_engine() -> None:
 
 
 def test_materialise_writes_a_transformers_folder_once(settings: Settings) -> None:
-    folder = materialise(MODEL, Path(settings.model_cache_dir))
+    folder = materialise(MODEL, Path(settings.models.model_cache_dir))
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    assert local_model(MODEL, Path(settings.model_cache_dir)) == str(folder)
+    assert local_model(MODEL, Path(settings.models.model_cache_dir)) == str(folder)
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rewritten
-    assert local_model("/some/model/dir", Path(settings.model_cache_dir)) == "/some/model/dir"
+    assert local_model("/some/model/dir", Path(settings.models.model_cache_dir)) == "/some/model/dir"
 
 
 def test_unknown_packaged_model_is_a_config_error(tmp_path: Path) -> None:

@@ -179,7 +179,7 @@ def reference_logits(model_dir: Path, question: str, context: str) -> tuple[list
 def qa_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
     root = tmp_path_factory.mktemp("run-qa-reference")
     model_dir = build_qa_model(root / "qa")
-    settings = Settings(
+    settings = Settings.of(
         qa_model=str(model_dir), model_cache_dir=root / "cache", qa_max_length=MAX_LENGTH, qa_stride=STRIDE,
         qa_max_answer_tokens=MAX_ANSWER, provider="cpu", ort_intra_threads=1, ort_inter_threads=1,
         faq_multilingual_model="", batch_max_parts=8, batch_max_tokens=4096,
@@ -194,9 +194,9 @@ def pipeline_answers(settings: Settings, cases: list[tuple[str, str]]) -> list[d
     from pipeline.stages.infer import build_infer
     from pipeline.tasks import get_task
 
-    ensure_exported(settings.qa_model, "qa", settings)
+    ensure_exported(settings.models.qa_model, "qa", settings)
     infer, task = build_infer(settings, tasks=["qa"]), get_task("qa")
-    tokenizer = load_tokenizer(settings.qa_model)
+    tokenizer = load_tokenizer(settings.models.qa_model)
     parts: list[Part] = []
     for i, (question, context) in enumerate(cases):
         parts += task.split(Request(id=f"qa{i}", task="qa", question=question, context=context), tokenizer, settings)

@@ -75,7 +75,7 @@ def test_other_weights_are_rounded_to_4_bits(tmp_path: Path) -> None:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
     root = tmp_path_factory.mktemp("quant")
     model = build_tiny_llama(root / "tiny-llama", seed=5, initializer_range=0.2)
-    return ensure_exported(str(model), "decoder", Settings(model_cache_dir=root / "cache"))
+    return ensure_exported(str(model), "decoder", Settings.of(model_cache_dir=root / "cache"))
 
 
 def test_variants_are_made_once_and_compared_with_fp32_side_by_side(tiny: ExportedModel) -> None:

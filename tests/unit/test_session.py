@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -39,7 +37,7 @@ def test_auto_runs_on_what_really_loaded(exported: dict[str, ExportedModel], mod
 def test_threads_and_optimisation_are_set_explicitly(
     exported: dict[str, ExportedModel], model_settings: Settings
 ) -> None:
-    settings = dataclasses.replace(model_settings, provider="cpu", ort_intra_threads=2, ort_inter_threads=1)
+    settings = model_settings.replace(provider="cpu", ort_intra_threads=2, ort_inter_threads=1)
     options = open_session(exported["classify"], settings).session.get_session_options()
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -50,7 +48,7 @@ def test_threads_and_optimisation_are_set_explicitly(
 def test_a_named_gpu_provider_that_does_not_load_is_an_error(
     provider: str, exported: dict[str, ExportedModel], model_settings: Settings
 ) -> None:
-    settings = dataclasses.replace(model_settings, provider=provider)
+    settings = model_settings.replace(provider=provider)
     with pytest.raises(ProviderError) as caught:
         open_session(exported["qa"], settings)
     message = str(caught.value)
@@ -60,13 +58,13 @@ def test_a_named_gpu_provider_that_does_not_load_is_an_error(
 
 def test_an_unknown_provider_is_a_config_error(exported: dict[str, ExportedModel], model_settings: Settings) -> None:
     with pytest.raises(ConfigError, match="PIPELINE_PROVIDER='tpu'"):
-        open_session(exported["qa"], dataclasses.replace(model_settings, provider="tpu"))
+        open_session(exported["qa"], model_settings.replace(provider="tpu"))
 
 
 def test_run_returns_outputs_by_name(exported: dict[str, ExportedModel], model_settings: Settings) -> None:
     from pipeline.messages import Part
 
-    model = open_session(exported["embed"], dataclasses.replace(model_settings, provider="cpu"))
+    model = open_session(exported["embed"], model_settings.replace(provider="cpu"))
     feeds = pad([Part("a", "embed", 0, 1, [101, 7592, 102])], 0, model.input_names)
     out = model.run(feeds)
     assert set(out) == {"embedding"} and out["embedding"].shape == (1, 384)
@@ -80,8 +78,8 @@ def test_gpu_provider_loads_and_matches_cpu(
 ) -> None:
     from pipeline.messages import Part
 
-    gpu = open_session(exported["qa"], dataclasses.replace(model_settings, provider=provider))
-    cpu = open_session(exported["qa"], dataclasses.replace(model_settings, provider="cpu"))
+    gpu = open_session(exported["qa"], model_settings.replace(provider=provider))
+    cpu = open_session(exported["qa"], model_settings.replace(provider="cpu"))
     assert gpu.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
     parts = [Part("a", "qa", 0, 1, list(range(100, 100 + n)), [0] * n) for n in (5, 40, 64)]
     feeds = pad(parts, 0, gpu.input_names)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -44,7 +43,7 @@ def test_qa_windows_cover_the_context_and_map_back_to_it(
     covered: set[int] = set()
     previous: list[list[int]] = []
     for part in parts:
-        assert len(part.input_ids) <= model_settings.qa_max_length
+        assert len(part.input_ids) <= model_settings.split.qa_max_length
         assert part.token_type_ids is not None and len(part.token_type_ids) == len(part.input_ids)
         offsets = part.meta["offsets"]
         assert len(offsets) == len(part.input_ids)
@@ -58,7 +57,7 @@ def test_qa_windows_cover_the_context_and_map_back_to_it(
             assert window_text[span[0] - base : span[1] - base] == context[span[0] : span[1]]
             covered.update(range(span[0], span[1]))
         if previous:  # neighbours overlap by the stride
-            assert spans[: model_settings.qa_stride] == previous[-model_settings.qa_stride :]
+            assert spans[: model_settings.split.qa_stride] == previous[-model_settings.split.qa_stride :]
         previous = spans
     assert covered == {i for i, ch in enumerate(context) if not ch.isspace()}
 
@@ -84,7 +83,7 @@ def test_chunks_cover_the_text_in_order(task: str, tokenizers: dict[str, Tokeniz
     assert len(parts) > 3 and {p.of for p in parts} == {len(parts)}
     inner: list[int] = []
     for part in parts:
-        assert len(part.input_ids) <= model_settings.chunk_tokens
+        assert len(part.input_ids) <= model_settings.split.chunk_tokens
         assert part.input_ids[0] == tokenizer.cls_token_id and part.input_ids[-1] == tokenizer.sep_token_id
         assert part.meta["tokens"] == len(part.input_ids)
         inner.extend(part.input_ids[1:-1])
@@ -98,7 +97,7 @@ def test_short_and_empty_texts_are_one_chunk(tokenizers: dict[str, Tokenizer], m
 
 
 def test_chunk_length_is_capped_by_the_settings(tokenizers: dict[str, Tokenizer], model_settings: Settings) -> None:
-    settings = dataclasses.replace(model_settings, chunk_tokens=2)
+    settings = model_settings.replace(chunk_tokens=2)
     with pytest.raises(InvalidRequestError, match="no room"):
         get_task("classify").split(Request("r6", "classify", text="hi"), tokenizers["classify"], settings)
 

@@ -38,7 +38,7 @@ class Recorder:
 
 def test_the_answers_of_a_burst_are_reported_after_the_member_goes_quiet() -> None:
     producer = Recorder()
-    emitter = TelemetryEmitter(Settings(telemetry_interval_ms=200), "merge", "merge-0", producer)  # type: ignore[arg-type]
+    emitter = TelemetryEmitter(Settings.of(telemetry_interval_ms=200), "merge", "merge-0", producer)  # type: ignore[arg-type]
     try:
         time.sleep(0.25)  # the first interval is over
         emitter.batch(1, 0.001, [])

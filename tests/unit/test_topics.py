@@ -29,7 +29,7 @@ carries = "things, keyed by id"
 
 
 def _settings(topics_dir: Path, prefix: str = "") -> Settings:
-    return Settings(topics_dir=topics_dir, prefix=prefix)
+    return Settings.of(topics_dir=topics_dir, prefix=prefix)
 
 
 def test_the_project_declares_every_pipeline_topic() -> None:
@@ -63,7 +63,7 @@ def test_each_changelog_has_its_source_topics_partition_count_and_is_compacted()
 
 
 def test_the_prefix_names_the_cluster_topic() -> None:
-    specs = load_topics(Settings(prefix="t1-"))
+    specs = load_topics(Settings.of(prefix="t1-"))
     assert specs["requests"].name == "requests"
     assert specs["requests"].topic == "t1-requests"
 

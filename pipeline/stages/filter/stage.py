@@ -70,9 +70,10 @@ def check_request(request: Request, settings: Settings, now: float) -> Request:
         raw = getattr(request, name)
         if raw is None:
             raise InvalidRequestError(f"task {request.task!r} needs field {name!r}", request_id=rid)
-        if len(raw) > settings.max_text_chars:
+        if len(raw) > settings.filter.max_text_chars:
             raise TooLargeError(
-                f"field {name!r} has {len(raw)} characters; the limit is {settings.max_text_chars}", request_id=rid
+                f"field {name!r} has {len(raw)} characters; the limit is {settings.filter.max_text_chars}",
+                request_id=rid,
             )
         value = normalise(raw)
         if not value:
@@ -108,8 +109,8 @@ def filter_one(
     record: Record, settings: Settings, cache: AnswerCache | None = None, queue: QueueWait | None = None
 ) -> Output:
     now = now_ms()
-    if record.value is not None and len(record.value) > settings.max_request_bytes:
-        raise TooLargeError(f"request is {len(record.value)} bytes; the limit is {settings.max_request_bytes}")
+    if record.value is not None and len(record.value) > settings.filter.max_request_bytes:
+        raise TooLargeError(f"request is {len(record.value)} bytes; the limit is {settings.filter.max_request_bytes}")
     header_bytes = sum(len(name) + len(value) for name, value in record.headers)
     if header_bytes > MAX_HEADER_BYTES:
         # Headers travel with every part, result and answer: bound them here.
@@ -119,7 +120,7 @@ def filter_one(
     # The deadline: the request's own, else the header's, else the default timeout
     # counted from when the client produced it.
     produced = record.timestamp_ms if record.timestamp_ms and record.timestamp_ms > 0 else now
-    deadline = request.deadline_ms or headers.deadline_ms or int(produced + settings.default_timeout_ms)
+    deadline = request.deadline_ms or headers.deadline_ms or int(produced + settings.filter.default_timeout_ms)
     request = check_request(replace(request, deadline_ms=deadline), settings, now)
     headers.deadline_ms = deadline
     headers.traceparent = headers.traceparent or new_traceparent()

@@ -17,7 +17,7 @@ import msgspec
 
 from pipeline.messages import Prompt
 from pipeline.models.constraints import DecodingRules, GroundedDecoding, Vocabulary
-from pipeline.settings import Settings
+from pipeline.settings import ChatSettings, Settings
 from pipeline.stages.generate.grounding import Grounds
 from pipeline.stages.generate.sessions import Turn
 from pipeline.tasks.faq.followup import leans_on_previous
@@ -131,14 +131,12 @@ def grounded_sequence(
     lead_ids = [int(t) for t in tokenizer(plan.lead, add_special_tokens=False)["input_ids"]]
     ids = prompt_ids(tokenizer, chat_messages(plan.prompt, history)) + lead_ids
     runs = [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in plan.runs]
-    process = GroundedDecoding(vocab, runs, plan.grounds.numbers, lead_ids, rules(settings))
+    process = GroundedDecoding(vocab, runs, plan.grounds.numbers, lead_ids, rules(settings.chat))
     return ids, process
 
 
-def rules(settings: Settings) -> DecodingRules:
-    bonus = tuple(float(x) for x in settings.chat_copy_bonus.split(","))
+def rules(chat: ChatSettings) -> DecodingRules:
+    bonus = tuple(float(x) for x in chat.chat_copy_bonus.split(","))
     if len(bonus) != 3:
-        raise ValueError(
-            f"PIPELINE_CHAT_COPY_BONUS={settings.chat_copy_bonus!r}: three numbers, for 1-, 2- and 3-grams"
-        )
-    return DecodingRules(copy_bonus=(bonus[0], bonus[1], bonus[2]), no_repeat=settings.chat_no_repeat)
+        raise ValueError(f"PIPELINE_CHAT_COPY_BONUS={chat.chat_copy_bonus!r}: three numbers, for 1-, 2- and 3-grams")
+    return DecodingRules(copy_bonus=(bonus[0], bonus[1], bonus[2]), no_repeat=chat.chat_no_repeat)

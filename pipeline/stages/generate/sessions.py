@@ -2,8 +2,8 @@
 
 Stored as JSON in generate's state table (the compacted ``sessions`` topic),
 keyed by session id. Only what the next prompt needs is kept: the newest
-turns whose tokens fit ``Settings.chat_history_tokens``; older ones are
-dropped when a turn is added. A session idle for ``Settings.session_ttl_ms``
+turns whose tokens fit ``settings.chat.chat_history_tokens``; older ones are
+dropped when a turn is added. A session idle for ``settings.chat.session_ttl_ms``
 is deleted (a tombstone on the changelog).
 """
 

@@ -13,7 +13,7 @@ sequences are; its outputs commit in one transaction:
 * the reply on ``answer-cache`` when it may be served again
   (:mod:`pipeline.stages.answer_cache`).
 
-A reply is grounded (``Settings.chat_grounded``): its lead, the facts' best
+A reply is grounded (``settings.chat.chat_grounded``): its lead, the facts' best
 sentence per sub-question, is streamed before the model runs, the engine
 decodes with :class:`~pipeline.models.constraints.GroundedDecoding`, and each
 sentence the model writes is checked (:mod:`.grounding`) before it streams.
@@ -106,10 +106,10 @@ class Generate(StatefulHooks):
         self.last_seen: dict[tuple[int, bytes], float] = {}
         self.expire_sent: dict[tuple[int, bytes], float] = {}
         # Sequences in the engine at once (its continuous batch): the member's bound.
-        self.slots = threading.BoundedSemaphore(settings.generate_max_sequences)
-        self.languages = {code.strip() for code in settings.chat_languages.split(",") if code.strip()}
+        self.slots = threading.BoundedSemaphore(settings.chat.generate_max_sequences)
+        self.languages = {code.strip() for code in settings.chat.chat_languages.split(",") if code.strip()}
         # Grounded decoding needs each token's text (0.1 s for SmolLM2's 49k tokens, once).
-        self.vocab = Vocabulary(tokenizer) if settings.chat_grounded else None
+        self.vocab = Vocabulary(tokenizer) if settings.chat.chat_grounded else None
 
     # -- the handler (worker threads; several batches at once) ---------------------------------
 
@@ -158,7 +158,7 @@ class Generate(StatefulHooks):
         if session.answered(prompt.id):
             log.info("request %s was answered already in session %s; skipping", prompt.id, prompt.session)
             return []
-        history = session.recent(self.settings.chat_history_tokens)
+        history = session.recent(self.settings.chat.chat_history_tokens)
         language = detect_language(prompt.text)
         if language not in self.languages:
             return self._retrieved_reply(prompt, record, headers, history, session, language)
@@ -171,7 +171,7 @@ class Generate(StatefulHooks):
         process = None
         if plan is not None and self.vocab is not None:
             # The reply opens with the facts' best sentences, streamed now, before anything waits on the model.
-            reply.checked = CheckedStream(plan.grounds, plan.lead, self.settings.chat_max_sentences)
+            reply.checked = CheckedStream(plan.grounds, plan.lead, self.settings.chat.chat_max_sentences)
             reply.first_token_ms = now_ms()
             self._chunk(reply, plan.lead)
             ids, process = grounded_sequence(plan, self.tokenizer, self.vocab, self.settings, history)
@@ -184,7 +184,7 @@ class Generate(StatefulHooks):
             error = DeadlineExceededError("the deadline passed before generation started", request_id=prompt.id)
             answer = Answer.failure(prompt.id, error.code, error.message, task=TASK)
             return [answer_output(answer, headers)]
-        budget = reply_budget(self.settings, prompt.max_tokens)
+        budget = reply_budget(self.settings.chat, prompt.max_tokens)
         try:
             future = self.engine.submit(ids, budget, lambda token: self._on_token(reply, token), headers.deadline_ms,
                                         process)  # fmt: skip
@@ -226,7 +226,7 @@ class Generate(StatefulHooks):
         reply.held += reply.stream.push(token)
         # The first piece goes at once (time to first token); later ones are
         # gathered for chunk_flush_ms: fewer records, the same text.
-        if reply.held and (reply.seq == 0 or now - reply.sent_ms >= self.settings.chunk_flush_ms):
+        if reply.held and (reply.seq == 0 or now - reply.sent_ms >= self.settings.chat.chunk_flush_ms):
             self._chunk(reply, reply.held)
         return in_time
 
@@ -275,10 +275,10 @@ class Generate(StatefulHooks):
         if prompt.session:
             tokens = count_tokens(self.tokenizer, prompt.text) + len(generated.tokens)
             used = [(str(e.get("entry")), str(e.get("answer"))) for e in prompt.entries if e.get("matched")]
-            session.add(Turn(prompt.id, prompt.text, text, tokens, used), self.settings.chat_history_tokens, end)
+            session.add(Turn(prompt.id, prompt.text, text, tokens, used), self.settings.chat.chat_history_tokens, end)
             outputs.append(self._put(reply.record.partition, prompt.session.encode(), session.encode(), end))
         if answer.ok and not reply.history:
-            budget = reply_budget(self.settings, prompt.max_tokens)
+            budget = reply_budget(self.settings.chat, prompt.max_tokens)
             key = cache_key(TASK, prompt.text, budget, self.version)
             # Served later to requests without a session: the copy names none (not this customer's).
             shared = {**result, "session": None}
@@ -339,7 +339,7 @@ class Generate(StatefulHooks):
             session = Session.decode(value)
         except DecodeError:
             session = Session()
-        if not session.expired(now_ms(), self.settings.session_ttl_ms):
+        if not session.expired(now_ms(), self.settings.chat.session_ttl_ms):
             return []
         log.info("session %s expired after %.0f s idle", key.decode("utf-8", "replace"),
                  (now_ms() - session.last_ms) / 1000)  # fmt: skip
@@ -374,7 +374,7 @@ class Generate(StatefulHooks):
     def tick(self, now: float) -> None:
         """Every EXPIRE_SCAN_MS: expire idle sessions through a control record."""
         assert self.send is not None  # scheduled at start
-        ttl = self.settings.session_ttl_ms
+        ttl = self.settings.chat.session_ttl_ms
         with self.lock:
             due = [
                 place for place, last in self.last_seen.items()
@@ -390,10 +390,10 @@ def build(settings: Settings) -> StageLogic:
     """Load the reply model into an engine (its thread starts here) and the stage around it."""
     from pipeline.models.generator import load_generator
 
-    if not settings.chat_model:
+    if not settings.chat.chat_model:
         raise ConfigError("generate needs a reply model: set PIPELINE_CHAT_MODEL")
     began = time.monotonic()
     engine, tokenizer = load_generator(settings)
-    log.info("generate: %s loaded in %.1f s", settings.chat_model, time.monotonic() - began)
+    log.info("generate: %s loaded in %.1f s", settings.chat.chat_model, time.monotonic() - began)
     stage = Generate(settings, engine, tokenizer, versions(settings))
     return StageLogic(stage, stage)

@@ -27,7 +27,7 @@ from pipeline.messages import Part, Request, Result
 from pipeline.models.batching import pad, plan_batches
 from pipeline.models.packaged import prefixes_for
 from pipeline.models.tokenizer import Tokenizer, model_max_length
-from pipeline.settings import Settings
+from pipeline.settings import FaqSettings, Settings
 from pipeline.tasks.base import (
     AnswerResult,
     BaseTask,
@@ -142,7 +142,7 @@ class FaqTask(BaseTask):
         from pipeline.tasks.faq.kb import kb_synonyms, load_kb
 
         _, prefix = prefixes_for(settings.model_for(self.name))
-        entries, synonyms = load_kb(settings.faq_kb), kb_synonyms(settings.faq_kb)
+        entries, synonyms = load_kb(settings.faq.faq_kb), kb_synonyms(settings.faq.faq_kb)
         kb = build_kb_index(entries, model, tokenizer, settings, prefix=prefix, synonyms=synonyms)
         return Runtime(settings=settings, kb=kb)
 
@@ -220,21 +220,23 @@ def build_kb_index(
         questions=questions,
         answers={entry.id: entry.answer for entry in entries},
         matrix=matrix,
-        min_score=settings.faq_min_score,
+        min_score=settings.faq.faq_min_score,
         entries=ids,
         owner=np.array([ids.index(e) for e in entry_ids], dtype=np.int64),
         answer_matrix=answer_matrix,
         title_matrix=title_matrix,
         lexical=Lexical(documents, synonyms=synonyms),
-        weights=weights_of(settings),
-        unsure_margin=settings.faq_unsure_margin,
+        weights=weights_of(settings.faq),
+        unsure_margin=settings.faq.faq_unsure_margin,
     )
 
 
-def weights_of(settings: Settings) -> Weights:
+def weights_of(faq: FaqSettings) -> Weights:
     """The fusion weights ``settings`` name."""
     return Weights(
-        answer=settings.faq_answer_weight, lexical=settings.faq_lexical_weight, title=settings.faq_title_weight
+        answer=faq.faq_answer_weight,
+        lexical=faq.faq_lexical_weight,
+        title=faq.faq_title_weight,
     )
 
 
@@ -245,10 +247,10 @@ def _embed(texts: list[str], model: OrtModel, tokenizer: Tokenizer, settings: Se
     if not model.meta.key:  # an export without a key cannot name its cache entry
         return _embed_now(texts, model, tokenizer, settings)
     # The export's key covers its tokenizer (and so its length limit): a cache hit needs no tokenizer loaded.
-    cut = {"chunk_tokens": settings.chunk_tokens, "batch_max_parts": settings.batch_max_parts,
-           "batch_max_tokens": settings.batch_max_tokens}  # fmt: skip
+    cut = {"chunk_tokens": settings.split.chunk_tokens, "batch_max_parts": settings.infer.batch_max_parts,
+           "batch_max_tokens": settings.infer.batch_max_tokens}  # fmt: skip
     key = cache_key(model.meta.key, model.provider, texts, cut)
-    folder = settings.model_cache_dir / "embeddings"
+    folder = settings.models.model_cache_dir / "embeddings"
     return cached_matrix(folder, key, lambda: _embed_now(texts, model, tokenizer, settings))
 
 
@@ -256,7 +258,7 @@ def _embed_now(texts: list[str], model: OrtModel, tokenizer: Tokenizer, settings
     encoding = _encode(tokenizer, texts, settings)
     parts = make_parts(Request(id="kb", task="faq"), "faq", encoding, [{} for _ in texts])
     matrix = np.zeros((len(parts), 0))
-    for batch in plan_batches(parts, settings.batch_max_parts, settings.batch_max_tokens):
+    for batch in plan_batches(parts, settings.infer.batch_max_parts, settings.infer.batch_max_tokens):
         feeds = pad([parts[i] for i in batch], model.meta.pad_token_id, model.input_names)
         embedding = model.run(feeds)["embedding"].astype(np.float64)
         if matrix.shape[1] == 0:
@@ -285,7 +287,7 @@ def reply_text(answers: Sequence[dict[str, Any]]) -> str:
 
 def _encode(tokenizer: Tokenizer, texts: list[str], settings: Settings) -> Any:
     # One sentence fits one model input; a longer one is cut, not split.
-    length = min(settings.chunk_tokens, model_max_length(tokenizer))
+    length = min(settings.split.chunk_tokens, model_max_length(tokenizer))
     return tokenizer(texts, truncation=True, max_length=length)
 
 

@@ -137,7 +137,7 @@ def bench(settings: Settings, *, tokens: int = 64, rounds: int = 2, variants: Se
     from pipeline.models.generator import chat_ids
     from pipeline.models.quantize import agreement, variant_file
 
-    exported = ensure_exported(settings.chat_model, "decoder", settings)
+    exported = ensure_exported(settings.chat.chat_model, "decoder", settings)
     tokenizer = AutoTokenizer.from_pretrained(str(exported.path))
     prompts = [chat_ids(tokenizer, q) for q in QUESTIONS]
     lines: list[Line] = []
@@ -146,7 +146,7 @@ def bench(settings: Settings, *, tokens: int = 64, rounds: int = 2, variants: Se
 
     def engine_for(variant: str) -> Any:
         engine = OrtEngine(exported, model_file=variant_file(exported, variant).name, threads=threads,
-                           max_sequences=len(prompts), max_tokens=settings.generate_max_tokens)  # fmt: skip
+                           max_sequences=len(prompts), max_tokens=settings.chat.generate_max_tokens)  # fmt: skip
         engine.eos = set()
         engine.submit(prompts[0], 2, lambda _t: True).result(600)  # warm up
         return engine

@@ -50,7 +50,7 @@ class Sender:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        client_id = f"{self.settings.prefix}chaos-load-{uuid.uuid4().hex[:6]}"
+        client_id = f"{self.settings.kafka.prefix}chaos-load-{uuid.uuid4().hex[:6]}"
         self.producer = Producer(load_producer_config(self.settings, client_id))
 
     def send(
@@ -109,7 +109,7 @@ def assign_answers(consumer: Consumer, settings: Settings, *, from_beginning: bo
     topic = settings.topic("answers")
     metadata = consumer.list_topics(topic, timeout=10)
     if topic not in metadata.topics or metadata.topics[topic].error is not None:
-        raise BrokerError(f"topic {topic} not found at {settings.bootstrap_servers}")
+        raise BrokerError(f"topic {topic} not found at {settings.kafka.bootstrap_servers}")
     assignment = []
     for partition in metadata.topics[topic].partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
@@ -126,7 +126,7 @@ class AnswerReader:
         self.undecodable = 0
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        client_id = f"{settings.prefix}chaos-reader-{uuid.uuid4().hex[:6]}"
+        client_id = f"{settings.kafka.prefix}chaos-reader-{uuid.uuid4().hex[:6]}"
         self.consumer = Consumer(load_consumer_config(settings, f"{client_id}-unused", client_id))
         assign_answers(self.consumer, settings, from_beginning=from_beginning)
         self.thread = threading.Thread(target=self._read, name="chaos-answers", daemon=True)
@@ -181,13 +181,13 @@ class RawRecord:
 def read_all(settings: Settings, topic: str, *, idle_s: float = 2.0, timeout_s: float = 60.0) -> list[RawRecord]:
     """Every committed record of declared ``topic`` up to its end when called."""
     name = settings.topic(topic)
-    client_id = f"{settings.prefix}chaos-dump-{uuid.uuid4().hex[:6]}"
+    client_id = f"{settings.kafka.prefix}chaos-dump-{uuid.uuid4().hex[:6]}"
     consumer = Consumer(load_consumer_config(settings, f"{client_id}-unused", client_id))
     records: list[RawRecord] = []
     try:
         metadata = consumer.list_topics(name, timeout=10)
         if name not in metadata.topics or metadata.topics[name].error is not None:
-            raise BrokerError(f"topic {name} not found at {settings.bootstrap_servers}")
+            raise BrokerError(f"topic {name} not found at {settings.kafka.bootstrap_servers}")
         ends: dict[int, int] = {}
         starts = []
         for partition in metadata.topics[name].partitions:

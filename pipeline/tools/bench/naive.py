@@ -24,8 +24,8 @@ Model = Callable[[bytes], bytes]  # request value -> answer value
 
 def naive_consume(settings: Settings, model: Model, count: int, timeout_s: float) -> tuple[int, float]:
     """Process ``count`` records of ``requests`` one at a time; (processed, seconds from first to last)."""
-    client_id = f"{settings.prefix}bench-naive-{uuid.uuid4().hex[:6]}"
-    consumer = Consumer(consumer_config(settings, f"{settings.prefix}bench-naive", client_id))
+    client_id = f"{settings.kafka.prefix}bench-naive-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer(consumer_config(settings, f"{settings.kafka.prefix}bench-naive", client_id))
     producer = Producer(producer_config(settings, client_id))
     consumer.subscribe([settings.topic("requests")])
     done, first, last = 0, 0.0, 0.0

@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,13 +54,13 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
     from pipeline.models.packaged import local_model
     from pipeline.models.tokenizer import load_tokenizer
 
-    settings = replace(settings, prefix=f"{settings.prefix}bench{uuid.uuid4().hex[:6]}-", answer_cache_max_bytes=0)
+    settings = settings.replace(prefix=f"{settings.kafka.prefix}bench{uuid.uuid4().hex[:6]}-", answer_cache_max_bytes=0)
     corpus = baselines.texts(400 if options.quick else 2048)
     result: dict[str, Any] = {"texts": len(corpus), "words": 12, "threads": options.threads,
                               "cpus": len(os.sched_getaffinity(0)), "load_before": _load(), "rows": {},
-                              "notes": [], "prefix": settings.prefix, "quick": options.quick}  # fmt: skip
+                              "notes": [], "prefix": settings.kafka.prefix, "quick": options.quick}  # fmt: skip
     began = time.monotonic()
-    exported = ensure_exported(settings.embed_model, "embed", settings)
+    exported = ensure_exported(settings.models.embed_model, "embed", settings)
     tokenizer = load_tokenizer(exported.path)
     say(f"[{time.monotonic() - began:5.0f}s] raw ONNX Runtime ({exported.onnx_path}), {options.threads} threads")
     sweep = baselines.raw_ort("raw ort", exported.onnx_path, tokenizer, corpus, options.batches, options.threads,
@@ -95,7 +95,7 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
     if options.eager:
         say(f"[{time.monotonic() - began:5.0f}s] transformers eager")
         eager_batches = (1, sweep.best_batch) if sweep.best_batch != 1 else (1,)
-        model_dir = local_model(settings.embed_model, settings.model_cache_dir)
+        model_dir = local_model(settings.models.embed_model, settings.models.model_cache_dir)
         eager = baselines.transformers_eager(model_dir, tokenizer, corpus, eager_batches, options.threads,
                                              options.seconds, say)  # fmt: skip
         result["rows"]["transformers eager"] = {"throughput": eager.best, "batch": eager.best_batch,
@@ -138,7 +138,7 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             result["rows"][row.name] = {**_row_dict(row), "limit_before": limit}
         if cuda:
             say(f"[{time.monotonic() - began:5.0f}s] pipeline on CUDA, exactly_once")
-            on_gpu = replace(settings, provider="cuda")
+            on_gpu = settings.replace(provider="cuda")
             row = through.pipeline_row(on_gpu, "exactly_once", through.ONE, corpus, plan, say, label=" cuda")
             result["rows"][row.name] = _row_dict(row)
             for members in scaled:
@@ -163,7 +163,7 @@ def _clean_up(settings: Settings) -> None:
     try:
         delete_prefixed(settings)
     except PipelineError as exc:  # a leftover is untidy, not a failed bench
-        print(f"could not delete the bench's topics ({settings.prefix}*): {exc}")
+        print(f"could not delete the bench's topics ({settings.kafka.prefix}*): {exc}")
 
 
 def _row_dict(row: through.PipelineRow) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def naive_row(settings: Settings, model: Callable[[bytes], bytes], corpus: Seque
     from pipeline.tools.bench.naive import naive_consume
     from pipeline.tools.bench.timing import RequestSender
 
-    settings = replace(settings, prefix=f"{settings.prefix}naive-")
+    settings = settings.replace(prefix=f"{settings.kafka.prefix}naive-")
     apply_topics(settings)
     sender = RequestSender(settings)
     for index in range(count):
@@ -150,12 +150,14 @@ def pipeline_row(settings: Settings, guarantee: str, members: Members, corpus: S
     tag = ("eo" if Guarantee(guarantee).transactional else "alo") + variant
     counts = dict(members)
     shape = "".join(f"{stage[0]}{n}" for stage, n in members if n != 1) if members != ONE else "1"
-    settings = replace(settings, prefix=f"{settings.prefix}{tag}{shape}-", processing_guarantee=Guarantee(guarantee))
+    settings = settings.replace(
+        prefix=f"{settings.kafka.prefix}{tag}{shape}-", processing_guarantee=Guarantee(guarantee)
+    )
     more = members_label(members)
     name = f"pipeline {guarantee}" + (f", {more}" if more else "") + label
     row = PipelineRow(name, guarantee, counts["infer"], counts=counts)
     prepare(settings, say=lambda _: None)
-    log_dir = PROJECT_ROOT / ".cache" / "logs" / "bench" / settings.prefix.rstrip("-")
+    log_dir = PROJECT_ROOT / ".cache" / "logs" / "bench" / settings.kafka.prefix.rstrip("-")
     supervisor = Supervisor(counts, settings, log_dir)
     say(f"  {row.name}: starting {', '.join(f'{s} {n}' for s, n in counts.items())} (logs {log_dir})")
     supervisor.start()
@@ -239,7 +241,7 @@ def _latency(sender: Any, timer: Any, make: Callable[[int], tuple[str, bytes]], 
 
 def _broker(settings: Settings) -> dict[str, int]:
     """The broker's process, when it runs on this machine and this user can see it."""
-    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+    host, _, port = settings.kafka.bootstrap_servers.split(",")[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         return {}
     pid = listening_pid(int(port), Path("/proc"))

@@ -29,7 +29,9 @@ class RequestSender:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sent: dict[str, float] = {}  # id -> time.time() at produce
-        self.producer = Producer(producer_config(settings, f"{settings.prefix}bench-sender-{uuid.uuid4().hex[:6]}"))
+        self.producer = Producer(
+            producer_config(settings, f"{settings.kafka.prefix}bench-sender-{uuid.uuid4().hex[:6]}")
+        )
 
     def send(self, request_id: str, value: bytes) -> None:
         self.sent[request_id] = time.time()
@@ -65,7 +67,7 @@ class AnswerTimer:
         self.failed: dict[str, str] = {}  # id -> error code, for answers that are not ok
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        client_id = f"{settings.prefix}bench-timer-{uuid.uuid4().hex[:6]}"
+        client_id = f"{settings.kafka.prefix}bench-timer-{uuid.uuid4().hex[:6]}"
         self.consumer = Consumer(consumer_config(settings, f"{client_id}-unused", client_id))
         assign_answers(self.consumer, settings)
         self.thread = threading.Thread(target=self._read, name="bench-answers", daemon=True)

@@ -10,7 +10,6 @@ scenarios and is stopped at the end if the suite started it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -39,16 +38,15 @@ LOG_ROOT = PROJECT_ROOT / ".cache" / "chaos-logs"
 def chaos_settings(base: Settings, *, port: int = CHAOS_PORT, controller_port: int = CHAOS_CONTROLLER_PORT,
                    kafka_dir: Path = CHAOS_DIR) -> Settings:  # fmt: skip
     """``base`` pointed at the suite's own broker (ports and folder of its own)."""
-    if kafka_dir.resolve() == Settings().kafka_dir.resolve():
+    if kafka_dir.resolve() == Settings().broker.kafka_dir.resolve():
         raise ConfigError(
             f"the chaos suite stops and restarts its broker: give it a folder of its own, not {kafka_dir}"
         )
-    return dataclasses.replace(
-        base,
+    return base.replace(
         kafka_port=port,
         kafka_controller_port=controller_port,
         kafka_dir=kafka_dir,
-        bootstrap_servers=f"{base.kafka_host}:{port}",
+        bootstrap_servers=f"{base.broker.kafka_host}:{port}",
     )
 
 
@@ -65,7 +63,7 @@ class ChaosBroker:
         if not status.up:
             broker.start(self.settings, say=self.say)
             self.started = True
-        self.say(f"chaos broker at {broker.address(self.settings)} ({self.settings.kafka_dir})")
+        self.say(f"chaos broker at {broker.address(self.settings)} ({self.settings.broker.kafka_dir})")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -95,10 +93,10 @@ class ChaosBroker:
         """Raise PipelineError unless broker process ``pid`` is gone and its port refuses connections."""
         where = broker.address(self.settings)
         if not stopped or pid is None:
-            raise PipelineError(f"no broker of ours was running at {where} to stop ({self.settings.kafka_dir})")
+            raise PipelineError(f"no broker of ours was running at {where} to stop ({self.settings.broker.kafka_dir})")
         if broker.alive(pid):
             raise PipelineError(f"the broker at {where} (pid {pid}) still runs after stop")
-        if port_open(self.settings.kafka_host, self.settings.kafka_port):
+        if port_open(self.settings.broker.kafka_host, self.settings.broker.kafka_port):
             raise PipelineError(f"something still accepts connections at {where} after the broker (pid {pid}) stopped")
 
     def watch_down(self, seconds: float, every_s: float = 0.25) -> list[float]:
@@ -106,7 +104,9 @@ class ChaosBroker:
         reachable = []
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            if port_open(self.settings.kafka_host, self.settings.kafka_port, timeout_s=min(every_s, left)):
+            if port_open(
+                self.settings.broker.kafka_host, self.settings.broker.kafka_port, timeout_s=min(every_s, left)
+            ):
                 reachable.append(time.time())
             time.sleep(max(0.0, min(every_s, deadline - time.monotonic())))
         return reachable
@@ -184,10 +184,10 @@ def running(settings: Settings, counts: dict[str, int], name: str, **member_over
     from pipeline.operations.admin import delete_prefixed
 
     prefix = f"chaos-{name}-{uuid.uuid4().hex[:6]}-"
-    scoped = dataclasses.replace(settings, prefix=prefix)
+    scoped = settings.replace(prefix=prefix)
     log_dir = LOG_ROOT / prefix.rstrip("-")
     prepare(scoped, say=lambda *_: None)
-    supervisor = Supervisor(counts, dataclasses.replace(scoped, **member_overrides), log_dir)  # type: ignore[arg-type]
+    supervisor = Supervisor(counts, scoped.replace(**member_overrides), log_dir)
     supervisor.start()
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(supervisor, stop), name="chaos-supervisor", daemon=True)

@@ -30,7 +30,7 @@ GOOD_EVERY = 10  # one good request after every this many bad records
 
 def run_fuzz(pipeline: Pipeline, pids: Callable[[], dict[str, int]], seed: int, timeout_ms: int, say: Say) -> Row:
     settings = pipeline.settings
-    corpus = build_corpus(settings.prefix, seed)
+    corpus = build_corpus(settings.kafka.prefix, seed)
     load = Load(settings, "fuzz", timeout_ms, pids)
     bad = Sender(settings)
     for record in corpus:
@@ -59,7 +59,7 @@ def run_fuzz(pipeline: Pipeline, pids: Callable[[], dict[str, int]], seed: int, 
     good_not_ok = {code: n for code, n in row.answers.items() if code != "ok"}
     if good_not_ok or row.lost:
         row.problems.append(f"good requests not answered ok: {good_not_ok}, lost {row.lost}")
-    row.problems.extend(check(corpus, bad, arrivals, dead, settings.prefix))
+    row.problems.extend(check(corpus, bad, arrivals, dead, settings.kafka.prefix))
     if restarts:
         row.problems.append(f"{restarts} member restarts while the corpus ran")
     # The row counts the bad records too: sent, answers by code, lost (owed, none came), duplicated.

@@ -47,7 +47,7 @@ class Load:
     def request(self) -> tuple[str, bytes, list[tuple[str, bytes]]]:
         # The Load's name is in the id: the capacity probe and the scenario after it share a
         # prefix, and merge answers an id once (its tombstone), so a reused id is never answered.
-        rid = f"{self.settings.prefix}{self.name}-r{self.count:06d}"
+        rid = f"{self.settings.kafka.prefix}{self.name}-r{self.count:06d}"
         deadline = int(time.time() * 1000) + self.timeout_ms
         text = MESSAGES[self.count % len(MESSAGES)]
         self.count += 1

@@ -65,8 +65,8 @@ def tuning_signals(settings: Settings, items: Sequence[Item]) -> tuple[Signals, 
             raise ValueError(f"a tuning item must be one sub-question: {question!r}")
         parts += split
     vectors = []
-    for start in range(0, len(parts), settings.batch_max_parts):
-        batch = parts[start : start + settings.batch_max_parts]
+    for start in range(0, len(parts), settings.infer.batch_max_parts):
+        batch = parts[start : start + settings.infer.batch_max_parts]
         feeds = pad(batch, served.model.meta.pad_token_id, served.model.input_names)
         vectors.append(served.model.run(feeds)["embedding"][: len(batch)])
     embedded = l2_normalise(np.concatenate(vectors).astype(np.float64))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ class EncoderCheck:
 def check_encoder(exported: ExportedModel, settings: Settings) -> EncoderCheck:
     """Compare int8 with fp32 (embeddings and faq top-1), write ``int8.check.json``, return the outcome."""
     _, test = load_sets()
-    texts = [q for q, _ in test] + [q for q, _ in load_eval(Path(settings.faq_kb).parent / "faq_eval.json")]
+    texts = [q for q, _ in test] + [q for q, _ in load_eval(Path(settings.faq.faq_kb).parent / "faq_eval.json")]
     tokenizer = load_tokenizer(exported.path)
     threads = len(os.sched_getaffinity(0))
     vectors, speed = {}, {}
@@ -74,10 +74,10 @@ def check_encoder(exported: ExportedModel, settings: Settings) -> EncoderCheck:
     a, b = vectors["fp32"], vectors["int8"]
     cosines = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     # The int8 graph is the English encoder's; on the CPU, where it runs.
-    english = replace(settings, faq_multilingual_model="", provider="cpu")
+    english = settings.replace(faq_multilingual_model="", provider="cpu")
     hits = {}
     for name, int8 in (("fp32", False), ("int8", True)):
-        infer = build_infer(replace(english, encoder_int8=int8), tasks=["faq"], unchecked=True)
+        infer = build_infer(english.replace(encoder_int8=int8), tasks=["faq"], unchecked=True)
         hits[name] = evaluate(test, offline_answerer(english, infer)).hits
     check = EncoderCheck(float(cosines.min()), float(cosines.mean()), len(texts), hits["fp32"], hits["int8"],
                          len(test), speed["fp32"], speed["int8"])  # fmt: skip
