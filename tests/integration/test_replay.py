@@ -82,7 +82,7 @@ def test_a_higher_faq_threshold_replayed_gives_more_fallbacks_and_the_gate_close
         assert sorted(a["id"] for a in again) == sorted(ids)
         # The candidate cleaned up after itself: no replay topics left on the cluster.
         left = producer.list_topics(timeout=10).topics
-        assert not [t for t in left if t.startswith(f"{settings.prefix}replay-")], sorted(left)
+        assert not [t for t in left if t.startswith(f"{settings.kafka.prefix}replay-")], sorted(left)
 
     wide = replay(settings, "--from-json", str(report), "--margin", "0.9")
     assert wide.returncode == 0 and "candidate within the margins" in wide.stdout, wide.stdout + wide.stderr

@@ -79,9 +79,10 @@ def test_a_replayed_request_gets_the_same_budget_from_now_and_no_recorded_hop_ti
 
 
 def test_the_candidate_runs_under_a_prefix_of_its_own_with_the_changed_settings() -> None:
-    live = Settings(prefix="shop-", metrics_port=9100)
+    live = Settings.of(prefix="shop-", metrics_port=9100)
     candidate = candidate_settings(live, {"PIPELINE_FAQ_MIN_SCORE": "0.5", "faq_unsure_margin": "0.1"}, "abc")
-    assert candidate.prefix == "shop-replay-abc-" and candidate.topic("answers") == "shop-replay-abc-answers"
-    assert candidate.faq_min_score == 0.5 and candidate.faq_unsure_margin == 0.1 and candidate.metrics_port == 0
+    assert candidate.kafka.prefix == "shop-replay-abc-" and candidate.topic("answers") == "shop-replay-abc-answers"
+    assert candidate.faq.faq_min_score == 0.5 and candidate.faq.faq_unsure_margin == 0.1
+    assert candidate.liveness.metrics_port == 0
     with pytest.raises(ConfigError, match="prefix of its own"):
         candidate_settings(live, {"PIPELINE_PREFIX": ""}, "abc")

@@ -58,7 +58,7 @@ def candidate_settings(settings: Settings, changes: Mapping[str, str], run_id: s
         if key in ("PIPELINE_PREFIX", "PIPELINE_BOOTSTRAP_SERVERS"):
             raise ConfigError(f"{key}: the candidate runs on the live cluster under a prefix of its own")
         env[key] = value
-    env["PIPELINE_PREFIX"] = f"{settings.prefix}replay-{run_id}-"
+    env["PIPELINE_PREFIX"] = f"{settings.kafka.prefix}replay-{run_id}-"
     env["PIPELINE_METRICS_PORT"] = "0"  # its members must not take the live members' ports
     return Settings.from_env(env)
 
@@ -73,12 +73,12 @@ def read_range(
 ) -> list[RawRecord]:
     """Committed records of declared ``topic`` with timestamps in [since_ms, until_ms), in timestamp order."""
     name = settings.topic(topic)
-    client_id = f"{settings.prefix}replay-reader-{uuid.uuid4().hex[:6]}"
+    client_id = f"{settings.kafka.prefix}replay-reader-{uuid.uuid4().hex[:6]}"
     consumer = Consumer(load_consumer_config(settings, f"{client_id}-unused", client_id))
     try:
         metadata = consumer.list_topics(name, timeout=10)
         if name not in metadata.topics or metadata.topics[name].error is not None:
-            raise BrokerError(f"topic {name} not found at {settings.bootstrap_servers}")
+            raise BrokerError(f"topic {name} not found at {settings.kafka.bootstrap_servers}")
         partitions = list(metadata.topics[name].partitions)
         firsts = consumer.offsets_for_times([TopicPartition(name, p, since_ms) for p in partitions], timeout=10)
         starts, ends = [], {}
@@ -205,7 +205,7 @@ def replay(
     supervisor.start()
     try:
         if not wait_ready(candidate, counts, threading.Event(), timeout_s=240, on_wait=supervisor.check):
-            raise BrokerError(f"the candidate pipeline {candidate.prefix} did not come up; its logs: {logs}")
+            raise BrokerError(f"the candidate pipeline {candidate.kafka.prefix} did not come up; its logs: {logs}")
         reader = AnswerReader(candidate, from_beginning=True)
         sender = Sender(candidate)
         try:
@@ -215,7 +215,7 @@ def replay(
                     wait = (item.record.timestamp_ms - first) / 1000 / speed - (time.monotonic() - start)
                     if wait > 0:
                         time.sleep(wait)
-                value, headers = fresh(item, time.time() * 1000, candidate.default_timeout_ms)
+                value, headers = fresh(item, time.time() * 1000, candidate.filter.default_timeout_ms)
                 key = item.record.key
                 sender.send((key or b"").decode(errors="replace"), value, key=key, headers=headers,
                             key_is_ident=False)  # fmt: skip
@@ -230,4 +230,4 @@ def replay(
         delete_prefixed(candidate)
     requests = {(r.record.key or b"").decode(errors="replace"): r.request for r in recorded}
     comparison = compare(requests, answers, candidate_answers, costs=(answer_costs, candidate_costs))
-    return Replay(comparison, candidate.prefix, len(recorded), time.monotonic() - began)
+    return Replay(comparison, candidate.kafka.prefix, len(recorded), time.monotonic() - began)
