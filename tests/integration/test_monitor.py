@@ -174,6 +174,11 @@ def loaded(state: dict[str, Any]) -> bool:
     return (filter_rate or 0) > 5 and merge_p99 is not None and e2e_p99 is not None
 
 
+def heights(points: str) -> set[float]:
+    """The distinct heights a chart's line takes (one: it is flat)."""
+    return {float(point.split(",")[1]) for point in points.split()}
+
+
 def test_the_page_charts_the_last_minutes_and_the_charts_move_when_load_starts(
     settings: Settings, topics: dict[str, TopicSpec], monitor: str
 ) -> None:
@@ -220,6 +225,8 @@ def test_the_page_charts_the_last_minutes_and_the_charts_move_when_load_starts(
         thread.join(15)
     busy_max, busy_lines = spark(after, "filter", "rate")
     assert busy_max > 5 and busy_lines["arrival"] != idle_lines["arrival"], (idle_lines, busy_lines)
+    assert len(heights(idle_lines["arrival"])) == 1, "idle: one flat line"
+    assert len(heights(busy_lines["arrival"])) > 1, f"the arrival line rose with the load: {busy_lines}"
     assert spark(after, "filter", "lag_s")[0] > 0, "records wait at filter, and the chart shows their age grow"
     assert spark(after, "merge", "p99_ms")[0] >= 30 and spark(after, "merge", "errors")[0] > 0
     e2e_max, e2e_lines = spark(after, "end_to_end", "latency")
