@@ -26,6 +26,7 @@ records and dead-letter reasons), ``codec`` (the one msgspec codec they share: e
 from pipeline.messages.chat import Chunk, Prompt, Reassembly
 from pipeline.messages.codec import recover_request_id
 from pipeline.messages.control import CONTROL_HEADER, DEAD_LETTER_PREFIX, Control, DeadLetterReason, Expect
+from pipeline.messages.deadline import fix_deadline, left_ms, now_ms, passed
 from pipeline.messages.headers import (
     COST_PREFIX,
     DEADLINE_HEADER,
@@ -40,7 +41,6 @@ from pipeline.messages.headers import (
     header_list,
     kafka_headers,
     new_traceparent,
-    now_ms,
 )
 from pipeline.messages.values import Answer, ErrorInfo, Part, Request, Result, part_key
 
@@ -68,10 +68,13 @@ __all__ = [
     "Reassembly",
     "Request",
     "Result",
+    "fix_deadline",
     "header_list",
     "kafka_headers",
+    "left_ms",
     "new_traceparent",
     "now_ms",
     "part_key",
+    "passed",
     "recover_request_id",
 ]

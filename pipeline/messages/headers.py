@@ -10,9 +10,10 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from pipeline.messages.deadline import now_ms
 
 DEADLINE_HEADER = "pipeline-deadline-ms"
 TRACE_HEADER = "traceparent"
@@ -45,10 +46,6 @@ def header_list(raw: RawHeaders) -> HeaderList:
 
 def kafka_headers(headers: HeaderList) -> KafkaHeaders:
     return [(key, value) for key, value in headers]
-
-
-def now_ms() -> float:
-    return time.time() * 1000.0
 
 
 def new_traceparent() -> str:

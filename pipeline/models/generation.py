@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline.errors import ConfigError, TooLargeError
+from pipeline.messages.deadline import now_ms, passed
 from pipeline.models.export import MODEL_FILE, DecoderShape, ExportedModel, ModelMeta
 from pipeline.models.generator import Generated, OnToken, Process
 
@@ -197,8 +197,8 @@ class OrtEngine:
 
     def _admit(self) -> list[_Sequence]:
         """Waiting sequences that fit, first come first in (called with the lock held)."""
-        now = _now_ms()
-        for sequence in [s for s in self.waiting if s.deadline_ms is not None and now >= s.deadline_ms]:
+        now = now_ms()
+        for sequence in [s for s in self.waiting if passed(s.deadline_ms, now)]:
             self.waiting.remove(sequence)
             self._finish(sequence, "stopped")
         for sequence in [s for s in self.waiting if s.max_new == 0]:
@@ -221,8 +221,8 @@ class OrtEngine:
         return joining
 
     def _expire(self) -> None:
-        now = _now_ms()
-        ended = [s for s in self.batch.rows if s.deadline_ms is not None and now >= s.deadline_ms]
+        now = now_ms()
+        ended = [s for s in self.batch.rows if passed(s.deadline_ms, now)]
         for sequence in ended:
             self._finish(sequence, "stopped")
         if ended:
@@ -322,7 +322,7 @@ class OrtEngine:
             log.exception("on_token of sequence %d failed", sequence.id)
             sequence.future.set_exception(exc)
             return
-        if not go_on or (sequence.deadline_ms is not None and _now_ms() >= sequence.deadline_ms):
+        if not go_on or passed(sequence.deadline_ms):
             self._finish(sequence, "stopped")
         elif len(sequence.tokens) >= sequence.max_new:
             self._finish(sequence, "length")
@@ -339,7 +339,3 @@ def _pick(rows: Sequence[_Sequence], logits: np.ndarray) -> list[int]:
         if sequence.process is not None:
             logits[row] = sequence.process(sequence.tokens, logits[row])
     return [int(t) for t in logits.argmax(axis=-1).tolist()]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

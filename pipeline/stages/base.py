@@ -1,6 +1,12 @@
-"""Helpers every stage uses to answer and to dead-letter; the wire contract itself is :mod:`pipeline.records`."""
+"""How every stage answers, and its one policy for a record it cannot use.
+
+The wire contract itself is :mod:`pipeline.records`.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from pipeline.errors import PipelineError, RequestError
 from pipeline.messages import REQUESTED_HOP, Answer, DeadLetterReason, Headers, recover_request_id
@@ -42,3 +48,34 @@ def reject(record: Record, error: PipelineError, stage: str) -> list[Output]:
         outputs.append(answer_output(Answer.failure(request_id, error_code(error), error.message), headers))
     outputs.append(dead_letter(record, error, stage))
     return outputs
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecords:
+    """A stage's one policy for a record it cannot use (bad bytes, a request it cannot serve).
+
+    Before a request is split its client can still be answered: the bad record
+    gets an error answer and a dead letter (:func:`reject`). After split, a bad
+    part, result or prompt is dead-lettered alone (``answers=False``): its
+    request is still answered, by merge at its deadline, so never twice. Any
+    other exception is not the record's fault; it ends the member, whose
+    successor redoes the uncommitted batch.
+    """
+
+    stage: str
+    answers: bool
+
+    def outputs(self, record: Record, error: PipelineError) -> list[Output]:
+        """What goes out for ``record`` instead of its result."""
+        error = error.at(record.where)
+        return reject(record, error, self.stage) if self.answers else [dead_letter(record, error, self.stage)]
+
+    def each(self, records: Sequence[Record], one: Callable[[Record], Iterable[Output]]) -> list[Output]:
+        """``one`` applied to every record; a record it refuses with a :class:`RequestError` gets :meth:`outputs`."""
+        outputs: list[Output] = []
+        for record in records:
+            try:
+                outputs.extend(one(record))
+            except RequestError as exc:
+                outputs.extend(self.outputs(record, exc))
+        return outputs

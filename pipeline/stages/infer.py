@@ -35,7 +35,7 @@ from pipeline.errors import (
     RequestError,
     TooLargeError,
 )
-from pipeline.messages import Headers, Part, Result, now_ms
+from pipeline.messages import Headers, Part, Result, left_ms, now_ms
 from pipeline.models.batching import count_tokens, pad, plan_batches
 from pipeline.models.export import ensure_exported
 from pipeline.models.quantize_encoder import encoder_variant
@@ -43,12 +43,13 @@ from pipeline.models.session import OrtModel, open_session
 from pipeline.models.tokenizer import LazyTokenizer, Tokenizer
 from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
-from pipeline.stages.base import dead_letter
+from pipeline.stages.base import BadRecords
 from pipeline.tasks import Runtime, Task, get_task
 from pipeline.tasks.base import PartOutput, error_output
 from pipeline.tasks.language import part_route, task_routes
 
 STAGE = "infer"
+BAD = BadRecords(STAGE, answers=False)  # a bad record is dead-lettered; merge answers its request
 log = logging.getLogger("pipeline.stages.infer")
 
 
@@ -219,14 +220,13 @@ class InferRecords:
             try:
                 part = Part.decode(record.value)
             except RequestError as exc:
-                outputs.append(dead_letter(record, exc.at(record.where), STAGE))
+                outputs.extend(BAD.outputs(record, exc))
                 continue
             header = Headers.parse(record.headers)
-            if header.deadline_ms is not None and header.deadline_ms < now + self.batch_ms:
-                late = now - header.deadline_ms
-                why = (
-                    f"{late:.0f} ms past" if late >= 0 else f"{-late:.0f} ms left, batches take {self.batch_ms:.0f} ms"
-                )
+            left = left_ms(header.deadline_ms, now)
+            if left is not None and left < self.batch_ms:
+                batch = f"batches take {self.batch_ms:.0f} ms"
+                why = f"{-left:.0f} ms past" if left <= 0 else f"{left:.0f} ms left, {batch}"
                 shed = error_output(DeadlineExceededError.code, f"part {part.part} shed by infer: deadline {why}")
                 outputs.append(_result(Result(part.id, part.task, part.part, part.of, shed), header))
                 continue

@@ -28,67 +28,43 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from pipeline.catalog import CATALOG
 from pipeline.errors import ERROR_CODES, DecodeError, PipelineError
-from pipeline.messages import SCATTERED_COSTS, Answer, Control, Expect, Headers, Result, now_ms
+from pipeline.messages import SCATTERED_COSTS, Answer, Control, Expect, Headers, Result, now_ms, passed
+from pipeline.messages.codec import Codec, Int, encode
 from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
-from pipeline.stages.base import answer_output, dead_letter
+from pipeline.stages.base import BadRecords, answer_output
 
 STAGE = "merge"
+BAD = BadRecords(STAGE, answers=False)  # a bad record is dead-lettered; merge answers its request
 
 log = logging.getLogger("pipeline.merge")
 
 
-@dataclass
-class Gather:
-    """What merge knows about one request."""
+class Gather(msgspec.Struct):
+    """What merge knows about one request: its state-table value, a typed struct with a validating codec."""
 
     task: str | None = None
-    of: int | None = None
-    deadline_ms: int | None = None
-    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
-    hops: dict[str, float] = field(default_factory=dict)
+    of: Int | None = None
+    deadline_ms: Int | None = None
+    parts: dict[int, dict[str, Any]] = msgspec.field(default_factory=dict)
+    hops: dict[str, float] = msgspec.field(default_factory=dict)
     traceparent: str | None = None
     done_ms: float | None = None
     # The results partition the request's records arrive on: ticks go there too.
-    partition: int | None = None
-    costs: dict[str, float] = field(default_factory=dict)  # what its parts cost so far (Headers.costs)
+    partition: Int | None = None
+    costs: dict[str, float] = msgspec.field(default_factory=dict)  # what its parts cost so far (Headers.costs)
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "task": self.task,
-                "of": self.of,
-                "deadline_ms": self.deadline_ms,
-                "parts": {str(k): v for k, v in self.parts.items()},
-                "hops": self.hops,
-                "traceparent": self.traceparent,
-                "done_ms": self.done_ms,
-                "partition": self.partition,
-                "costs": self.costs,
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
+        return encode(self)
 
     @classmethod
     def decode(cls, data: bytes | None) -> Gather:
-        if not data:
-            return cls()
-        obj = orjson.loads(data)
-        return cls(
-            task=obj.get("task"),
-            of=obj.get("of"),
-            deadline_ms=obj.get("deadline_ms"),
-            parts={int(k): v for k, v in (obj.get("parts") or {}).items()},
-            hops=obj.get("hops") or {},
-            traceparent=obj.get("traceparent"),
-            done_ms=obj.get("done_ms"),
-            partition=obj.get("partition"),
-            costs=obj.get("costs") or {},
-        )
+        return _GATHER.decode(data) if data else cls()
 
     def absorb(self, headers: Headers) -> None:
         """Keep the deadline, trace and the latest time of each hop seen so far."""
@@ -107,6 +83,9 @@ class Gather:
 
     def headers(self) -> Headers:
         return Headers(self.deadline_ms, self.traceparent, dict(self.hops), costs=dict(self.costs)).stamped(STAGE)
+
+
+_GATHER = Codec(Gather, "merge state")
 
 
 @dataclass
@@ -135,7 +114,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
         try:
             expect = Expect.decode(record.value)
         except DecodeError as exc:
-            return Step(state, [dead_letter(record, exc.at(record.where), STAGE)])
+            return Step(state, BAD.outputs(record, exc))
         gather.of, gather.task = expect.of, expect.task
         gather.absorb(headers)
         gather.charge(headers)
@@ -146,7 +125,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
             result = Result.decode(record.value)
         except DecodeError as exc:
             # Dead-letter only: the request is still answered, by its deadline.
-            return Step(state, [dead_letter(record, exc.at(record.where), STAGE)])
+            return Step(state, BAD.outputs(record, exc))
         gather.absorb(headers)
         if result.part not in gather.parts:  # a duplicate part costs nothing more
             gather.charge(headers)
@@ -164,7 +143,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
         if merged.ok and merged.result is not None and delivers != "answers":
             return _hand_off(gather, delivers, request_id, merged.result, now)
         return _answer(gather, merged, now)
-    if gather.deadline_ms is not None and now >= gather.deadline_ms:
+    if passed(gather.deadline_ms, now):
         return _answer(gather, _overdue(request_id, gather), now)
     return Step(gather)
 
@@ -252,7 +231,7 @@ class Merger(StatefulHooks):
         for record in records:
             if not record.key:
                 error = DecodeError("result without a key: cannot tell which request it belongs to")
-                outputs.append(dead_letter(record, error.at(record.where), STAGE))
+                outputs.extend(BAD.outputs(record, error))
                 continue
             before = self.table.get(record.partition, record.key)
             outcome = step(Gather.decode(before) if before else None, record, self.settings, now)

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.catalog import CATALOG, TASK_NAMES
-from pipeline.errors import InvalidRequestError, RequestError
+from pipeline.errors import InvalidRequestError
 from pipeline.messages import Control, Expect, Headers, Request
 from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
-from pipeline.stages.base import reject
+from pipeline.stages.base import BadRecords
 from pipeline.tasks import get_task
 from pipeline.tasks.language import request_route, task_routes
 
 STAGE = "split"
+BAD = BadRecords(STAGE, answers=True)  # a bad request is answered and dead-lettered
 
 
 @dataclass
@@ -33,13 +34,7 @@ class Splitter:
     tokenizers: dict[str, Any]
 
     def __call__(self, records: Sequence[Record]) -> list[Output]:
-        outputs: list[Output] = []
-        for record in records:
-            try:
-                outputs.extend(self.split_one(record))
-            except RequestError as exc:
-                outputs.extend(reject(record, exc.at(record.where), STAGE))
-        return outputs
+        return BAD.each(records, self.split_one)
 
     def split_one(self, record: Record) -> list[Output]:
         request = Request.decode(record.value)

@@ -23,8 +23,8 @@ FLOORS: dict[str, int] = {
     "stages": 3,
     "tasks": 2,
     "models": 1,
-    "messages": 0, "records": 0, "settings": 0, "settings_env": 0, "errors": 0, "catalog": 0, "flow": 0,
-    "topics": 0, "telemetry": 0, "security": 0, "__init__": 0,
+    "messages": 0, "records": 0, "settings": 0, "settings_env": 0, "settings_sections": 0, "errors": 0, "catalog": 0,
+    "flow": 0, "topics": 0, "telemetry": 0, "security": 0, "__init__": 0,
 }  # fmt: skip
 
 

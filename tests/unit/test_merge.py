@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pipeline.errors import DecodeError
 from pipeline.messages import Answer, Control, Headers, Result
 from pipeline.records import Record
 from pipeline.settings import Settings
@@ -100,6 +101,13 @@ def test_tombstone_expires_only_after_retention() -> None:
 )
 def test_gather_round_trips(gather: Gather) -> None:
     assert Gather.decode(gather.encode()) == gather
+
+
+def test_a_gather_is_validated_as_it_is_decoded() -> None:
+    # The state table's value is a typed struct: a wrong type is one DecodeError naming it, not a KeyError later.
+    with pytest.raises(DecodeError, match="merge state: field 'of' must be an integer"):
+        Gather.decode(b'{"of": "two"}')
+    assert Gather.decode(b'{"parts": {"1": {"x": 1}}}').parts == {1: {"x": 1}}  # JSON's string keys as part numbers
 
 
 def test_a_part_shed_by_infer_answers_deadline_exceeded_at_once_and_unknown_codes_are_model_errors() -> None:

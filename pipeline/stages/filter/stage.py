@@ -23,15 +23,16 @@ from functools import partial
 from msgspec.structs import replace
 
 from pipeline.catalog import CATALOG
-from pipeline.errors import DeadlineExceededError, InvalidRequestError, RequestError, TooLargeError
-from pipeline.messages import REQUESTED_HOP, Headers, Request, new_traceparent, now_ms
+from pipeline.errors import DeadlineExceededError, InvalidRequestError, TooLargeError
+from pipeline.messages import REQUESTED_HOP, Headers, Request, fix_deadline, left_ms, new_traceparent, now_ms
 from pipeline.records import Output, Record, StageLogic
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import AnswerCache
-from pipeline.stages.base import answer_output, reject
+from pipeline.stages.base import BadRecords, answer_output
 from pipeline.stages.filter.queue_wait import QueueWait
 
 STAGE = "filter"
+BAD = BadRecords(STAGE, answers=True)  # a bad request is answered and dead-lettered
 # Shedding (pipeline.stages.filter.queue_wait): only once a request is predicted to wait this long downstream,
 # and with room to spare: a request admitted at the edge would only come back partial at its deadline,
 # and the queue a shedding filter holds steady is then about deadline / SHED_FACTOR long.
@@ -79,9 +80,11 @@ def check_request(request: Request, settings: Settings, now: float) -> Request:
         if not value:
             raise InvalidRequestError(f"field {name!r} is empty", request_id=rid)
         cleaned[name] = value
-    deadline = request.deadline_ms
-    if deadline is not None and deadline <= now:
-        raise DeadlineExceededError(f"deadline {deadline} passed {now - deadline:.0f} ms before filter", request_id=rid)
+    left = left_ms(request.deadline_ms, now)
+    if left is not None and left <= 0:
+        raise DeadlineExceededError(
+            f"deadline {request.deadline_ms} passed {-left:.0f} ms before filter", request_id=rid
+        )
     return replace(
         request,
         text=cleaned.get("text", request.text),
@@ -96,13 +99,7 @@ def filter_records(
     """The filter stage's core: each record becomes a filtered request, a cached answer or a rejection."""
     if queue is not None:
         queue.start()  # a member's first batch: from now on it predicts the wait downstream
-    outputs: list[Output] = []
-    for record in records:
-        try:
-            outputs.append(filter_one(record, settings, cache, queue))
-        except RequestError as exc:
-            outputs.extend(reject(record, exc.at(record.where), STAGE))
-    return outputs
+    return BAD.each(records, lambda record: [filter_one(record, settings, cache, queue)])
 
 
 def filter_one(
@@ -117,11 +114,10 @@ def filter_one(
         raise TooLargeError(f"headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}")
     request = Request.decode(record.value)
     headers = Headers.parse(record.headers)
-    # The deadline: the request's own, else the header's, else the default timeout
-    # counted from when the client produced it.
+    # The deadline, fixed here; from here on it travels in the header alone (pipeline/messages/deadline.py).
     produced = record.timestamp_ms if record.timestamp_ms and record.timestamp_ms > 0 else now
-    deadline = request.deadline_ms or headers.deadline_ms or int(produced + settings.filter.default_timeout_ms)
-    request = check_request(replace(request, deadline_ms=deadline), settings, now)
+    deadline = fix_deadline(request.deadline_ms, headers.deadline_ms, produced, settings.filter.default_timeout_ms)
+    request = replace(check_request(replace(request, deadline_ms=deadline), settings, now), deadline_ms=None)
     headers.deadline_ms = deadline
     headers.traceparent = headers.traceparent or new_traceparent()
     headers = headers.stamped(REQUESTED_HOP, produced).stamped(STAGE)

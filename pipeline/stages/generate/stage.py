@@ -41,13 +41,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import ConfigError, DeadlineExceededError, DecodeError
-from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, now_ms
+from pipeline.messages import Answer, Chunk, Control, Headers, Prompt, left_ms, now_ms, passed
 from pipeline.models.constraints import Vocabulary
 from pipeline.models.generator import Generated, Generator, TextStream
 from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
 from pipeline.stages.answer_cache import cache_key, reply_budget, versions
-from pipeline.stages.base import answer_output, reject
+from pipeline.stages.base import BadRecords, answer_output
 from pipeline.stages.generate.grounding import CheckedStream
 from pipeline.stages.generate.prompting import chat_messages, count_tokens, grounded_plan, grounded_sequence, prompt_ids
 from pipeline.stages.generate.sessions import Session, Turn
@@ -55,6 +55,7 @@ from pipeline.tasks.faq.task import FALLBACK, FALLBACK_ZH
 from pipeline.tasks.language import detect_language
 
 STAGE = "generate"
+BAD = BadRecords(STAGE, answers=True)  # a bad request is answered and dead-lettered
 TASK = "chat"
 # How often idle sessions are looked for, and how long before an expire record is sent again.
 EXPIRE_SCAN_MS = 1_000.0
@@ -128,7 +129,7 @@ class Generate(StatefulHooks):
         try:
             prompt = Prompt.decode(record.value)
         except DecodeError as exc:
-            return reject(record, exc.at(record.where), STAGE)
+            return BAD.outputs(record, exc)
         headers = Headers.parse(record.headers).stamped(STAGE)
         with self.lock:  # messages of one session one after the other
             before = self.tails.get(key)
@@ -177,7 +178,8 @@ class Generate(StatefulHooks):
             ids, process = grounded_sequence(plan, self.tokenizer, self.vocab, self.settings, history)
         else:
             ids = prompt_ids(self.tokenizer, chat_messages(prompt, history))
-        wait_s = None if headers.deadline_ms is None else (headers.deadline_ms - now_ms()) / 1000
+        left = left_ms(headers.deadline_ms)
+        wait_s = None if left is None else left / 1000
         if (wait_s is not None and wait_s <= 0) or not self.slots.acquire(timeout=wait_s):
             if reply.checked is not None:  # its lead went out: the answer carries it, cut short (partial)
                 return self._outputs(reply, session, Generated([], "stopped", len(ids)))
@@ -216,8 +218,7 @@ class Generate(StatefulHooks):
             reply.first_token_ms = now
         if reply.model_first_ms is None:
             reply.model_first_ms = now
-        deadline = reply.headers.deadline_ms
-        in_time = deadline is None or now < deadline
+        in_time = not passed(reply.headers.deadline_ms, now)
         if reply.checked is not None:  # whole sentences, each checked, go out as they pass
             released, go_on = reply.checked.push(reply.stream.push(token))
             if released:
