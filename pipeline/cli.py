@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.demo",  # pipeline demo
     "pipeline.commands.chaos",  # pipeline chaos SCENARIO
     "pipeline.commands.redrive",  # pipeline redrive
+    "pipeline.commands.replay",  # pipeline replay (recorded requests through a candidate; a rollout gate)
 )
 
 

@@ -6,7 +6,9 @@ see records that are final, and telemetry must never hold up an answer. One
 :class:`StageReport` sums what one member did in one interval: records taken,
 batches and time in the stage's logic, answers by status (``ok`` or the error
 code), dead letters by code with the latest few, and latency samples per hop
-taken from the answers' ``latency_ms`` (where each request's time went).
+taken from the answers' ``latency_ms`` (where each request's time went), and
+what the answers cost by task (:func:`charge` puts a batch's CPU ms on its
+outputs' headers; the stage that answers sums the answers' costs here).
 
 :class:`Aggregator` builds the reports from the same two calls the runner
 makes for its Prometheus metrics (``batch`` and ``delivered``); it is pure
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 import msgspec
 import orjson
 
-from pipeline.messages import DEAD_LETTER_PREFIX
+from pipeline.messages import COST_PREFIX, DEAD_LETTER_PREFIX, Headers
 from pipeline.messages.codec import Codec, encode
 from pipeline.records import Output
 
@@ -31,9 +33,26 @@ TOPIC = "telemetry"
 SAMPLES_PER_HOP = 200  # latency samples per hop and report: enough for a p99 per minute
 LATEST_DEAD = 5
 TOTAL_HOP = "total"  # the end-to-end latency: from the client's produce to the answer
+# Topics whose records carry a request on towards its answer: a batch's cost is shared among them.
+CARRIES = frozenset({"filtered", "parts", "results", "answers", "prompts"})
+MODEL_STAGE = "infer"  # its handler's time is the model's run: charged as model ms too
+COST_KINDS = ("answers", "cpu_ms", "model_ms", "tokens_in", "tokens_out", "cached")
 
 
-class StageReport(msgspec.Struct, frozen=True):
+def charge(outputs: list[Output], stage: str, cpu_ms: float, handler_ms: float) -> list[Output]:
+    """A batch's CPU ms (and infer's model ms), measured once, shared equally among the outputs that carry
+    a request on, as ``pipeline-cost-<stage>`` headers (see :class:`pipeline.messages.Headers`)."""
+    carrying = sum(1 for o in outputs if o.topic in CARRIES)
+    if not carrying:
+        return outputs
+    extra = [(COST_PREFIX + stage, f"{cpu_ms / carrying:.3f}".encode())]
+    if stage == MODEL_STAGE:
+        extra.append((COST_PREFIX + "model", f"{handler_ms / carrying:.3f}".encode()))
+    return [Output(o.topic, o.key, o.value, [*o.headers, *extra], o.partition) if o.topic in CARRIES else o
+            for o in outputs]  # fmt: skip
+
+
+class StageReport(msgspec.Struct, frozen=True, omit_defaults=True):  # a field at its default is left out
     stage: str
     member: str
     at_ms: float  # end of the interval (epoch ms)
@@ -45,6 +64,7 @@ class StageReport(msgspec.Struct, frozen=True):
     dead_letters: dict[str, int] = msgspec.field(default_factory=dict)  # code -> count
     latest_dead: list[dict[str, str]] = msgspec.field(default_factory=list)  # code, reason, source, key
     hops_ms: dict[str, list[float]] = msgspec.field(default_factory=dict)  # hop -> latency samples (ms)
+    costs: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)  # task -> COST_KINDS -> sum
 
     def encode(self) -> bytes:
         return encode(self)
@@ -74,6 +94,7 @@ class Aggregator:
     latest_dead: list[dict[str, str]] = field(default_factory=list)
     hops_ms: dict[str, list[float]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)  # samples offered per hop (for the reservoir)
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def batch(self, records: int, handler_s: float, waits_s: Sequence[float]) -> None:
@@ -84,7 +105,7 @@ class Aggregator:
     def delivered(self, outputs: Sequence[Output], commit_s: float) -> None:
         for output in outputs:
             if output.topic == "answers" and output.value:
-                self._answer(output.value)
+                self._answer(output.value, output.headers)
             elif output.topic == "dead-letters":
                 self._dead_letter(output)
 
@@ -97,12 +118,13 @@ class Aggregator:
         if self.batches or self.answers or self.dead_letters:
             report = StageReport(self.stage, self.member, now * 1000, round(now - self.started, 3), self.records,
                                  self.batches, round(self.handler_s, 6), self.answers, self.dead_letters,
-                                 self.latest_dead, self.hops_ms)  # fmt: skip
+                                 self.latest_dead, self.hops_ms, self.costs)  # fmt: skip
         self.started, self.records, self.batches, self.handler_s = now, 0, 0, 0.0
         self.answers, self.dead_letters, self.latest_dead, self.hops_ms, self.seen = {}, {}, [], {}, {}
+        self.costs = {}
         return report
 
-    def _answer(self, value: bytes) -> None:
+    def _answer(self, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
         try:
             answer = orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -118,6 +140,21 @@ class Aggregator:
                 if isinstance(ms, int | float):
                     self._sample(str(hop), float(ms))
             self._sample(TOTAL_HOP, float(sum(v for v in latency.values() if isinstance(v, int | float))))
+        self._cost(answer, headers)
+
+    def _cost(self, answer: dict[str, object], headers: Sequence[tuple[str, bytes]]) -> None:
+        """Sum what the answer cost into its task's row: its headers' CPU and model ms, chat's tokens."""
+        costs = Headers.parse(headers).costs if any(k.startswith(COST_PREFIX) for k, _ in headers) else {}
+        row = self.costs.setdefault(str(answer.get("task") or "(no task)"), dict.fromkeys(COST_KINDS, 0.0))
+        row["answers"] += 1
+        row["cpu_ms"] += sum(ms for name, ms in costs.items() if name != "model")
+        row["model_ms"] += costs.get("model", 0.0)
+        row["cached"] += bool(answer.get("cached"))
+        result = answer.get("result")
+        tokens = result.get("tokens") if isinstance(result, dict) else None
+        if isinstance(tokens, dict):
+            row["tokens_in"] += float(tokens.get("prompt") or 0)
+            row["tokens_out"] += float(tokens.get("completion") or 0)
 
     def _sample(self, hop: str, ms: float) -> None:
         """Reservoir sampling: every answer of the interval equally likely to be among the kept samples."""

@@ -28,9 +28,11 @@ from pipeline.messages.codec import recover_request_id
 from pipeline.messages.control import CONTROL_HEADER, DEAD_LETTER_PREFIX, Control, DeadLetterReason, Expect, Expiry
 from pipeline.messages.deadline import fix_deadline, left_ms, now_ms, passed
 from pipeline.messages.headers import (
+    COST_PREFIX,
     DEADLINE_HEADER,
     HOP_PREFIX,
     REQUESTED_HOP,
+    SCATTERED_COSTS,
     TRACE_HEADER,
     HeaderList,
     Headers,
@@ -44,10 +46,12 @@ from pipeline.messages.values import Answer, ErrorInfo, Part, Request, Result, p
 
 __all__ = [
     "CONTROL_HEADER",
+    "COST_PREFIX",
     "DEADLINE_HEADER",
     "DEAD_LETTER_PREFIX",
     "HOP_PREFIX",
     "REQUESTED_HOP",
+    "SCATTERED_COSTS",
     "TRACE_HEADER",
     "Answer",
     "Chunk",

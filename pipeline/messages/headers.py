@@ -1,7 +1,8 @@
 """Record headers: what any stage needs without decoding a value.
 
-The deadline (epoch ms), a W3C trace context and one timestamp per hop, so the
-answer can report where its time went. Unknown headers pass through untouched.
+The deadline (epoch ms), a W3C trace context, one timestamp per hop, so the
+answer can report where its time went, and what it cost so far (CPU ms per
+stage, model ms). Unknown headers pass through untouched.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from pipeline.messages.deadline import now_ms
 DEADLINE_HEADER = "pipeline-deadline-ms"
 TRACE_HEADER = "traceparent"
 HOP_PREFIX = "pipeline-hop-"
+COST_PREFIX = "pipeline-cost-"
+"""``pipeline-cost-<stage>``: CPU ms the stage spent on the record (its share of a batch);
+``pipeline-cost-model``: model ms (infer's share of its batch's run). A repeated name adds up."""
+SCATTERED_COSTS = frozenset({"split", "infer", "model"})
+"""Costs charged per part: merge adds them over a request's parts (the others came copied into every part)."""
 REQUESTED_HOP = "requested"
 """The hop recorded for the client's produce time (the request record's timestamp)."""
 
@@ -59,6 +65,7 @@ class Headers:
     traceparent: str | None = None
     hops: dict[str, float] = field(default_factory=dict)
     other: HeaderList = field(default_factory=list)
+    costs: dict[str, float] = field(default_factory=dict)  # what the record cost so far, ms by stage (and model)
 
     @classmethod
     def parse(cls, raw: RawHeaders) -> Headers:
@@ -74,6 +81,11 @@ class Headers:
                     headers.hops[key[len(HOP_PREFIX) :]] = at
             elif key == TRACE_HEADER:
                 headers.traceparent = value.decode("utf-8", "replace")
+            elif key.startswith(COST_PREFIX):
+                ms = _number(value)
+                if ms is not None and math.isfinite(ms) and ms >= 0:
+                    name = key[len(COST_PREFIX) :]
+                    headers.costs[name] = headers.costs.get(name, 0.0) + ms
             else:
                 headers.other.append((key, value))
         return headers
@@ -82,7 +94,7 @@ class Headers:
         """A copy with ``hop`` recorded at ``at_ms`` (now by default)."""
         hops = dict(self.hops)
         hops[hop] = now_ms() if at_ms is None else at_ms
-        return Headers(self.deadline_ms, self.traceparent, hops, list(self.other))
+        return Headers(self.deadline_ms, self.traceparent, hops, list(self.other), dict(self.costs))
 
     def to_list(self) -> HeaderList:
         out: HeaderList = list(self.other)
@@ -92,6 +104,8 @@ class Headers:
             out.append((TRACE_HEADER, self.traceparent.encode()))
         for hop, at in self.hops.items():
             out.append((HOP_PREFIX + hop, f"{at:.3f}".encode()))
+        for name, ms in self.costs.items():
+            out.append((COST_PREFIX + name, f"{ms:.3f}".encode()))
         return out
 
     def latency_ms(self) -> dict[str, float]:

@@ -104,6 +104,7 @@ def build_app(settings: Settings, *, lag_every_s: float = LAG_EVERY_S) -> faust.
             return
         statuses = [compare(b, a) for b, a in zip(before, after, strict=True)]
         state.lag(statuses, time.monotonic())
+        state.history.add(time.time(), state.statuses, windows()[0])  # one point on every chart
         for decision in state.advice.values():
             if decision.changes:
                 log.info("advice: %s", decision.line())

@@ -17,9 +17,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from pipeline.monitor.history import History
 from pipeline.operations.scaling import Decision, Memory, Policy, decide
 from pipeline.operations.status import StageStatus
-from pipeline.telemetry import BUCKETS_MS, TOTAL_HOP, StageReport, error_rate, histogram, quantile
+from pipeline.telemetry import BUCKETS_MS, COST_KINDS, TOTAL_HOP, StageReport, error_rate, histogram, quantile
 
 LATEST_DEAD = 20
 SEP = "|"
@@ -28,9 +29,11 @@ SEP = "|"
 def counter_keys(report: StageReport) -> dict[str, int]:
     """The increments one report makes to the monitor's counting tables, by key.
 
-    ``answers|STAGE|STATUS``, ``dead|STAGE|CODE``, ``records|STAGE`` and
+    ``answers|STAGE|STATUS``, ``dead|STAGE|CODE``, ``records|STAGE``,
     ``latency|HOP|BUCKET`` (a count per latency bucket, so windows merge by
-    adding, which faust's windowed ``+=`` does for tumbling and hopping alike).
+    adding, which faust's windowed ``+=`` does for tumbling and hopping alike)
+    and ``cost|TASK|KIND`` (answers, cached and tokens counted; CPU and model
+    time in microseconds, so every count stays an integer).
     """
     keys: dict[str, int] = {}
     for status, count in report.answers.items():
@@ -43,6 +46,11 @@ def counter_keys(report: StageReport) -> dict[str, int]:
         for bucket, count in enumerate(histogram(samples)):
             if count:
                 keys[SEP.join(("latency", hop, str(bucket)))] = count
+    for task, row in report.costs.items():
+        for kind, amount in row.items():
+            scaled = round(amount * 1000) if kind.endswith("_ms") else round(amount)
+            if scaled and kind in COST_KINDS:
+                keys[SEP.join(("cost", task, kind))] = scaled
     return keys
 
 
@@ -54,6 +62,7 @@ class Window:
     dead: dict[str, dict[str, int]]  # stage -> code -> n
     records: dict[str, int]  # stage -> n
     latency: dict[str, list[int]]  # hop -> bucket counts
+    costs: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> kind -> sum (ms kinds in µs)
 
     @classmethod
     def of(cls, items: Iterable[tuple[str, int]]) -> Window:
@@ -66,6 +75,8 @@ class Window:
                 window.dead.setdefault(rest[0], {})[rest[1]] = count
             elif kind == "records" and len(rest) == 1:
                 window.records[rest[0]] = count
+            elif kind == "cost" and len(rest) == 2:
+                window.costs.setdefault(rest[0], {})[rest[1]] = count
             elif kind == "latency" and len(rest) == 2 and rest[1].isdigit() and int(rest[1]) < len(BUCKETS_MS):
                 window.latency.setdefault(rest[0], [0] * len(BUCKETS_MS))[int(rest[1])] += count
         return window
@@ -80,6 +91,7 @@ class Window:
             "records_per_s": {s: round(n / seconds, 2) for s, n in self.records.items()},
             "error_rate": {s: error_rate(a) for s, a in self.answers.items()},
             "hops": hops,
+            "cost_per_1k": {task: per_thousand(row) for task, row in self.costs.items() if row.get("answers")},
         }
 
 
@@ -95,6 +107,7 @@ class MonitorState:
     latest_dead: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LATEST_DEAD))
     reports: int = 0
     lag_read_at: float | None = None
+    history: History = field(default_factory=History)
 
     def saw(self, report: StageReport) -> None:
         self.reports += 1
@@ -148,8 +161,10 @@ class MonitorState:
             "reports": self.reports,
             "stages": stages,
             "end_to_end": {"p50_ms": total.get("p50_ms"), "p99_ms": total.get("p99_ms")},
+            "cost_per_1k": minute["cost_per_1k"],
             "windows": {"10s": ten_s.to_json(10.0), "1m": minute},
             "latest_dead": list(self.latest_dead),
+            "history": self.history.to_json([name for name, _, _ in self.stages]),
         }
 
     def advice_json(self) -> dict[str, Any]:
@@ -221,12 +236,34 @@ def prometheus_text(state: MonitorState, minute: Mapping[str, Any]) -> bytes:
         minute.get("error_rate", {}).items(),
     )
 
+    per_1k = GaugeMetricFamily("pipeline_monitor_cost_per_1k_answers",
+                               "What 1,000 answers of each task cost over the last minute: cpu_s, model_s, tokens_in, "
+                               "tokens_out, cache_hits", labels=["task", "kind"])  # fmt: skip
+    for task, row in minute.get("cost_per_1k", {}).items():
+        for kind, value in row.items():
+            if kind != "answers" and value is not None:
+                per_1k.add_metric([task, kind], value)
+    families.append(per_1k)
+
     class Families:
         def collect(self) -> Iterable[GaugeMetricFamily]:
             return families
 
     registry.register(Families())  # type: ignore[arg-type]
     return bytes(generate_latest(registry))
+
+
+def per_thousand(row: Mapping[str, int]) -> dict[str, float]:
+    """A task's summed costs as what 1,000 of its answers cost: CPU and model seconds, tokens, cache hits."""
+    scale = 1000 / row["answers"]
+    return {
+        "answers": row["answers"],
+        "cpu_s": round(row.get("cpu_ms", 0) / 1e6 * scale, 4),  # µs summed
+        "model_s": round(row.get("model_ms", 0) / 1e6 * scale, 4),
+        "tokens_in": round(row.get("tokens_in", 0) * scale, 1),
+        "tokens_out": round(row.get("tokens_out", 0) * scale, 1),
+        "cache_hits": round(row.get("cached", 0) * scale, 1),
+    }
 
 
 def _finite(value: float | None) -> float | None:

@@ -53,6 +53,7 @@ from pipeline.runtime.liveness import HealthFile, Watchdog
 from pipeline.runtime.metrics import StageMetrics
 from pipeline.runtime.policies import BackPressure, BatchReadiness, CommitOrder, Timers
 from pipeline.settings import Settings
+from pipeline.telemetry import charge
 
 log = logging.getLogger("pipeline.runner")
 
@@ -251,12 +252,14 @@ class StageRunner:
 
     def _handle(self, records: list[Record]) -> list[Output]:
         """The stage's handler on a batch (in the worker thread), timed."""
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         outputs = self.handler(records)
         now = time.time() * 1000
         waits = [(now - r.timestamp_ms) / 1000 for r in records if r.timestamp_ms and r.timestamp_ms > 0]
-        self.metrics.batch(len(records), time.perf_counter() - began, waits)
-        return outputs
+        handler_s = time.perf_counter() - began
+        self.metrics.batch(len(records), handler_s, waits)
+        # What the batch cost (the process's CPU while it ran), read once per batch, shared among its outputs.
+        return charge(outputs, self.stage, (time.process_time() - cpu) * 1000, handler_s * 1000)
 
     def _finish_batch(self, wait: bool) -> None:
         """Commit finished batches (``wait``: all of them, waiting for each, oldest first).

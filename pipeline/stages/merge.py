@@ -33,7 +33,7 @@ import orjson
 
 from pipeline.catalog import CATALOG
 from pipeline.errors import ERROR_CODES, DecodeError, PipelineError
-from pipeline.messages import Answer, Control, Expect, Headers, Result, now_ms, passed
+from pipeline.messages import SCATTERED_COSTS, Answer, Control, Expect, Headers, Result, now_ms, passed
 from pipeline.messages.codec import Codec, Int, encode
 from pipeline.records import Output, Record, StageContext, StageLogic, StatefulHooks
 from pipeline.settings import Settings
@@ -57,6 +57,7 @@ class Gather(msgspec.Struct):
     done_ms: float | None = None
     # The results partition the request's records arrive on: ticks go there too.
     partition: Int | None = None
+    costs: dict[str, float] = msgspec.field(default_factory=dict)  # what its parts cost so far (Headers.costs)
 
     def encode(self) -> bytes:
         return encode(self)
@@ -72,8 +73,16 @@ class Gather(msgspec.Struct):
         for hop, at in headers.hops.items():
             self.hops[hop] = max(at, self.hops.get(hop, at))
 
+    def charge(self, headers: Headers) -> None:
+        """Add one part's costs: per-part costs (split's share, infer, model) add up; the rest came copied."""
+        for name, ms in headers.costs.items():
+            if name in SCATTERED_COSTS:
+                self.costs[name] = round(self.costs.get(name, 0.0) + ms, 3)
+            else:
+                self.costs[name] = max(ms, self.costs.get(name, 0.0))
+
     def headers(self) -> Headers:
-        return Headers(self.deadline_ms, self.traceparent, dict(self.hops)).stamped(STAGE)
+        return Headers(self.deadline_ms, self.traceparent, dict(self.hops), costs=dict(self.costs)).stamped(STAGE)
 
 
 _GATHER = Codec(Gather, "merge state")
@@ -108,6 +117,7 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
             return Step(state, BAD.outputs(record, exc))
         gather.of, gather.task = expect.of, expect.task
         gather.absorb(headers)
+        gather.charge(headers)
     elif control is Control.DEADLINE:
         pass  # only the deadline check below
     else:
@@ -117,6 +127,8 @@ def step(state: Gather | None, record: Record, settings: Settings, now: float) -
             # Dead-letter only: the request is still answered, by its deadline.
             return Step(state, BAD.outputs(record, exc))
         gather.absorb(headers)
+        if result.part not in gather.parts:  # a duplicate part costs nothing more
+            gather.charge(headers)
         gather.task, gather.of = result.task, gather.of or result.of
         error = result.output.get("error")
         if isinstance(error, dict):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -141,3 +143,96 @@ def test_the_monitor_counts_telemetry_reads_lag_and_shows_it_on_its_live_page(
     assert "bad-1" in dom and "requests[3]@17" in dom and "p50 50 ms, p99 50 ms" in dom
     assert screenshot.exists() and screenshot.stat().st_size > 10_000, "the screenshot is kept for people to look at"
     Path(ARTIFACTS / "monitor.html").write_text(dom)
+
+
+def render(browser: str, url: str, screenshot: Path | None = None) -> str:
+    """The page's DOM after its scripts ran (and a screenshot, when asked)."""
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--virtual-time-budget=4000", "--window-size=1500,1100"]  # fmt: skip
+    if screenshot is not None:
+        subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
+    return subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+
+
+def spark(dom: str, stage: str, series: str) -> tuple[float, dict[str, str]]:
+    """A chart's largest value and each of its lines' points, read from the rendered SVG."""
+    match = re.search(rf'<svg class="spark" data-stage="{stage}" data-series="{series}" data-max="([^"]*)"(.*?)</svg>',
+                      dom, re.S)  # fmt: skip
+    assert match, f"no {series} chart for {stage} on the page: {dom[-3000:]}"
+    return float(match[1]), dict(re.findall(r'data-line="([^"]+)"[^>]*points="([^"]*)"', match[2]))
+
+
+COST = {"answers": 10, "cpu_ms": 20.0, "model_ms": 35.0, "cached": 1}  # what merge says its 10 answers cost
+
+
+def loaded(state: dict[str, Any]) -> bool:
+    """The last sample of the history saw the load: records arriving at filter, latencies at merge and end to end."""
+    h = state["history"]
+    filter_rate = h["stages"]["filter"]["arrival"][-1] if h["at"] else None
+    merge_p99 = h["stages"]["merge"]["p99_ms"][-1] if h["at"] else None
+    e2e_p99 = h["end_to_end"]["p99_ms"][-1] if h["at"] else None
+    return (filter_rate or 0) > 5 and merge_p99 is not None and e2e_p99 is not None
+
+
+def heights(points: str) -> set[float]:
+    """The distinct heights a chart's line takes (one: it is flat)."""
+    return {float(point.split(",")[1]) for point in points.split()}
+
+
+def test_the_page_charts_the_last_minutes_and_the_charts_move_when_load_starts(
+    settings: Settings, topics: dict[str, TopicSpec], monitor: str
+) -> None:
+    browser = chromium()
+    # Idle first: two group readings (10 s apart) with nothing arriving.
+    wait_for_state(monitor, lambda s: len(s["history"]["at"]) >= 2)
+    before = render(browser, monitor + "/")
+    for stage in ("filter", "split", "infer", "merge", "generate"):
+        for series in ("rate", "lag_s", "p99_ms", "errors", "members"):
+            spark(before, stage, series)
+    idle_max, idle_lines = spark(before, "filter", "rate")
+    assert idle_max == 0 and idle_lines["arrival"], "an idle stage is charted as a flat line at 0"
+    assert spark(before, "end_to_end", "latency")[0] == 0
+
+    # Load starts: requests arrive at filter (no member takes them), merge reports answers and latencies.
+    stop = threading.Event()
+    producer = Producer(producer_config(settings, "monitor-chart-test"))
+    emitter = TelemetryEmitter(settings, "merge", "test-member")
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set():
+            for _ in range(10):
+                producer.produce(topics["requests"].topic, key=f"c{i}", value=b"{}")
+                i += 1
+            producer.poll(0)
+            emitter.send(StageReport("merge", "merge-0", time.time() * 1000, 1.0, records=10, batches=1,
+                                     answers={"ok": 9, "partial": 1},
+                                     hops_ms={"merge": [30.0] * 10, "total": [90.0] * 9 + [450.0]},
+                                     costs={"faq": COST}))  # fmt: skip
+            emitter.producer.poll(0)
+            stop.wait(0.5)
+        producer.flush(10)
+        emitter.producer.flush(10)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        wait_for_state(monitor, loaded, timeout_s=60)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        after = render(browser, monitor + "/", ARTIFACTS / "monitor-charts.png")
+    finally:
+        stop.set()
+        thread.join(15)
+    busy_max, busy_lines = spark(after, "filter", "rate")
+    assert busy_max > 5 and busy_lines["arrival"] != idle_lines["arrival"], (idle_lines, busy_lines)
+    assert len(heights(idle_lines["arrival"])) == 1, "idle: one flat line"
+    assert len(heights(busy_lines["arrival"])) > 1, f"the arrival line rose with the load: {busy_lines}"
+    assert spark(after, "filter", "lag_s")[0] > 0, "records wait at filter, and the chart shows their age grow"
+    assert spark(after, "merge", "p99_ms")[0] >= 30 and spark(after, "merge", "errors")[0] > 0
+    e2e_max, e2e_lines = spark(after, "end_to_end", "latency")
+    assert e2e_max >= 450 and e2e_lines["p50_ms"] and e2e_lines["p99_ms"]
+    # What 1,000 faq answers cost: 2 ms and 3.5 ms of CPU and model per answer, one in ten from the cache.
+    cost = re.search(r'<tr data-task="faq">(.*?)</tr>', after)
+    assert cost, after[-3000:]
+    assert re.findall(r"<td>([^<]*)</td>", cost[1])[2:] == ["2.00", "3.50", "0", "0", "100"], cost[1]
+    assert (ARTIFACTS / "monitor-charts.png").stat().st_size > 10_000

@@ -57,3 +57,25 @@ def test_only_the_monitor_package_imports_faust() -> None:
         if re.search(r"^\s*(import faust|from faust)", path.read_text(), re.MULTILINE)
     )
     assert importers == ["pipeline/monitor/app.py", "pipeline/monitor/auth.py"]
+
+
+def test_the_history_keeps_fifteen_minutes_of_each_stage_for_the_charts() -> None:
+    from pipeline.monitor.history import History
+
+    history = History()
+    members = (Member("infer-0", "/10.0.0.1", (0,)),)
+    busy = StageStatus("infer", "parts", members, 40, 2.5, 80.0, 60.0, None, "lagging", 12)
+    idle = StageStatus("infer", "parts", (), 0, None, 0.0, 0.0, 0.0, "idle", 12)
+    history.add(1000.0, {"infer": idle}, Window.of([]))
+    keys = counter_keys(StageReport("infer", "infer-0", 1.0, 1.0, answers={"ok": 8, "model_error": 2},
+                                    hops_ms={"infer": [12.0] * 98 + [180.0] * 2, "total": [40.0] * 10}))  # fmt: skip
+    history.add(1005.0, {"infer": busy}, Window.of(keys.items()))
+    data = history.to_json(["filter", "infer"])
+    assert data["at"] == [1000.0, 1005.0]
+    infer = data["stages"]["infer"]
+    assert infer["arrival"] == [0.0, 60.0] and infer["consume"] == [0.0, 80.0] and infer["lag_s"] == [None, 2.5]
+    assert infer["p99_ms"] == [None, 200] and infer["errors"] == [0.0, 0.2] and infer["members"] == [0.0, 1.0]
+    assert data["stages"]["filter"]["arrival"] == [None, None], "a stage not read yet has gaps, not zeros"
+    assert data["end_to_end"] == {"p50_ms": [None, 50], "p99_ms": [None, 50]}
+    history.add(1000.0 + 900.0 + 1.0, {"infer": idle}, Window.of([]))
+    assert history.to_json(["infer"])["at"] == [1005.0, 1901.0], "older than 15 minutes: gone"
