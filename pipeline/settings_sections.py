@@ -98,6 +98,13 @@ class BrokerSettings:
     kafka_controller_port: int = 9093
     kafka_dir: Path = PROJECT_ROOT / ".cache" / "kafka"
     kafka_heap: str = "1g"
+    # How many nodes `pipeline kafka start` runs (each broker and controller). 1: the single
+    # node above. More: node i listens on kafka_port + 2(i-1), its controller on
+    # kafka_controller_port + 2(i-1), its data in kafka_dir/node-i; replication factor 3,
+    # min.insync.replicas 2 (pipeline/local/broker_config.py).
+    kafka_brokers: int = 1
+    # Each node's heap when kafka_brokers > 1: three brokers share a small machine (docs/kafka.md).
+    kafka_cluster_heap: str = "384m"
     # A SASL_SSL listener (SCRAM-SHA-512), TLS from a CA the project makes, and
     # ACLs enforced (pipeline/local/secure.py); use its own kafka_dir and ports.
     kafka_secure: bool = False

@@ -13,7 +13,9 @@ from pipeline.settings import Settings
 
 
 def register(subparsers: Any) -> None:
-    group = subparsers.add_parser("kafka", help="start, check or stop the local Kafka broker (KRaft, one node)")
+    group = subparsers.add_parser(
+        "kafka", help="start, check or stop the local Kafka broker (KRaft, one node or --brokers 3)"
+    )
     commands = group.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
 
     start = commands.add_parser("start", help="start the broker (formats its storage the first time); idempotent")
@@ -45,7 +47,16 @@ def _add_broker_flags(parser: argparse.ArgumentParser) -> None:
         "--controller-port", type=int, help="KRaft controller port (PIPELINE_KAFKA_CONTROLLER_PORT, 9093)"
     )
     parser.add_argument("--dir", type=Path, help="data, config and log folder (PIPELINE_KAFKA_DIR, .cache/kafka)")
-    parser.add_argument("--heap", help="JVM heap (PIPELINE_KAFKA_HEAP, 1g)")
+    parser.add_argument("--heap", help="JVM heap (PIPELINE_KAFKA_HEAP, 1g; each of several brokers: --cluster-heap)")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        help="nodes, each broker and controller (PIPELINE_KAFKA_BROKERS, 1); 3: replication 3, min ISR 2, "
+        "node i on port + 2(i-1) with its data in DIR/node-i",
+    )
+    parser.add_argument(
+        "--cluster-heap", help="each node's JVM heap with --brokers > 1 (PIPELINE_KAFKA_CLUSTER_HEAP, 384m)"
+    )
     parser.add_argument(
         "--secure",
         action="store_const",
@@ -62,6 +73,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         kafka_dir=args.dir,
         kafka_heap=args.heap,
         kafka_secure=args.secure,
+        kafka_brokers=args.brokers,
+        kafka_cluster_heap=args.cluster_heap,
     )
 
 
@@ -84,6 +97,8 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if _settings(args).broker.kafka_brokers > 1:
+        return _cluster_status(_settings(args))
     state = broker.status(_settings(args))
     if state.up and state.pid is not None:
         _say(f"up at {state.address} (pid {state.pid}, Kafka {state.version}); log: {state.log}")
@@ -97,6 +112,30 @@ def _status(args: argparse.Namespace) -> int:
     else:
         _say(f"down (nothing answers at {state.address})")
     return 0 if state.up else 1
+
+
+def _cluster_status(settings: Settings) -> int:
+    """Each node up or down, with its process and the partitions it leads; exit 0 when all are up."""
+    from pipeline.errors import BrokerError
+    from pipeline.operations.admin import leadership
+
+    each = broker.node_status(settings)
+    try:
+        lead = leadership(settings.replace(bootstrap_servers=broker.address(settings)))
+    except BrokerError as exc:
+        lead = None
+        _say(f"no metadata from any node: {exc}")
+    for node, state in zip(broker.nodes(settings), each, strict=True):
+        word = "up" if state.up else "down"
+        pid = f"pid {state.pid}" if state.pid is not None else "no process of ours"
+        registered = "" if lead is None or node.id in lead.brokers else ", not registered"
+        led = "?" if lead is None else str(lead.led.get(node.id, 0))
+        _say(
+            f"broker {node.id} {word} at {state.address} ({pid}{registered}), leads {led} partitions; log: {state.log}"
+        )
+    if lead is not None:
+        _say(f"{lead.leaderless} partitions without a leader, {lead.under_replicated} under-replicated")
+    return 0 if all(state.up for state in each) else 1
 
 
 def _stop(args: argparse.Namespace) -> int:

@@ -12,6 +12,13 @@ Layout under ``settings.broker.kafka_dir`` (``.cache/kafka`` by default)::
 
 The broker runs detached (its own session), so it outlives the command that
 started it; ``stop`` sends SIGTERM, which Kafka answers with a clean shutdown.
+
+With ``kafka_brokers`` > 1 (``pipeline kafka start --brokers 3``) the folder holds
+one such layout per node, ``node-1/`` ... ``node-N/``, plus ``cluster.properties``
+with the id they were all formatted with; node i listens on ``kafka_port + 2(i-1)``
+and its controller on ``kafka_controller_port + 2(i-1)`` (:func:`nodes`). Every node
+is broker and controller; the quorum is static (``controller.quorum.voters``).
+Clients bootstrap from every node (:func:`address`).
 """
 
 from __future__ import annotations
@@ -99,11 +106,65 @@ class BrokerStatus:
     seconds: float = 0.0  # how long start or stop took
 
 
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node of the local cluster: its id and Settings with its own ports and folder."""
+
+    id: int
+    settings: Settings  # kafka_brokers=1: this node alone
+    voters: str = ""  # the static controller quorum when in a cluster
+
+    @property
+    def address(self) -> str:
+        return address(self.settings)
+
+    @property
+    def controller(self) -> str:
+        return f"{self.settings.broker.kafka_host}:{self.settings.broker.kafka_controller_port}"
+
+
+def nodes(settings: Settings) -> list[Node]:
+    """The nodes ``settings`` describe: one, or ``kafka_brokers`` with ports and folders of their own."""
+    local = settings.broker
+    n = local.kafka_brokers
+    if n == 1:
+        return [Node(1, settings)]
+    if n < 3:
+        raise ConfigError(f"kafka_brokers={n}: run 1 node, or 3 or more (replication 3, two in sync)")
+    ports = [local.kafka_port + 2 * i for i in range(n)] + [local.kafka_controller_port + 2 * i for i in range(n)]
+    if len(set(ports)) != len(ports):
+        raise ConfigError(
+            f"{n} brokers from port {local.kafka_port} and controller port {local.kafka_controller_port} "
+            f"overlap ({sorted(ports)}): node i takes port + 2(i-1) and controller port + 2(i-1); "
+            "use controller port = port + 1"
+        )
+    host = local.kafka_host
+    voters = ",".join(f"{i + 1}@{host}:{local.kafka_controller_port + 2 * i}" for i in range(n))
+    return [
+        Node(
+            i + 1,
+            settings.replace(
+                kafka_brokers=1,
+                kafka_port=local.kafka_port + 2 * i,
+                kafka_controller_port=local.kafka_controller_port + 2 * i,
+                kafka_dir=local.kafka_dir / f"node-{i + 1}",
+                kafka_heap=local.kafka_cluster_heap,
+            ),
+            voters,
+        )
+        for i in range(n)
+    ]
+
+
 def paths(settings: Settings) -> BrokerPaths:
+    """The folder of the broker, or of the whole cluster (its nodes' folders are inside)."""
     return BrokerPaths(settings.broker.kafka_dir.resolve())
 
 
 def address(settings: Settings) -> str:
+    """The bootstrap servers of the local broker: every node's client address, comma-separated."""
+    if settings.broker.kafka_brokers > 1:
+        return ",".join(node.address for node in nodes(settings))
     return f"{settings.broker.kafka_host}:{settings.broker.kafka_port}"
 
 
@@ -137,14 +198,32 @@ def kafka_version(p: BrokerPaths) -> str | None:
 
 
 def status(settings: Settings) -> BrokerStatus:
+    """The broker, or the cluster as a whole: up when every node answers (pid and log: node 1's)."""
+    if settings.broker.kafka_brokers > 1:
+        each = node_status(settings)
+        return dataclasses.replace(each[0], address=address(settings), up=all(s.up for s in each))
     p = paths(settings)
     return BrokerStatus(
         address=address(settings), up=_answers(settings), pid=_running_pid(p), log=p.log, version=kafka_version(p)
     )
 
 
+def node_status(settings: Settings) -> list[BrokerStatus]:
+    """Each node's own status (one entry for a single broker)."""
+    if settings.broker.kafka_brokers == 1:
+        return [status(settings)]
+    return [status(node.settings) for node in nodes(settings)]
+
+
+def node_pid(node: Node) -> int | None:
+    """The live process of ``node`` that this project started, if any."""
+    return _running_pid(paths(node.settings))
+
+
 def start(settings: Settings, *, timeout_s: float = 120.0, say: Say = _quiet) -> BrokerStatus:
-    """Start the broker and return once it answers metadata requests; harmless when it runs."""
+    """Start the broker (every node of the cluster) and return once it answers; harmless when it runs."""
+    if settings.broker.kafka_brokers > 1:
+        return _start_cluster(settings, timeout_s, say)
     p = paths(settings)
     began = time.monotonic()
     with _lock(p):
@@ -173,8 +252,102 @@ def start(settings: Settings, *, timeout_s: float = 120.0, say: Say = _quiet) ->
     return dataclasses.replace(status(settings), seconds=time.monotonic() - began)
 
 
+def start_node(node: Node, *, timeout_s: float = 120.0, say: Say = _quiet) -> BrokerStatus:
+    """Start one node of a cluster (its folder formatted already) and wait until it answers."""
+    began = time.monotonic()
+    p = paths(node.settings)
+    with _lock(p):
+        process = _start_node(node, _cluster_id(node), say)
+        _wait_ready(node.settings, p, process, timeout_s)
+    return dataclasses.replace(status(node.settings), seconds=time.monotonic() - began)
+
+
+def _start_cluster(settings: Settings, timeout_s: float, say: Say) -> BrokerStatus:
+    began = time.monotonic()
+    every = nodes(settings)
+    with _lock(paths(settings)):
+        cluster_id = _read_properties(paths(settings).cluster).get("cluster.id") or new_cluster_id()
+        started = {node.id: _start_node(node, cluster_id, say) for node in every}
+        already = all(process is None for process in started.values())
+        paths(settings).cluster.write_text(f"cluster.id={cluster_id}\nbrokers={len(every)}\n")
+        # A node answers once the controller quorum (a majority of nodes) has formed: start all, then wait.
+        for node in every:
+            _wait_ready(node.settings, paths(node.settings), started[node.id], timeout_s)
+        _wait_registered(settings, len(every), timeout_s)
+    total = status(settings)
+    return dataclasses.replace(total, already_running=already, seconds=time.monotonic() - began)
+
+
+def _cluster_id(node: Node) -> str:
+    found = _read_properties(paths(node.settings).root.parent / "cluster.properties").get("cluster.id")
+    if not found:
+        raise ConfigError(f"no cluster id next to {paths(node.settings).root}: start the cluster with --brokers first")
+    return found
+
+
+def _start_node(node: Node, cluster_id: str, say: Say) -> subprocess.Popen[bytes] | None:
+    """Spawn ``node`` unless it runs; None when it did."""
+    settings, p = node.settings, paths(node.settings)
+    if _running_pid(p) is not None:
+        return None
+    _clear_stale_pid(p)
+    for port in (settings.broker.kafka_port, settings.broker.kafka_controller_port):
+        _check_port_free(settings, port, p)
+    version = kafka_version(p)
+    if version is None:
+        raise ConfigError(f"no Kafka broker jars in {p.libs}: run `make setup` to fetch them")
+    if settings.broker.kafka_secure:
+        raise ConfigError("a secure local cluster (--secure with --brokers > 1) is not built yet: use one node")
+    p.server_properties.parent.mkdir(parents=True, exist_ok=True)
+    p.server_properties.write_text(render_server_properties(settings, p.data, node_id=node.id, voters=node.voters))
+    p.log4j2_properties.write_text(LOG4J2_PROPERTIES)
+    if not (p.data / "meta.properties").exists():
+        say(f"formatting node {node.id}'s storage in {p.data} (cluster id {cluster_id})")
+        command = java_command(
+            settings, p, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.server_properties)
+        )
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BrokerError(f"formatting {p.data} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    say(
+        f"starting node {node.id}: Kafka {version} at {node.address} "
+        f"(controller {node.controller}, heap {settings.broker.kafka_heap}); log: {p.log}"
+    )
+    return _spawn(settings, p)
+
+
+def _wait_registered(settings: Settings, n: int, timeout_s: float) -> None:
+    """Wait until the metadata lists all ``n`` brokers (each registered with the controller, unfenced)."""
+    deadline = time.monotonic() + timeout_s
+    found = 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(BrokerError):
+            found = check_broker(_local(settings), 3.0)
+            if found >= n:
+                return
+        time.sleep(0.5)
+    raise BrokerError(f"only {found} of {n} brokers registered at {address(settings)} within {timeout_s:.0f} s")
+
+
 def stop(settings: Settings, *, timeout_s: float = 60.0) -> BrokerStatus:
-    """Stop the broker this project started (SIGTERM, then wait); harmless when none runs."""
+    """Stop the broker this project started (SIGTERM, then wait); harmless when none runs.
+
+    A cluster's nodes get SIGTERM together (each shuts down cleanly while the
+    quorum is still there); the status returned is node 1's, ``stopped`` when
+    any node was stopped.
+    """
+    if settings.broker.kafka_brokers > 1:
+        began = time.monotonic()
+        every = nodes(settings)
+        pids = {node.id: node_pid(node) for node in every}
+        for pid in pids.values():
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+        done = [stop(node.settings, timeout_s=timeout_s) for node in every]
+        first = next((d for d in done if d.stopped), done[0])
+        return dataclasses.replace(
+            first, address=address(settings), stopped=any(d.stopped for d in done), seconds=time.monotonic() - began
+        )
     p = paths(settings)
     began = time.monotonic()
     pid = _running_pid(p)

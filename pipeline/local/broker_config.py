@@ -10,18 +10,36 @@ from pipeline.settings import Settings
 BROKER_MESSAGE_MAX_BYTES = 4 * 1024 * 1024
 """The broker-wide record size limit; each declared topic sets its own below it."""
 
-__all__ = ["BROKER_MESSAGE_MAX_BYTES", "LOG4J2_PROPERTIES", "render_server_properties"]
+CLUSTER_REPLICATION = 3
+"""Replicas of every topic on a local cluster (kafka_brokers > 1): all three nodes."""
+
+CLUSTER_MIN_ISR = 2
+"""In-sync replicas a write (acks=all, every transaction) needs there: one node may be down."""
+
+__all__ = [
+    "BROKER_MESSAGE_MAX_BYTES",
+    "CLUSTER_MIN_ISR",
+    "CLUSTER_REPLICATION",
+    "LOG4J2_PROPERTIES",
+    "render_server_properties",
+]
 
 
-def render_server_properties(settings: Settings, data_dir: Path) -> str:
-    """The broker's server.properties: a single node that is broker and controller."""
+def render_server_properties(settings: Settings, data_dir: Path, *, node_id: int = 1, voters: str = "") -> str:
+    """The broker's server.properties: a node that is broker and controller.
+
+    ``settings`` carry this node's own ports. Alone (``voters`` empty) it is the
+    whole cluster; in a cluster ``voters`` is the static controller quorum
+    (``1@host:port,2@host:port,...``) and replication is 3 with 2 in sync.
+    """
     host, port, cport = settings.broker.kafka_host, settings.broker.kafka_port, settings.broker.kafka_controller_port
+    quorum = f"controller.quorum.voters={voters}" if voters else f"controller.quorum.bootstrap.servers={host}:{cport}"
     return "\n".join(
         [
             "# Written by `pipeline kafka start` from Settings (PIPELINE_KAFKA_*); edits are overwritten.",
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers={host}:{cport}",
+            f"node.id={node_id}",
+            quorum,
             *(
                 secure.listener_lines(settings)
                 if settings.broker.kafka_secure
@@ -33,12 +51,7 @@ def render_server_properties(settings: Settings, data_dir: Path) -> str:
                 ]
             ),
             f"log.dirs={data_dir}",
-            "# One node: every internal topic has one replica, and one in-sync replica is enough.",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            *(_cluster_lines() if voters else _single_lines()),
             "# Tests and demos start their consumers at once: no 3 s wait for more group members.",
             "group.initial.rebalance.delay.ms=0",
             "# Groups on KIP-848's consumer protocol (PIPELINE_GROUP_PROTOCOL=consumer) take their session",
@@ -56,6 +69,49 @@ def render_server_properties(settings: Settings, data_dir: Path) -> str:
             "",
         ]
     )
+
+
+def _single_lines() -> list[str]:
+    return [
+        "# One node: every internal topic has one replica, and one in-sync replica is enough.",
+        "offsets.topic.replication.factor=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+    ]
+
+
+def _cluster_lines() -> list[str]:
+    """Three copies of everything, two in sync before a write counts, and faults noticed in about 2 s.
+
+    docs/reliability.md ("Three brokers") says why each value: the chaos scenarios
+    (pipeline chaos leader-kill, rolling-restart, controller-kill, pause-broker)
+    need leadership to move well inside their 3 s p99.
+    """
+    return [
+        "# Three nodes: every topic (declared ones say replication -1: this default) and every",
+        "# internal topic has 3 replicas; a write (acks=all) needs 2 of them, so one node may be down.",
+        f"default.replication.factor={CLUSTER_REPLICATION}",
+        f"min.insync.replicas={CLUSTER_MIN_ISR}",
+        f"offsets.topic.replication.factor={CLUSTER_REPLICATION}",
+        f"transaction.state.log.replication.factor={CLUSTER_REPLICATION}",
+        f"transaction.state.log.min.isr={CLUSTER_MIN_ISR}",
+        f"share.coordinator.state.topic.replication.factor={CLUSTER_REPLICATION}",
+        f"share.coordinator.state.topic.min.isr={CLUSTER_MIN_ISR}",
+        "# A broker that stops heartbeating is fenced after 3 s (default 9 s), and its partitions'",
+        "# leadership moves to an in-sync follower then; heartbeats every 0.5 s (default 2 s).",
+        "broker.session.timeout.ms=3000",
+        "broker.heartbeat.interval.ms=500",
+        "# A follower that has not caught up for 3 s leaves the ISR (default 30 s), so a paused or",
+        "# dead follower holds acks=all writes for 3 s at most, not 30.",
+        "replica.lag.time.max.ms=3000",
+        "# A dead active controller is replaced after 1 s without its fetches (default 2 s).",
+        "controller.quorum.fetch.timeout.ms=1000",
+        "controller.quorum.election.timeout.ms=500",
+        "# Leadership goes back to the preferred replica after a restart (checked every 30 s).",
+        "leader.imbalance.check.interval.seconds=30",
+    ]
 
 
 LOG4J2_PROPERTIES = """\

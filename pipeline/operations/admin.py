@@ -311,3 +311,35 @@ def _wait(futures: Mapping[K, Future[Any]], what: str, *, tolerate: int | None =
 def _reason(exc: KafkaException) -> str:
     error = exc.args[0] if exc.args else None
     return error.str() if isinstance(error, KafkaError) else str(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """Who leads what, from one metadata request: partitions led per broker id, and the laggards."""
+
+    brokers: list[int]  # registered (unfenced) broker ids
+    led: dict[int, int]  # broker id -> partitions it leads (internal topics included)
+    leaderless: int  # partitions with no leader right now
+    under_replicated: int  # partitions whose ISR is smaller than their replica set
+    leaders: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> leader id
+
+
+def leadership(settings: Settings, timeout_s: float = 5.0) -> Leadership:
+    """Partition leadership across the cluster at ``settings.kafka.bootstrap_servers``."""
+    try:
+        found = _admin(settings).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerError(f"no metadata from {settings.kafka.bootstrap_servers}: {_reason(exc)}") from exc
+    led: dict[int, int] = dict.fromkeys(sorted(found.brokers), 0)
+    leaders: dict[tuple[str, int], int] = {}
+    leaderless = under = 0
+    for name, topic in found.topics.items():
+        for pid, part in topic.partitions.items():
+            leaders[(name, pid)] = part.leader
+            if part.leader < 0:
+                leaderless += 1
+            else:
+                led[part.leader] = led.get(part.leader, 0) + 1
+            if len(part.isrs) < len(part.replicas):
+                under += 1
+    return Leadership(sorted(found.brokers), led, leaderless, under, leaders)
