@@ -43,7 +43,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from pipeline.errors import BrokerError
-from pipeline.messages import header_list, now_ms
+from pipeline.messages import now_ms
 from pipeline.records import Batching, Output, Record, StageContext, StageLogic, StateTable
 from pipeline.runtime import table
 from pipeline.runtime.clients import Clients, connect
@@ -355,7 +355,9 @@ class StageRunner:
         self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("%s: lost %s; their uncommitted work is redone by the new owner", self.stage, partition_names(partitions))
+        log.warning(
+            "%s: lost %s; their uncommitted work is redone by the new owner", self.stage, partition_names(partitions)
+        )
         self.delivery.outage()  # the session ended: the brokers were away, or we were
         self.lost_at = time.monotonic()
         self._discard_running()
