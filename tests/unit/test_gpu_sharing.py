@@ -212,4 +212,4 @@ def test_members_must_fit_the_device() -> None:
         check_fit(5, budget.infer, h200)
     assert 4 * (30_000 + CONTEXT_MB) <= h200 < 5 * (30_000 + CONTEXT_MB)
     assert "not checked" in check_fit(4, budget.infer, None)  # a CPU host: the total is not knowable
-    assert "no budget" in check_fit(4, Settings(), h200)
+    assert "no budget" in check_fit(4, Settings().infer, h200)
