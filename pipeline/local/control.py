@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.local.broker import alive
+from pipeline.local.process import alive
 from pipeline.local.supervisor import Supervisor
 from pipeline.settings import Settings
 

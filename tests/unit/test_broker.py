@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from pipeline.cli import build_parser
 from pipeline.errors import BrokerError, ConfigError
-from pipeline.local import broker, broker_config
+from pipeline.local import broker, broker_config, layout
 from pipeline.settings import Settings
 from tests.net import free_port
 
@@ -56,7 +57,7 @@ def test_broker_accepts_every_declared_topic_size() -> None:
 
 
 def test_java_command_has_heap_logging_and_classpath(settings: Settings) -> None:
-    if broker.shutil.which("java") is None:
+    if shutil.which("java") is None:
         pytest.skip("no java on PATH")
     paths = broker.paths(settings)
     command = broker.java_command(settings, paths, "kafka.Kafka", "server.properties")
@@ -74,7 +75,7 @@ def test_cluster_ids_look_like_kafka_uuids() -> None:
 
 
 def test_missing_jars_say_run_make_setup(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(broker, "PROJECT_LIBS", tmp_path / "no-libs")
+    monkeypatch.setattr(layout, "PROJECT_LIBS", tmp_path / "no-libs")
     with pytest.raises(ConfigError, match="run `make setup`"):
         broker.start(settings)
 
