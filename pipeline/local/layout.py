@@ -21,6 +21,7 @@ Pure paths and arithmetic: nothing here starts a process or opens a socket.
 
 from __future__ import annotations
 
+import re
 import uuid
 from base64 import urlsafe_b64encode
 from collections.abc import Callable
@@ -34,6 +35,9 @@ PROJECT_LIBS = PROJECT_ROOT / ".cache" / "kafka" / "libs"
 """Where `make setup` puts the jars (ops/kafka/pom.xml pins the version)."""
 
 Say = Callable[[str], None]
+
+NODE_FOLDER = re.compile(r"node-[0-9]+")
+"""A cluster node's folder inside the cluster's (:func:`nodes`)."""
 
 
 def quiet(_: str) -> None:
@@ -134,6 +138,21 @@ def address(settings: Settings) -> str:
     if settings.broker.kafka_brokers > 1:
         return ",".join(node.address for node in nodes(settings))
     return f"{settings.broker.kafka_host}:{settings.broker.kafka_port}"
+
+
+def cluster_root(settings: Settings) -> Path:
+    """The folder shared by the whole local broker: a cluster node's parent, else its own folder.
+
+    A node's Settings (from :func:`nodes`) are a one-node broker in ``DIR/node-i``;
+    what the cluster shares (its id, and in secure mode the CA, the certificate
+    and the passwords) lives in ``DIR``, which holds ``cluster.properties`` with
+    the node count.
+    """
+    root = paths(settings).root
+    in_cluster = settings.broker.kafka_brokers == 1 and NODE_FOLDER.fullmatch(root.name) is not None
+    if in_cluster and "brokers" in read_properties(root.parent / "cluster.properties"):
+        return root.parent
+    return root
 
 
 def kafka_version(p: BrokerPaths) -> str | None:

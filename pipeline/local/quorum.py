@@ -6,6 +6,8 @@ Every node is formatted with the same cluster id (kept in the cluster folder's
 :func:`pipeline.local.layout.nodes`). A node answers only once a majority of
 the quorum runs, so :func:`start_cluster` spawns every node first and then
 waits for each, and for all of them to be registered with the controller.
+With ``kafka_secure`` every node is the secure broker of
+:mod:`pipeline.local.secure`, sharing one CA, certificate and password set.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pipeline.local.process import (
     spawn,
     wait_ready,
 )
+from pipeline.local.secure import scram_format_args, tls_files
+from pipeline.local.tls import ensure_tls
 from pipeline.operations.admin import check_broker
 from pipeline.settings import Settings
 
@@ -34,10 +38,20 @@ from pipeline.settings import Settings
 def start_cluster(settings: Settings, timeout_s: float, say: Say) -> bool:
     """Start every node that is not running and wait until all are registered; whether all already ran."""
     every = nodes(settings)
+    mode = "secure" if settings.broker.kafka_secure else "plaintext"
     with lock(paths(settings)):
-        cluster_id = read_properties(paths(settings).cluster).get("cluster.id") or new_cluster_id()
+        recorded = read_properties(paths(settings).cluster)
+        if recorded and recorded.get("mode", "plaintext") != mode:
+            raise ConfigError(
+                f"the cluster in {paths(settings).root} is a {recorded.get('mode', 'plaintext')} one, not {mode}: "
+                "give the secure cluster its own folder (--dir) and ports"
+            )
+        cluster_id = recorded.get("cluster.id") or new_cluster_id()
+        # Written first: a node finds the cluster's id, CA and passwords through it (layout.cluster_root).
+        paths(settings).cluster.write_text(f"cluster.id={cluster_id}\nbrokers={len(every)}\nmode={mode}\n")
+        if settings.broker.kafka_secure and ensure_tls(tls_files(settings), settings.broker.kafka_host):
+            say(f"made a CA and the brokers' certificate in {tls_files(settings).tls} (keytool)")
         started = {node.id: spawn_node(node, cluster_id, say) for node in every}
-        paths(settings).cluster.write_text(f"cluster.id={cluster_id}\nbrokers={len(every)}\n")
         # A node answers once the controller quorum (a majority of nodes) has formed: start all, then wait.
         for node in every:
             wait_ready(node.settings, paths(node.settings), started[node.id], timeout_s)
@@ -72,15 +86,16 @@ def spawn_node(node: Node, cluster_id: str, say: Say) -> subprocess.Popen[bytes]
     version = kafka_version(p)
     if version is None:
         raise ConfigError(f"no Kafka broker jars in {p.libs}: run `make setup` to fetch them")
-    if settings.broker.kafka_secure:
-        raise ConfigError("a secure local cluster (--secure with --brokers > 1) is not built yet: use one node")
     p.server_properties.parent.mkdir(parents=True, exist_ok=True)
+    p.server_properties.touch(mode=0o600)  # in secure mode it holds the stores' and broker's passwords
     p.server_properties.write_text(render_server_properties(settings, p.data, node_id=node.id, voters=node.voters))
     p.log4j2_properties.write_text(LOG4J2_PROPERTIES)
     if not (p.data / "meta.properties").exists():
         say(f"formatting node {node.id}'s storage in {p.data} (cluster id {cluster_id})")
+        # Secure: every node's bootstrap metadata carries the broker's and admin's SCRAM credentials.
+        scram = scram_format_args(settings) if settings.broker.kafka_secure else []
         command = java_command(
-            settings, p, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.server_properties)
+            settings, p, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.server_properties), *scram
         )
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:

@@ -13,6 +13,10 @@ What changes against the plaintext broker:
 * **Authorization**: KRaft's ``StandardAuthorizer``, nothing allowed without an
   ACL; ``broker`` and ``admin`` are super users. Everyone else gets exactly the
   ACLs of ``topics/acls/`` (``pipeline topics apply``).
+* **A cluster** (``--secure --brokers 3``): every node has the same listeners,
+  certificate and SCRAM users, kept once in the cluster's folder; replication
+  between nodes goes over SASL_SSL as ``broker``, the controller quorum over
+  mutual TLS.
 * **Users**: ``broker`` and ``admin`` get SCRAM credentials when the storage
   is formatted (``kafka-storage format --add-scram``), so they exist before
   the first client connects; the pipeline's principals (stages, client,
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.local.layout import address, cluster_root
 from pipeline.local.tls import TlsFiles, ensure_tls, password
 from pipeline.settings import Settings
 
@@ -34,7 +39,8 @@ AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
 def tls_files(settings: Settings) -> TlsFiles:
-    return TlsFiles(settings.broker.kafka_dir.resolve())
+    """The CA, stores and passwords: one set for the broker, or for every node of a cluster (its folder)."""
+    return TlsFiles(cluster_root(settings))
 
 
 def listener_lines(settings: Settings) -> list[str]:
@@ -53,7 +59,8 @@ def listener_lines(settings: Settings) -> list[str]:
         f"advertised.listeners=SASL_SSL://{host}:{port}",
         "controller.listener.names=CONTROLLER",
         "listener.security.protocol.map=CONTROLLER:SSL,SASL_SSL:SASL_SSL",
-        "# One node: the broker's own connections (transaction markers) use the client listener, as user broker.",
+        "# The broker's own connections (replication, transaction markers) use the client listener, as user",
+        "# broker; in a cluster every node has the same certificate (CN=broker) and the same broker password.",
         "inter.broker.listener.name=SASL_SSL",
         f"sasl.enabled.mechanisms={MECHANISM}",
         f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
@@ -107,7 +114,8 @@ def client_env(settings: Settings) -> dict[str, str]:
         "PIPELINE_KAFKA_DIR": str(settings.broker.kafka_dir.resolve()),
         "PIPELINE_KAFKA_PORT": str(settings.broker.kafka_port),
         "PIPELINE_KAFKA_CONTROLLER_PORT": str(settings.broker.kafka_controller_port),
-        "PIPELINE_BOOTSTRAP_SERVERS": f"{settings.broker.kafka_host}:{settings.broker.kafka_port}",
+        **({"PIPELINE_KAFKA_BROKERS": str(settings.broker.kafka_brokers)} if settings.broker.kafka_brokers > 1 else {}),
+        "PIPELINE_BOOTSTRAP_SERVERS": address(settings),
         "PIPELINE_SECURITY_PROTOCOL": "SASL_SSL",
         "PIPELINE_SASL_MECHANISM": MECHANISM,
         "PIPELINE_SASL_USERNAME": ADMIN_USER,

@@ -12,8 +12,8 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.flow import STAGES
 from pipeline.local import broker
-from pipeline.local.secure import admin_settings, client_env, scram_format_args
-from pipeline.local.tls import TlsFiles, ensure_tls
+from pipeline.local.secure import admin_settings, client_env, scram_format_args, tls_files
+from pipeline.local.tls import TlsFiles, ensure_tls, password
 from pipeline.operations.acls import Acl, acls_file, bindings, load_acls
 from pipeline.runtime.config import common_config, consumer_config, security_config
 from pipeline.security import sasl_password
@@ -117,6 +117,31 @@ def test_the_secure_broker_tells_its_clients_how_to_connect(tmp_path: Path) -> N
     env = client_env(settings)
     assert Settings.from_env(env).security.ssl_ca_location == str(tmp_path / "tls" / "ca.pem")
     assert not any(sasl_password(admin.security) in value for value in env.values())
+
+
+def test_a_secure_cluster_shares_one_ca_and_password_set_and_replicates_over_sasl_ssl(tmp_path: Path) -> None:
+    settings = Settings.of(
+        kafka_dir=tmp_path, kafka_port=9392, kafka_controller_port=9393, kafka_secure=True, kafka_brokers=3
+    )
+    (tmp_path / "cluster.properties").write_text("cluster.id=x\nbrokers=3\nmode=secure\n")
+    every = broker.nodes(settings)
+    for node in every:
+        # A node's folder is node-i; its TLS files and passwords are the cluster's, not a set of its own.
+        assert tls_files(node.settings).root == tmp_path.resolve(), node
+        props = _properties(broker.render_server_properties(node.settings, tmp_path / "d", node_id=node.id,
+                                                            voters=node.voters))  # fmt: skip
+        port = node.settings.broker.kafka_port
+        assert props["listeners"] == f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}"
+        assert props["inter.broker.listener.name"] == "SASL_SSL"
+        assert props["controller.quorum.voters"] == "1@127.0.0.1:9393,2@127.0.0.1:9395,3@127.0.0.1:9397"
+        assert props["ssl.keystore.location"] == str(tmp_path.resolve() / "tls" / "broker.p12")
+        assert props["min.insync.replicas"] == "2"
+    # One broker password for all: replication between nodes authenticates as the same user.
+    assert len({password(tls_files(node.settings), "broker") for node in every}) == 1
+    assert not (tmp_path / "node-1" / "secrets").exists()
+    env = client_env(settings)
+    assert env["PIPELINE_BOOTSTRAP_SERVERS"] == "127.0.0.1:9392,127.0.0.1:9394,127.0.0.1:9396"
+    assert env["PIPELINE_KAFKA_BROKERS"] == "3"
 
 
 @pytest.mark.skipif(
