@@ -6,6 +6,8 @@ Definitions (docs/reliability.md repeats them):
 * **lost**: sent requests with no answer by the end of the drain wait;
 * **duplicated**: answers beyond the first for the same id;
 * **p50/p99**: from produce to the first answer, over answered requests;
+* **event p99** (cluster scenarios): p99 over the requests sent from the
+  fault's start until the cluster was whole again (every replica in sync);
 * **recovery**: for each fault, from its end (member killed, broker answering
   again, process continued, burst over) to the first answer to a request
   produced after that end; the worst over the scenario's faults;
@@ -34,6 +36,8 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     recovery_s: float | None = None
+    # p99 of the requests sent while a cluster fault acted (pipeline.tools.chaos.cluster_faults).
+    event_p99_ms: float | None = None
     faults: int = 0
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     restarts: int = 0
@@ -99,7 +103,7 @@ def percentile(sorted_values: Sequence[float], p: float) -> float | None:
 
 # -- the table ----------------------------------------------------------------------
 
-COLUMNS = ("scenario", "sent", "answers", "lost", "dup", "p50", "p99", "recovery", "peak RSS", "restarts")
+COLUMNS = ("scenario", "sent", "answers", "lost", "dup", "p50", "p99", "event p99", "recovery", "peak RSS", "restarts")
 
 
 def render(rows: Sequence[Row]) -> str:
@@ -124,6 +128,7 @@ def render(rows: Sequence[Row]) -> str:
                 str(row.duplicated),
                 _ms(row.p50_ms),
                 _ms(row.p99_ms),
+                _ms(row.event_p99_ms),
                 recovered,
                 rss,
                 str(row.restarts),
