@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -66,6 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # all, it takes GPU memory as it needs it instead of 75 % of the device
     # at its first use (issue 19; bm25s is kept off jax in tasks/retrieval.py).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    # A crash in native code (librdkafka, onnxruntime) prints every thread's Python stack to the
+    # member's log before the process dies, instead of nothing but "exited with -11".
+    faulthandler.enable()
     from pipeline.runtime.member import run_stage
 
     settings = settings_from(args, member=args.member)
