@@ -16,6 +16,7 @@ probe or ``pipeline up`` reads: ``at`` is when the loop last turned.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -73,6 +74,8 @@ class Watchdog:
                     "and its uncommitted work redone",
                     self.name, self.phase, late, code,
                 )  # fmt: skip
+                # Where every thread is stuck (which librdkafka call blocked past its own timeout).
+                faulthandler.dump_traceback(all_threads=True)
                 logging.shutdown()
                 os._exit(code)
 
