@@ -39,6 +39,7 @@ from pipeline.tools.chaos.tally import Row, percentile, render
 
 KILL = signal.SIGKILL
 """The signal that ends a broker at once (no clean shutdown, no leadership handed over)."""
+RESTART_PROBLEM = "(a member exited: see its log)"
 
 
 @dataclass
@@ -211,7 +212,9 @@ def run_scenario(cluster: ChaosCluster, pipeline: Pipeline, name: str, opts: Clu
     row.notes.extend(fault.notes)
     row.problems.extend(fault.problems)
     if row.restarts:
-        row.problems.append(f"{row.restarts} member restart(s) during a broker fault (logs: {pipeline.log_dir})")
+        row.problems.append(
+            f"{row.restarts} member restart(s) during a broker fault, logs in {pipeline.log_dir} {RESTART_PROBLEM}"
+        )
     return row
 
 
