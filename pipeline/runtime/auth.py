@@ -102,6 +102,20 @@ def refused(settings: Settings, problems: ConnectionProblems | None, what: str, 
     return BrokerError(f"cannot {what} at {servers}: {reason}")
 
 
+def denied(settings: Settings, who: str, what: str, error: KafkaError) -> AuthorizationError:
+    """``who`` (a stage) was refused ``what`` ("write answers") by an ACL: the error it exits with.
+
+    Retrying would be refused the same way (an ACL does not come back by
+    itself), so a member that gets this ends instead of redoing its batch; its
+    supervisor restarts it, and it works again once the ACL is back.
+    """
+    user = settings.security.sasl_username or "(no SASL user)"
+    return AuthorizationError(
+        f"{who}: Kafka refused user {user!r} to {what}: {error.str()}; its ACLs are in topics/acls/ "
+        "(pipeline topics acls shows them, pipeline topics apply restores them)"
+    )
+
+
 def accepts(address: str, timeout_s: float) -> bool:
     """Whether anything accepts a TCP connection at ``host:port``."""
     host, _, port = address.strip().rpartition(":")
