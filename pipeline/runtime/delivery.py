@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from pipeline.errors import AuthorizationError, BrokerError
 from pipeline.messages import kafka_headers
 from pipeline.records import Output
-from pipeline.runtime.auth import DENIED, denied
+from pipeline.runtime.auth import DENIED, denied, watch_refused_topics
 from pipeline.runtime.clients import Clients
 from pipeline.runtime.liveness import Watchdog
 from pipeline.settings import Settings
@@ -67,6 +67,7 @@ class Delivery:
         self.side_lock = threading.Lock()
         self.errors: list[KafkaError] = []
         self.refusal: AuthorizationError | None = None  # the first write an ACL refused: the member ends
+        self.refused_topics = watch_refused_topics()  # which topic a refused transaction named in the log
 
     def outage(self) -> None:
         """The brokers were out of reach, or the group session ended: a transactional producer is made anew."""
@@ -177,7 +178,11 @@ class Delivery:
     def check(self, error: KafkaError | None = None, what: str = "") -> None:
         """Raise the :class:`AuthorizationError` of a refused write, or of ``error`` if an ACL refused ``what``."""
         if self.refusal is None and error is not None and error.code() in DENIED:
-            self.refusal = denied(self.settings, self.stage, what, error)
+            self.producer.poll(0)  # the log lines and delivery reports that say which topic
+            topics = self.refused_topics.take()
+            if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and topics:
+                what = f"write {', '.join(topics)}"
+            self.refusal = self.refusal or denied(self.settings, self.stage, what, error)
         if self.refusal is not None:
             raise self.refusal
 

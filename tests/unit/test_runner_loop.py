@@ -95,6 +95,35 @@ def test_a_write_an_acl_refuses_ends_the_member_instead_of_redoing_the_batch() -
         runner.turn()
 
 
+def test_a_transaction_refused_a_topic_names_it_from_librdkafkas_log(caplog: pytest.LogCaptureFixture) -> None:
+    """AddPartitionsToTxn refused: the commit's error names no topic, librdkafka's ADDPARTS line does."""
+    import logging
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from pipeline.errors import AuthorizationError
+
+    caplog.set_level(logging.WARNING, logger="librdkafka")
+    clients, consumer, producer = fake_clients("in")
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+
+    def refused(timeout: float) -> None:
+        line = 'TxnCoordinator/1: Failed to add partition "p-out" [0] to transaction: Broker: Topic authorization '
+        line += "failed"
+        logging.getLogger("librdkafka").error("%s [%s] %s", "ADDPARTS", "p-stage-0#producer-1", line)
+        error = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Failed to add partition(s) to transaction",
+                           txn_requires_abort=True)  # fmt: skip
+        raise KafkaException(error)
+
+    producer.commit_transaction = refused  # type: ignore[method-assign]
+    settings = SETTINGS.replace(security_protocol="SASL_SSL", sasl_username="p-stage")
+    runner = StageRunner(settings, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    with pytest.raises(AuthorizationError, match="refused user 'p-stage' to write p-out: Failed to add partition"):
+        turn_until(runner, lambda: False)
+    assert producer.aborts == 0
+
+
 def test_the_consumer_pauses_at_the_in_flight_bound_and_resumes_when_drained() -> None:
     clients, consumer, _ = fake_clients("in")
     for i in range(20):
