@@ -160,6 +160,9 @@ class Delivery:
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: let deliveries drain
+                except KafkaException as exc:  # refused at once when the topic's metadata already said so
+                    self.check(exc.args[0], f"write {self.settings.topic(output.topic)}")
+                    raise
         producer.poll(0)
 
     def send(self, output: Output) -> None:

@@ -142,6 +142,7 @@ class FakeProducer:
         self.fail_commits = 0  # the next N commits fail with an abortable error
         self.aborts = 0
         self.refused: set[str] = set()  # topics an ACL refuses: their records fail with TOPIC_AUTHORIZATION_FAILED
+        self.refused_now: set[str] = set()  # refused in produce() itself (the metadata already said so)
         self.reports: list[tuple[Any, FakeMessage]] = []  # (on_delivery, message) not yet reported
         self.failed = 0  # records of this transaction that were refused
 
@@ -153,6 +154,8 @@ class FakeProducer:
 
     def produce(self, topic: str, key: bytes | None = None, value: bytes | None = None, headers: Any = None,
                 partition: int = -1, on_delivery: Any = None) -> None:  # fmt: skip
+        if topic in self.refused_now:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Unable to produce message"))
         if topic in self.refused:
             self.failed += 1
             self.reports.append((on_delivery, FakeMessage(topic, max(partition, 0), -1, key, value)))

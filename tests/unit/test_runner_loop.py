@@ -93,6 +93,14 @@ def test_a_write_an_acl_refuses_ends_the_member_instead_of_redoing_the_batch() -
     runner.send(Output("chunks", b"k", b"v"))
     with pytest.raises(AuthorizationError, match="to write chunks"):
         runner.turn()
+    # Refused in produce() itself: the same error, the topic named.
+    clients, consumer, producer = fake_clients("in")
+    producer.refused_now = {"out"}
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+    runner = StageRunner(settings, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    with pytest.raises(AuthorizationError, match="refused user 'p-stage' to write out: Unable to produce"):
+        turn_until(runner, lambda: False)
 
 
 def test_a_transaction_refused_a_topic_names_it_from_librdkafkas_log(caplog: pytest.LogCaptureFixture) -> None:
