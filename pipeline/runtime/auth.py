@@ -11,6 +11,8 @@ setting fixes it, within the caller's own timeout.
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 import threading
 import time
@@ -100,6 +102,60 @@ def refused(settings: Settings, problems: ConnectionProblems | None, what: str, 
                 f"password), this client uses PIPELINE_SECURITY_PROTOCOL={settings.security.security_protocol}"
             )
     return BrokerError(f"cannot {what} at {servers}: {reason}")
+
+
+class RefusedTopics(logging.Filter):
+    """The topics librdkafka logs as refused when it adds them to a transaction; every line passes on.
+
+    An ACL that refuses a topic of a transaction fails the transactional call
+    with TOPIC_AUTHORIZATION_FAILED and no topic in the error, and the records'
+    delivery reports say only "purged"; librdkafka's log line (ADDPARTS)
+    names the topic. Installed once per process on the ``librdkafka`` logger
+    (:func:`watch_refused_topics`); read with :meth:`take`.
+    """
+
+    LINE = re.compile(r'partition "([^"]+)" \[\d+\] to transaction: Broker: Topic authorization failed')
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.topics: list[str] = []
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = self.LINE.search(record.getMessage())
+        if match:
+            with self.lock:
+                self.topics += [match.group(1)] if match.group(1) not in self.topics else []
+        return True
+
+    def take(self) -> list[str]:
+        with self.lock:
+            topics, self.topics = self.topics, []
+        return topics
+
+
+REFUSED_TOPICS = RefusedTopics()
+
+
+def watch_refused_topics() -> RefusedTopics:
+    logger = logging.getLogger("librdkafka")
+    if REFUSED_TOPICS not in logger.filters:
+        logger.addFilter(REFUSED_TOPICS)
+    return REFUSED_TOPICS
+
+
+def denied(settings: Settings, who: str, what: str, error: KafkaError) -> AuthorizationError:
+    """``who`` (a stage) was refused ``what`` ("write answers") by an ACL: the error it exits with.
+
+    Retrying would be refused the same way (an ACL does not come back by
+    itself), so a member that gets this ends instead of redoing its batch; its
+    supervisor restarts it, and it works again once the ACL is back.
+    """
+    user = settings.security.sasl_username or "(no SASL user)"
+    return AuthorizationError(
+        f"{who}: Kafka refused user {user!r} to {what}: {error.str()}; its ACLs are in topics/acls/ "
+        "(pipeline topics acls shows them, pipeline topics apply restores them)"
+    )
 
 
 def accepts(address: str, timeout_s: float) -> bool:

@@ -13,6 +13,11 @@
 * **at_least_once:** outputs are flushed and acknowledged, then offsets committed.
 * **The side producer** sends at once outside any transaction (merge's ticks,
   generate's streamed chunks); it is idempotent, and safe from any thread.
+* **A write an ACL refuses** (a delivery report, or a transactional call,
+  with an authorization error) ends the member with an
+  :class:`~pipeline.errors.AuthorizationError` naming its user and the topic:
+  an aborted batch would be redone and refused again, forever, while the
+  member looked alive.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from pipeline.errors import BrokerError
+from pipeline.errors import AuthorizationError, BrokerError
 from pipeline.messages import kafka_headers
 from pipeline.records import Output
+from pipeline.runtime.auth import DENIED, denied, watch_refused_topics
 from pipeline.runtime.clients import Clients
 from pipeline.runtime.liveness import Watchdog
 from pipeline.settings import Settings
@@ -67,6 +73,8 @@ class Delivery:
         self.side: Any = None
         self.side_lock = threading.Lock()
         self.errors: list[KafkaError] = []
+        self.refusal: AuthorizationError | None = None  # the first write an ACL refused: the member ends
+        self.refused_topics = watch_refused_topics()  # which topic a refused transaction named in the log
 
     def outage(self) -> None:
         """The brokers were out of reach, or the group session ended: a transactional producer is made anew."""
@@ -89,6 +97,7 @@ class Delivery:
         self.watchdog.beat("transaction", TXN_BUDGET_S)
         if self.renew:
             self._renew()
+        self.check()
         try:
             self.producer.begin_transaction()
             self.produce(outputs)
@@ -98,6 +107,8 @@ class Delivery:
             self._retrying("commit", self.producer.commit_transaction, TXN_CALL_TIMEOUT_S)
         except KafkaException as exc:
             error = exc.args[0]
+            self.producer.poll(0)  # the delivery reports: a refused write names its topic there
+            self.check(error, "commit its transaction")
             if error.fatal() or not error.txn_requires_abort():
                 raise BrokerError(f"{self.stage}: transaction failed, batch will be redone: {error}") from exc
             # Typically the group moved on (a rebalance) before the offsets were
@@ -112,6 +123,7 @@ class Delivery:
         self.errors.clear()
         self.produce(outputs)
         remaining = self.producer.flush(30)
+        self.check()
         if remaining or self.errors:
             raise BrokerError(
                 f"{self.stage}: {remaining} outputs unsent, errors: {self.errors[:3]}; offsets not committed"
@@ -132,6 +144,7 @@ class Delivery:
                 return call(*args)
             except KafkaException as exc:
                 error = exc.args[0]
+                self.check(error, what)
                 if error.fatal() or error.txn_requires_abort() or not error.retriable():
                     raise
                 self.warn_once(f"txn:{what}", "%s: %s failed, retrying: %s", self.stage, what, error)
@@ -154,6 +167,9 @@ class Delivery:
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: let deliveries drain
+                except KafkaException as exc:  # refused at once when the topic's metadata already said so
+                    self.check(exc.args[0], f"write {self.settings.topic(output.topic)}")
+                    raise
         producer.poll(0)
 
     def send(self, output: Output) -> None:
@@ -164,9 +180,21 @@ class Delivery:
             self.produce([output], self.side)
 
     def poll(self) -> None:
-        """Serve the side producer's delivery reports (and its log lines)."""
+        """Serve the side producer's delivery reports (and its log lines); end the member if a write was refused."""
         if self.side is not None:
             self.side.poll(0)
+        self.check()
+
+    def check(self, error: KafkaError | None = None, what: str = "") -> None:
+        """Raise the :class:`AuthorizationError` of a refused write, or of ``error`` if an ACL refused ``what``."""
+        if self.refusal is None and error is not None and error.code() in DENIED:
+            self.producer.poll(0)  # the log lines and delivery reports that say which topic
+            topics = self.refused_topics.take()
+            if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and topics:
+                what = f"write {', '.join(topics)}"
+            self.refusal = self.refusal or denied(self.settings, self.stage, what, error)
+        if self.refusal is not None:
+            raise self.refusal
 
     def close(self) -> None:
         self.producer.flush(1)
@@ -176,4 +204,6 @@ class Delivery:
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self.errors.append(error)
+            if error.code() in DENIED and self.refusal is None:
+                self.refusal = denied(self.settings, self.stage, f"write {message.topic()}", error)
             log.error("%s: delivery to %s[%s] failed: %s", self.stage, message.topic(), message.partition(), error)

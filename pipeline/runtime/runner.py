@@ -46,6 +46,7 @@ from pipeline.errors import BrokerError
 from pipeline.messages import now_ms
 from pipeline.records import Batching, Output, Record, StageContext, StageLogic, StateTable
 from pipeline.runtime import table
+from pipeline.runtime.auth import DENIED, denied
 from pipeline.runtime.clients import Clients, connect
 from pipeline.runtime.consumed import leave_group, next_offsets, partition_names, places, record_of
 from pipeline.runtime.delivery import TXN_CALL_TIMEOUT_S, Delivery
@@ -219,6 +220,8 @@ class StageRunner:
             elif error.code() in OUTAGE_ERRORS:
                 self.delivery.outage()
                 self._warn_once("outage", "%s: brokers out of reach (retrying): %s", self.stage, error)
+            elif error.code() in DENIED:  # an ACL said no: retrying will not change that
+                raise denied(self.settings, self.stage, f"read {message.topic()}", error)
             elif error.fatal() or not error.retriable():
                 raise BrokerError(f"{self.stage}: consume failed: {error}")
             else:

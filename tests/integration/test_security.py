@@ -1,11 +1,14 @@
 """The pipeline on a secured broker: SASL_SSL (SCRAM-SHA-512), TLS and least-privilege ACLs.
 
-This module starts its own secure broker (``pipeline kafka start --secure``
-with a folder and free ports of its own; the shared broker is never touched),
-runs the whole pipeline on it with every stage as its own principal, and
-checks that the ACLs hold: who may not read or write, is refused, clearly and
-within a bounded time. The members write telemetry as their own principals and
-``pipeline monitor`` (faust) reads it as the monitor principal.
+A secure broker of this module's own (``pipeline kafka start --secure``; the
+shared broker is never touched) runs every stage, generate included, each as
+its own principal with the ACLs of topics/acls/ (fixtures in
+``secure_fixtures.py``, probes in ``secure_probes.py``). The tests check that a
+chat reply streams, sessions and the answer cache work, the members write
+telemetry that ``pipeline monitor`` (faust) reads as the monitor principal,
+and that the ACLs hold: who may not read or write is refused, clearly and
+within a bounded time; a member refused at run time exits instead of retrying
+forever, and answers again once the ACL is back. No member may exit unasked.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -25,8 +27,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from pipeline.errors import AuthenticationError, AuthorizationError
-from pipeline.local import broker
-from pipeline.local.secure import admin_settings, tls_files
+from pipeline.flow import STAGES
+from pipeline.local.secure import tls_files
+from pipeline.local.supervisor import Supervisor
+from pipeline.messages import Answer, Chunk
 from pipeline.operations.acls import bindings
 from pipeline.operations.admin import check_broker
 from pipeline.operations.apply_acls import apply_acls, list_acls, remove_principals, to_binding
@@ -38,85 +42,24 @@ from pipeline.security import sasl_password
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.stages.filter.queue_wait import DOWNSTREAM
 from pipeline.topics import load_topics
-from tests.integration.harness import ALL_STAGES, LOG_ROOT, running_pipeline
+from tests.integration.harness import LOG_ROOT, read_topic, unexpected_restarts
+from tests.integration.secure_fixtures import COUNTS, REVOKED, as_user
+from tests.integration.secure_probes import (
+    REFUSED_WITHIN_S,
+    exits,
+    group_error,
+    produce_error,
+    read_error,
+    refusals,
+    revoke,
+    wait_for_exit,
+)
 from tests.integration.test_monitor import wait_for_state
 from tests.net import free_port
 
-COUNTS = dict.fromkeys(ALL_STAGES, 1)
-REFUSED_WITHIN_S = 20.0  # a refused client must say so within this, not hang
-
-
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A secure broker of this module's own; Settings as its admin, with a prefix of their own."""
-    base = Settings.from_env(
-        kafka_dir=tmp_path_factory.mktemp("kafka-secure"),
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        kafka_heap="512m",
-        kafka_secure=True,
-        prefix=f"sec{uuid.uuid4().hex[:8]}-",
-        chat_model="",  # no generate stage here: the four answer-path stages
-    )
-    if broker.kafka_version(broker.paths(base)) is None:
-        pytest.fail("no Kafka jars: run `make setup`", pytrace=False)
-    base = base.replace(bootstrap_servers=broker.address(base))
-    broker.start(base, timeout_s=180)
-    try:
-        yield admin_settings(base)
-    finally:
-        broker.stop(base)
-
-
-@pytest.fixture(scope="module")
-def pipeline(secure: Settings) -> Iterator[Settings]:
-    # sasl_username "": each member connects as its stage's principal (pipeline run STAGE).
-    with running_pipeline(secure, COUNTS, sasl_username=""):
-        yield secure
-
-
-def as_user(settings: Settings, role: str) -> Settings:
-    """``settings`` as the principal of ``role`` (a stage, client or monitor), password from secrets/."""
-    return settings.replace(sasl_username=settings.principal(role))
-
-
-def read_error(settings: Settings, topic: str, timeout_s: float = REFUSED_WITHIN_S) -> KafkaError | None:
-    """Why ``settings``' user cannot read partition 0 of ``topic`` from the start; None if it can.
-
-    A user with no right at all on the topic is told so in the metadata; one
-    that may describe it (say, because it may write it) is refused the fetch.
-    An assign-only consumer still has a group id (the Python client insists)
-    and reports once that it may not look up that group's coordinator; that
-    is not the read's error, and is skipped.
-    """
-    name = settings.topic(topic)
-    consumer = Consumer(consumer_config(settings, f"{settings.security.sasl_username}-probe", "probe"))
-    try:
-        found = consumer.list_topics(name, timeout=10).topics[name]
-        if found.error is not None:
-            return found.error
-        consumer.assign([TopicPartition(name, 0, 0)])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            error = message.error()
-            if error is None:
-                return None  # a record: reading is allowed
-            if error.code() != KafkaError.GROUP_AUTHORIZATION_FAILED:
-                return error
-        return None
-    finally:
-        consumer.close()
-
-
-def produce_error(settings: Settings, topic: str) -> KafkaError | None:
-    producer = Producer(producer_config(settings, f"{settings.security.sasl_username}-probe"))
-    results: list[KafkaError | None] = []
-    producer.produce(settings.topic(topic), key=b"probe", value=b"{}", on_delivery=lambda err, _: results.append(err))
-    assert producer.flush(REFUSED_WITHIN_S) == 0, "no delivery report in time"
-    return results[0]
+ROLES = ("client", *COUNTS, "monitor")
+EXIT_WITHIN_S = 60.0  # a member refused a write ends within this (old behaviour: aborted and redone forever)
+CHAT = {"task": "chat", "text": "Where is my order? Which payment methods do you accept?"}
 
 
 def test_the_whole_pipeline_answers_over_sasl_ssl(pipeline: Settings) -> None:
@@ -127,6 +70,61 @@ def test_the_whole_pipeline_answers_over_sasl_ssl(pipeline: Settings) -> None:
         embedded = client.ask({"task": "embed", "text": "Where is my parcel?"}, timeout_s=60)
         assert embedded.ok and embedded.result is not None, embedded.error
         assert len(embedded.result["embedding"]) == 384
+
+
+def test_a_chat_reply_streams_over_sasl_ssl_then_the_answer_carries_it_all(pipeline: Settings) -> None:
+    """merge hands generate the prompt; generate streams answer-chunks and commits the answer, as its principal."""
+    with Client(as_user(pipeline, "client")) as client:
+        *deltas, answer = list(client.stream(CHAT, timeout_s=90))
+    assert isinstance(answer, Answer) and answer.ok, answer
+    assert all(isinstance(d, str) for d in deltas) and len(deltas) > 1, f"the reply came in pieces: {deltas}"
+    result = answer.result or {}
+    assert "".join(str(d) for d in deltas) == result["reply"]
+    assert [e["entry"] for e in result["entries"]] == ["track-order", "payment-methods"]
+    assert result["tokens"]["completion"] == 16, result["tokens"]
+    chunks = [Chunk.decode(m.value()) for m in read_topic(pipeline, "answer-chunks", expect=len(deltas))]
+    assert [c.seq for c in chunks if c.id == answer.id] == list(range(len(deltas)))
+
+
+def test_a_follow_up_in_the_same_session_is_answered_with_the_earlier_turn(pipeline: Settings) -> None:
+    session = f"s-{uuid.uuid4().hex[:6]}"
+    with Client(as_user(pipeline, "client")) as client:
+        first, second = [
+            client.ask({"task": "chat", "text": text, "session": session}, timeout_s=90)
+            for text in ("Can I return shoes that don't fit?", "And how long does that take?")
+        ]
+    assert first.ok and second.ok, (first, second)
+    assert first.result is not None and second.result is not None
+    assert (first.result["turns_in_prompt"], second.result["turns_in_prompt"]) == (0, 1)
+    # The turns are in generate's table, backed by the sessions topic it may write (and restore from).
+    sessions = [m for m in read_topic(pipeline, "sessions", expect=2) if m.key() == session.encode()]
+    assert len(sessions) == 2 and orjson.loads(sessions[-1].value())["turns"], sessions
+
+
+def test_a_repeated_question_is_answered_from_the_answer_cache(pipeline: Settings) -> None:
+    """generate writes the answer cache in its transaction; filter follows it and answers the repeat at once."""
+    text = f"Do you ship to Canada? ({uuid.uuid4().hex[:6]})"
+    with Client(as_user(pipeline, "client")) as client:
+        first = client.ask({"task": "chat", "text": text}, timeout_s=90)
+        assert first.ok and not first.cached, first
+        deadline, second = time.monotonic() + 30, first
+        while time.monotonic() < deadline and not second.cached:  # filter sees the entry once the commit is in
+            second = client.ask({"task": "chat", "text": "  " + text.upper() + " "}, timeout_s=30)
+    assert second.cached is True and second.ok, second
+    assert second.result is not None and first.result is not None
+    assert second.result["reply"] == first.result["reply"] and second.id != first.id
+
+
+def test_generate_may_not_write_what_is_not_its_own_nor_use_another_stages_group(pipeline: Settings) -> None:
+    generate = as_user(pipeline, "generate")
+    for topic, name in (("requests", None), ("answers", f"other{uuid.uuid4().hex[:6]}-answers")):
+        error = produce_error(generate, topic, cluster_name=name)
+        assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (topic, name, error)
+    error = read_error(generate, "results")
+    assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
+    assert group_error(generate, pipeline.group("merge"), "results") == KafkaError.GROUP_AUTHORIZATION_FAILED
+    # The same principal may write its own sinks (and commits in its own group all along): the refusals are the ACLs.
+    assert produce_error(generate, "answer-chunks") is None
 
 
 def test_a_client_without_credentials_is_refused_clearly(secure: Settings) -> None:
@@ -192,7 +190,7 @@ def test_the_monitor_sees_every_stage_group(pipeline: Settings) -> None:
     monitor = as_user(pipeline, "monitor")
     groups = snapshot(monitor, [(stage, source) for stage, source in _sources().items()])
     members = {group.stage: len(group.members) for group in groups}
-    assert members == COUNTS
+    assert members == COUNTS, "every stage, generate included, as its own principal"
 
 
 def test_pipeline_status_reads_every_stage_as_the_monitor_principal(pipeline: Settings) -> None:
@@ -231,7 +229,7 @@ def test_removing_a_prefix_takes_its_principals_away(secure: Settings) -> None:
 
     secure_principals(other, say=lambda _: None)
     assert list_acls(other)
-    remove_principals(other, [other.principal(role) for role in ("client", *ALL_STAGES, "generate", "monitor")])
+    remove_principals(other, [other.principal(role) for role in ROLES])
     assert list_acls(other) == []
 
 
@@ -276,19 +274,21 @@ def test_filters_shedding_probe_reads_the_queues_after_it_as_the_filter_principa
             *idle, head = sorted((q.age for q in ages[stage].values()), key=lambda age: -1.0 if age is None else age)
             assert head is not None and 1.0 <= head < 60.0 and set(idle) == {0.0}, (stage, ages)  # fetched
     finally:
-        remove_principals(other, [other.principal(role) for role in ("client", *ALL_STAGES, "generate", "monitor")])
+        remove_principals(other, [other.principal(role) for role in ROLES])
 
 
-def test_filter_probes_the_running_pipeline_and_is_refused_nothing(pipeline: Settings) -> None:
-    """After an answer: the probe as filter sees every queue with nothing waiting, and filter's log no refusal.
+def test_filter_probes_the_running_pipeline_and_no_member_is_refused_anything(pipeline: Settings) -> None:
+    """After an answer: the probe as filter sees every queue with nothing waiting, and no member's log a refusal.
 
     Nothing waits once the answer is back, so every age is 0 only if the groups'
     committed offsets were read: a probe that could not read them would start
     at offset 0 and fetch the records already answered. filter's answer-cache
     follower is an assign-only consumer with a group id it has no right to
-    (docs/security.md): one FindCoordinator refusal, and no other.
+    (docs/security.md): one FindCoordinator refusal, and no other. Every other
+    member, generate included (the chat tests before this one ran it), is
+    refused nothing at all.
     """
-    log = LOG_ROOT / pipeline.kafka.prefix.rstrip("-") / "filter-0.log"
+    logs = LOG_ROOT / pipeline.kafka.prefix.rstrip("-")
     with Client(as_user(pipeline, "client")) as client:
         assert client.ask({"task": "embed", "text": "Where is parcel 7?"}, timeout_s=60).ok
     probe = QueueAges(as_user(pipeline, "filter"), DOWNSTREAM)
@@ -305,9 +305,10 @@ def test_filter_probes_the_running_pipeline_and_is_refused_nothing(pipeline: Set
         stage: load_topics(pipeline)[source].partitions for stage, source in DOWNSTREAM
     }, ages
     assert all(q.age == 0.0 for values in ages.values() for q in values.values()), ages
-    refused = [line for line in log.read_text(errors="replace").splitlines()
-               if re.search(r"authori[sz]ation[ _]?fail", line, re.IGNORECASE)]  # fmt: skip
+    refused = refusals(logs / "filter-0.log")
     assert all("FindCoordinator" in line and "answer-cache" in line for line in refused), refused
+    others = {stage: refusals(logs / f"{stage}-0.log") for stage in COUNTS if stage != "filter"}
+    assert not any(others.values()), others
 
 
 def test_the_monitor_counts_the_stages_telemetry_over_sasl_ssl(pipeline: Settings, tmp_path: Path) -> None:
@@ -336,11 +337,16 @@ def test_the_monitor_counts_the_stages_telemetry_over_sasl_ssl(pipeline: Setting
             for i in range(3):
                 answer = client.ask({"task": "embed", "text": f"Where is parcel {i}?"}, timeout_s=60)
                 assert answer.ok, answer.error
+            chat = client.ask({"task": "chat", "text": f"Where is parcel {uuid.uuid4().hex[:6]}?"}, timeout_s=90)
+            assert chat.ok and not chat.cached, chat
         # The answers come back to it as merge's telemetry, counted in its windowed tables. All three:
         # merge's first record of a request is split's count of parts, so its first report holds no
         # answer, and the answers after it arrive within one interval; a quiet member still sends them.
-        state = wait_for_state(url, lambda s: s["windows"]["1m"]["answers"].get("merge", {}).get("ok", 0) >= 3)
-        assert state["windows"]["1m"]["records_per_s"].get("filter", 0) > 0, state["windows"]
+        # The chat reply is generate's answer, reported by generate as its principal.
+        state = wait_for_state(url, lambda s: s["windows"]["1m"]["answers"].get("merge", {}).get("ok", 0) >= 3
+                               and s["windows"]["1m"]["answers"].get("generate", {}).get("ok", 0) >= 1)  # fmt: skip
+        rates = state["windows"]["1m"]["records_per_s"]
+        assert all(rates.get(stage, 0) > 0 for stage in COUNTS), state["windows"]
     finally:
         process.terminate()
         try:
@@ -355,7 +361,39 @@ def test_the_monitor_counts_the_stages_telemetry_over_sasl_ssl(pipeline: Setting
     assert not re.search(r"authori[sz]ation[ _]?fail", text, re.IGNORECASE), text[-3000:]
 
 
-def _sources() -> dict[str, str]:
-    from pipeline.flow import stage
+def test_a_member_refused_at_run_time_exits_and_answers_once_allowed_again(
+    secure_run: tuple[Settings, Supervisor],
+) -> None:
+    """generate's WRITE on sessions taken away while it runs: it ends, naming its user and the topic; back: it answers.
 
-    return {name: stage(name).source for name in ALL_STAGES}
+    generate may still READ sessions (its changelog), so the topic's metadata
+    is its to see and only the transaction fails, as abortable, on every try:
+    aborting and redoing it would go on forever while the member looked alive.
+    It exits instead (pipeline/runtime/delivery.py), the supervisor restarts
+    it, and once the ACL is back the restarted member answers the request
+    whose offsets were never committed. Last in the module: it restarts generate.
+    """
+    pipeline, supervisor = secure_run
+    assert unexpected_restarts(supervisor, {}) == {}, "no member exited before this test"
+    user, topic = pipeline.principal("generate"), pipeline.topic("sessions")
+    [write] = [a for a in bindings(pipeline) if (a.principal, a.operation, a.name) == (f"User:{user}", "write", topic)]
+    revoke(pipeline, write)
+    try:
+        with Client(as_user(pipeline, "client")) as client:
+            request = {"task": "chat", "text": "Do you ship to Canada?", "session": f"s-{uuid.uuid4().hex[:6]}"}
+            future = client.send(request, timeout_ms=240_000)
+            refused = wait_for_exit(supervisor, REVOKED, EXIT_WITHIN_S)
+            apply_acls(pipeline)  # the operator puts the right back
+            assert refused, "generate did not exit when refused"
+            answer = client.wait(future, 180)
+    finally:
+        apply_acls(pipeline)
+    log = (supervisor.log_dir / f"{REVOKED}.log").read_text(errors="replace")
+    said = rf"generate: Kafka refused user '{user}' to write {topic}: .*Topic authorization failed"
+    assert re.search(said, log), log[-3000:]
+    assert answer.ok and answer.result is not None and answer.result["turns_in_prompt"] == 0, answer
+    assert exits(supervisor) == {**dict.fromkeys(exits(supervisor), 0), REVOKED: 1}, "only generate, and once"
+
+
+def _sources() -> dict[str, str]:
+    return {stage.name: stage.source for stage in STAGES}

@@ -141,21 +141,38 @@ class FakeProducer:
         self.committed: list[tuple[str, bytes | None, bytes | None, int]] = []
         self.fail_commits = 0  # the next N commits fail with an abortable error
         self.aborts = 0
+        self.refused: set[str] = set()  # topics an ACL refuses: their records fail with TOPIC_AUTHORIZATION_FAILED
+        self.refused_now: set[str] = set()  # refused in produce() itself (the metadata already said so)
+        self.reports: list[tuple[Any, FakeMessage]] = []  # (on_delivery, message) not yet reported
+        self.failed = 0  # records of this transaction that were refused
 
     def init_transactions(self, timeout: float) -> None:
         pass
 
     def begin_transaction(self) -> None:
-        self.pending, self.pending_offsets = [], []
+        self.pending, self.pending_offsets, self.failed = [], [], 0
 
     def produce(self, topic: str, key: bytes | None = None, value: bytes | None = None, headers: Any = None,
                 partition: int = -1, on_delivery: Any = None) -> None:  # fmt: skip
+        if topic in self.refused_now:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Unable to produce message"))
+        if topic in self.refused:
+            self.failed += 1
+            self.reports.append((on_delivery, FakeMessage(topic, max(partition, 0), -1, key, value)))
+            return
         self.pending.append((topic, key, value, partition))
 
     def poll(self, timeout: float) -> int:
-        return 0
+        """Serve the delivery reports of refused records (accepted ones report nothing here)."""
+        reports, self.reports = self.reports, []
+        denied = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Broker: Topic authorization failed")
+        for on_delivery, message in reports:
+            if on_delivery is not None:
+                on_delivery(denied, message)
+        return len(reports)
 
     def flush(self, timeout: float) -> int:
+        self.poll(0)
         self.committed += self.pending
         self.pending = []
         return 0
@@ -164,6 +181,10 @@ class FakeProducer:
         self.pending_offsets = list(offsets)
 
     def commit_transaction(self, timeout: float) -> None:
+        if self.failed:  # as librdkafka: the records' reports say why, the commit only that some failed
+            self.poll(0)
+            raise KafkaException(KafkaError(KafkaError._INCONSISTENT, f"{self.failed} message(s) failed delivery",
+                                            txn_requires_abort=True))  # fmt: skip
         if self.fail_commits:
             self.fail_commits -= 1
             raise KafkaException(KafkaError(KafkaError._STATE, "fenced by a rebalance", txn_requires_abort=True))

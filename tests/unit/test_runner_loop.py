@@ -69,6 +69,69 @@ def test_an_aborted_transaction_rewinds_and_the_batch_is_redone_once() -> None:
     assert [key for _, key, _, _ in producer.committed] == [b"k0", b"k1", b"k2"], "each output committed once"
 
 
+def test_a_write_an_acl_refuses_ends_the_member_instead_of_redoing_the_batch() -> None:
+    """Refused in a transaction or by the side producer: an AuthorizationError naming the user and the topic."""
+    from pipeline.errors import AuthorizationError
+
+    settings = SETTINGS.replace(security_protocol="SASL_SSL", sasl_username="p-stage")
+    clients, consumer, producer = fake_clients("in")
+    producer.refused = {"out"}
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+    seen: list[bytes] = []
+    runner = StageRunner(settings, "stage", "in", StageLogic(copy_handler(seen)), Batching(), clients=clients)
+    with pytest.raises(AuthorizationError, match=r"stage: Kafka refused user 'p-stage' to write out: .*authorization"):
+        turn_until(runner, lambda: False)
+    assert seen == [b"k0"] and producer.aborts == 0, "not aborted and redone"
+    assert consumer.committed.get(0) is None, "its offsets are not committed: the next member redoes it"
+    # A refused send outside the transaction (a streamed chunk) ends it at the next turn too.
+    clients, consumer, _ = fake_clients("in")
+    side = clients.side()
+    side.refused = {"chunks"}
+    runner = StageRunner(settings, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    runner.join()
+    runner.send(Output("chunks", b"k", b"v"))
+    with pytest.raises(AuthorizationError, match="to write chunks"):
+        runner.turn()
+    # Refused in produce() itself: the same error, the topic named.
+    clients, consumer, producer = fake_clients("in")
+    producer.refused_now = {"out"}
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+    runner = StageRunner(settings, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    with pytest.raises(AuthorizationError, match="refused user 'p-stage' to write out: Unable to produce"):
+        turn_until(runner, lambda: False)
+
+
+def test_a_transaction_refused_a_topic_names_it_from_librdkafkas_log(caplog: pytest.LogCaptureFixture) -> None:
+    """AddPartitionsToTxn refused: the commit's error names no topic, librdkafka's ADDPARTS line does."""
+    import logging
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from pipeline.errors import AuthorizationError
+
+    caplog.set_level(logging.WARNING, logger="librdkafka")
+    clients, consumer, producer = fake_clients("in")
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+
+    def refused(timeout: float) -> None:
+        line = 'TxnCoordinator/1: Failed to add partition "p-out" [0] to transaction: Broker: Topic authorization '
+        line += "failed"
+        logging.getLogger("librdkafka").error("%s [%s] %s", "ADDPARTS", "p-stage-0#producer-1", line)
+        error = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Failed to add partition(s) to transaction",
+                           txn_requires_abort=True)  # fmt: skip
+        raise KafkaException(error)
+
+    producer.commit_transaction = refused  # type: ignore[method-assign]
+    settings = SETTINGS.replace(security_protocol="SASL_SSL", sasl_username="p-stage")
+    runner = StageRunner(settings, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    with pytest.raises(AuthorizationError, match="refused user 'p-stage' to write p-out: Failed to add partition"):
+        turn_until(runner, lambda: False)
+    assert producer.aborts == 0
+
+
 def test_the_consumer_pauses_at_the_in_flight_bound_and_resumes_when_drained() -> None:
     clients, consumer, _ = fake_clients("in")
     for i in range(20):

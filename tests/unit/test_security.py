@@ -238,6 +238,30 @@ def test_every_stage_may_write_telemetry_and_the_monitor_may_read_it_and_run_fau
     assert {a[2] for a in monitor if a[1] == "group" and a[0] != "describe"} == {"p-monitor"}
 
 
+def test_generate_may_write_every_topic_it_writes_and_read_only_its_own() -> None:
+    """generate may write every topic it writes (committed, streamed, side-sent, telemetry) and read only its own.
+
+    Written out here rather than derived from the map: a right lost from the map
+    or from topics/acls/ (say WRITE on answer-chunks, which streams every reply)
+    fails this test, not a chat in production.
+    """
+    settings = Settings.of(prefix="p-")
+    mine = _of(bindings(settings), "generate", settings)
+    topics = {(a.operation, a.name) for a in mine if a.resource == "topic"}
+    writes = {"answers", "answer-chunks", "answer-cache", "sessions", "dead-letters", "prompts", "telemetry"}
+    assert {name for op, name in topics if op == "write"} == {f"p-{t}" for t in writes}
+    # Its source, and its sessions' changelog (restored when a partition is assigned): nobody else's topic.
+    assert {name for op, name in topics if op == "read"} == {"p-prompts", "p-sessions"}
+    assert {op for op, _ in topics} == {"read", "write"}, "no other operation on any topic"
+    groups = {(a.operation, a.name, a.prefixed) for a in mine if a.resource != "topic"}
+    assert groups == {("read", "p-generate", False), ("read", "p-generate-restore", False),
+                      ("write", "p-generate-", True)}  # fmt: skip
+    # Every topic the stage's modules write is among them, and the side producer's session expiries too.
+    folder = PROJECT_ROOT / "pipeline" / "stages" / "generate"
+    written = {t for m in folder.glob("*.py") for t in re.findall(r'Output\(\s*"([a-z-]+)"', m.read_text())}
+    assert {"answer-chunks", "answer-cache", "prompts"} <= written <= writes
+
+
 def test_every_topic_a_stage_module_writes_is_allowed_to_its_stage() -> None:
     """A stage that starts writing a new topic fails here, not with an authorization error in production."""
     settings = Settings()
