@@ -134,6 +134,11 @@ class RuntimeSettings:
     # librdkafka's max.poll.interval.ms for every stage. The runner keeps
     # polling while a batch runs, so only a hung process gets near it.
     max_poll_interval_ms: int = 60_000
+    # librdkafka's fetch.wait.max.ms for every consumer: how long the broker
+    # holds a fetch that finds nothing new. Each idle consumer sends a fetch per
+    # interval, and answering them is most of what an idle broker does
+    # (docs/performance.md: the A/B of 10 against 100 ms).
+    fetch_wait_max_ms: int = 10
     # The consumer group protocol of every stage (issue 20 point 3; measured side by side in
     # docs/reliability.md, `pipeline chaos rebalance`): "classic" (join/sync, cooperative-sticky
     # assignment) or "consumer" (KIP-848: the broker assigns, members never stop for one another).
