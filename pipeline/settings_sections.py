@@ -144,6 +144,9 @@ class RuntimeSettings:
     # 100, not 500: a partition newly assigned or resumed waits for the fetch
     # in flight, so this bounds that wait during a rebalance.
     fetch_wait_max_ms: int = 100
+    # librdkafka's compression.type for the stages' and clients' producers:
+    # none, lz4, zstd, snappy or gzip (docs/performance.md has the A/B).
+    compression: str = "lz4"
     # The consumer group protocol of every stage (issue 20 point 3; measured side by side in
     # docs/reliability.md, `pipeline chaos rebalance`): "classic" (join/sync, cooperative-sticky
     # assignment) or "consumer" (KIP-848: the broker assigns, members never stop for one another).

@@ -74,9 +74,9 @@ def producer_config(settings: Settings, client_id: str, *, transactional_id: str
             # Keyed records must land where Java clients would put them: merge
             # finds a request's parts, and its own ticks, by key.
             "partitioner": "murmur2_random",
-            # Requests and answers are text; parts and results carry token ids
-            # and float lists, which compress well.
-            "compression.type": "lz4",
+            # PIPELINE_COMPRESSION (lz4): requests and answers are text, parts
+            # carry token ids as JSON numbers, which compress well.
+            "compression.type": settings.runtime.compression,
             # A dead letter holds a whole rejected record (up to the 2 MiB of
             # requests) plus the reason: librdkafka's 1 MB default would refuse it
             # and the stage would crash on the same record again and again.
