@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.messages import Part, Result
-from pipeline.tasks.base import AnswerResult, ChunkedTask, ModelOutputs, PartOutput, Runtime, l2_normalise, rows, usable
+from pipeline.tasks.base import AnswerResult, ChunkedTask, ModelOutputs, PartOutput, Runtime, rows, usable
 
 
 class EmbedTask(ChunkedTask):
@@ -40,11 +40,15 @@ class EmbedTask(ChunkedTask):
         present = usable(results)
         if not present:
             return {"embedding": [], "dim": 0, "tokens": 0}
-        vectors = np.array([unpack_vector(r.output["embedding"]) for r in present], dtype=np.float64)
-        weights = np.array([r.output["tokens"] for r in present], dtype=np.float64)
-        mean = (vectors * weights[:, None]).sum(axis=0) / max(weights.sum(), 1.0)
-        embedding = l2_normalise(mean)
-        return {"embedding": embedding.tolist(), "dim": int(embedding.size), "tokens": int(weights.sum())}
+        tokens = [r.output["tokens"] for r in present]
+        if len(present) == 1:  # most texts are one chunk: its mean is itself
+            mean = unpack_vector(present[0].output["embedding"]).astype(np.float64)
+        else:
+            vectors = np.array([unpack_vector(r.output["embedding"]) for r in present], dtype=np.float64)
+            weights = np.array(tokens, dtype=np.float64)
+            mean = (vectors * weights[:, None]).sum(axis=0) / max(weights.sum(), 1.0)
+        embedding = mean / max(float(np.sqrt(mean @ mean)), 1e-12)  # l2_normalise of one vector, without its overhead
+        return {"embedding": embedding.tolist(), "dim": int(embedding.size), "tokens": int(sum(tokens))}
 
 
 FLOAT32 = np.dtype("<f4")
