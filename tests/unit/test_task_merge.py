@@ -69,6 +69,9 @@ def test_embed_chunks_travel_as_float32_bytes_and_merge_alike() -> None:
     assert len(wire[0].encode()) * 3 < len(as_numbers.encode())
     as_lists = [{"embedding": v.tolist(), "tokens": t} for v, t in zip(vectors, (5, 3), strict=True)]
     assert embed.merge(wire, 2)["embedding"] == embed.merge(results("embed", as_lists), 2)["embedding"]
+    one = embed.merge(wire[:1], 1)  # one chunk: its own vector, normalised
+    assert one["embedding"] == pytest.approx(list(vectors[0] / np.linalg.norm(vectors[0].astype(np.float64))))
+    assert one["tokens"] == 5 and one["dim"] == 384
     for bad in ("not base64!", "AAAA" * 3 + "AA==", 7):
         with pytest.raises(ValueError, match=r"base64|float32|embedding must be"):
             embed.merge(results("embed", [{"embedding": bad, "tokens": 1}]), 1)
