@@ -62,6 +62,9 @@ def parse(name: str, raw: str, kind: Any) -> Any:
         raise ConfigError(f"PIPELINE_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
 
 
+COMPRESSIONS = ("none", "lz4", "zstd", "snappy", "gzip")
+"""librdkafka's compression.type values."""
+
 GROUP_PROTOCOLS = ("classic", "consumer")
 """librdkafka's group.protocol: the join/sync protocol, or KIP-848's broker-driven one."""
 
@@ -91,6 +94,8 @@ def check_values(s: Settings) -> None:
         raise ConfigError(
             f"PIPELINE_GROUP_PROTOCOL={s.runtime.group_protocol!r}: use one of {', '.join(GROUP_PROTOCOLS)}"
         )
+    if s.runtime.compression not in COMPRESSIONS:
+        raise ConfigError(f"PIPELINE_COMPRESSION={s.runtime.compression!r}: use one of {', '.join(COMPRESSIONS)}")
     if s.infer.gpu_mem_limit_mb < 0:
         raise ConfigError("PIPELINE_GPU_MEM_LIMIT_MB must be 0 (no limit) or positive")
     if s.chat.generate_provider.strip().lower() not in ("cpu", "cuda"):

@@ -35,6 +35,10 @@ def register(sub: Any) -> None:
                        "says 'skipped: no CUDA' where there is none")  # fmt: skip
     bench.add_argument("--also", action="append", default=[], metavar="PIPELINE_X=VALUE",
                        help="an extra exactly_once row with this setting changed (repeatable)")  # fmt: skip
+    bench.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
+                       help="an extra exactly_once row whose members run another checkout's code, e.g. "
+                       "main=/tmp/main after `git worktree add /tmp/main main` (repeatable): a code "
+                       "change A/B'd in one run")  # fmt: skip
     bench.add_argument("--json", type=Path, help="also write the result as JSON here")
     add_cluster_args(bench)
     bench.set_defaults(func=cmd_bench)
@@ -45,6 +49,13 @@ def _variant(text: str) -> tuple[str, str]:
     if not sep or not key.startswith("PIPELINE_"):
         raise SystemExit(f"--also {text!r}: write PIPELINE_SETTING=VALUE")
     return key, value
+
+
+def _tree(text: str) -> tuple[str, Path]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not (Path(path) / "pipeline" / "cli.py").is_file():
+        raise SystemExit(f"--tree {text!r}: write LABEL=PATH, PATH a checkout of this project (with pipeline/cli.py)")
+    return label, Path(path).resolve()
 
 
 def _members(text: str) -> tuple[Any, ...]:
@@ -74,6 +85,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         int8=args.int8,
         gpu=args.gpu,
         variants=tuple(_variant(v) for v in args.also),
+        trees=tuple(_tree(t) for t in args.tree),
     )
     result = run_bench(settings, options, say=lambda line: print(line, flush=True))
     print()

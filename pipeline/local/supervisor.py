@@ -68,6 +68,8 @@ class Supervisor:
     counts: dict[str, int]
     settings: Settings
     log_dir: Path
+    # Members run the code of this checkout instead of this process's (the bench's --tree rows).
+    source: Path | None = None
     members: list[Member] = field(default_factory=list)
     # check() may be called from more than one thread (a watcher and a test).
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -83,6 +85,10 @@ class Supervisor:
 
     def _spawn(self, member: Member) -> None:
         env = child_env(self.settings)
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)
+            # This checkout's models, or the other would export its own (minutes per model).
+            env["PIPELINE_MODEL_CACHE_DIR"] = str(self.settings.models.model_cache_dir)
         env.update(
             PIPELINE_MEMBER=str(member.index), PIPELINE_HEALTH_FILE=str(member.health_path), PYTHONUNBUFFERED="1"
         )
@@ -104,6 +110,7 @@ class Supervisor:
                 # Own process group: Ctrl-C reaches the supervisor, which stops
                 # members in order instead of all at once.
                 start_new_session=True,
+                cwd=self.source,  # python -m imports from the working directory first
             )
         member.started = time.monotonic()
         member.restart_at = None

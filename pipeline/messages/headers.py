@@ -69,25 +69,30 @@ class Headers:
 
     @classmethod
     def parse(cls, raw: RawHeaders) -> Headers:
+        # Every stage parses every record's headers (a dozen of them): one pass
+        # over what the client handed over, no copy of the list first.
         headers = cls()
-        for key, value in header_list(raw):
-            if key == DEADLINE_HEADER:
-                deadline = _number(value)
-                # Garbage, NaN, infinities and times past 2**53 ms are no deadline.
-                headers.deadline_ms = int(deadline) if deadline is not None and abs(deadline) < MAX_SAFE_MS else None
-            elif key.startswith(HOP_PREFIX):
+        hops, costs, other = headers.hops, headers.costs, headers.other
+        for key, value in raw.items() if isinstance(raw, Mapping) else (raw or ()):
+            if not isinstance(value, bytes):
+                value = value.encode() if isinstance(value, str) else b""
+            if key.startswith(HOP_PREFIX):
                 at = _number(value)
                 if at is not None and math.isfinite(at):  # a malformed hop (or NaN, inf) is dropped, not fatal
-                    headers.hops[key[len(HOP_PREFIX) :]] = at
-            elif key == TRACE_HEADER:
-                headers.traceparent = value.decode("utf-8", "replace")
+                    hops[key[len(HOP_PREFIX) :]] = at
             elif key.startswith(COST_PREFIX):
                 ms = _number(value)
                 if ms is not None and math.isfinite(ms) and ms >= 0:
                     name = key[len(COST_PREFIX) :]
-                    headers.costs[name] = headers.costs.get(name, 0.0) + ms
+                    costs[name] = costs.get(name, 0.0) + ms
+            elif key == DEADLINE_HEADER:
+                deadline = _number(value)
+                # Garbage, NaN, infinities and times past 2**53 ms are no deadline.
+                headers.deadline_ms = int(deadline) if deadline is not None and abs(deadline) < MAX_SAFE_MS else None
+            elif key == TRACE_HEADER:
+                headers.traceparent = value.decode("utf-8", "replace")
             else:
-                headers.other.append((key, value))
+                other.append((key, value))
         return headers
 
     def stamped(self, hop: str, at_ms: float | None = None) -> Headers:
@@ -115,7 +120,8 @@ class Headers:
 
 
 def _number(value: bytes) -> float | None:
+    """An ASCII decimal header value (float() reads the bytes as they are); None for anything else."""
     try:
-        return float(value.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        return float(value) if value.isascii() else None
+    except ValueError:
         return None

@@ -54,6 +54,7 @@ from pipeline.errors import ConfigError, TooLargeError
 from pipeline.messages.deadline import now_ms, passed
 from pipeline.models.export import MODEL_FILE, DecoderShape, ExportedModel, ModelMeta
 from pipeline.models.generator import Generated, OnToken, Process
+from pipeline.models.session import check_loaded
 
 log = logging.getLogger("pipeline.generation")
 
@@ -123,6 +124,7 @@ class OrtEngine:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path / model_file), options, providers=list(providers))
+        self.provider = check_loaded(self.session, providers, str(path / model_file))
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.ids = count()

@@ -220,12 +220,43 @@ def _preload_gpu_libraries() -> None:
 
 
 def engine_providers(settings: Settings) -> list[Any]:
-    """The generation engine's providers: ``PIPELINE_GENERATE_PROVIDER`` (cpu, or cuda with the CPU behind it)."""
-    if settings.chat.generate_provider.strip().lower() == "cuda":
-        if gpu_present():
-            _preload_gpu_libraries()
-        return [(PROVIDERS["cuda"], cuda_options(settings.infer)), PROVIDERS["cpu"]]
-    return [PROVIDERS["cpu"]]
+    """The generation engine's providers: ``PIPELINE_GENERATE_PROVIDER`` (cpu, or cuda alone).
+
+    ``cuda`` asks for CUDA only, never CUDA with the CPU behind it: a CUDA that
+    failed to load would otherwise run every reply on the CPU without a word.
+    A build without the CUDA provider is a :class:`ProviderError` here, one
+    whose CUDA did not load is one when the session starts (:func:`check_loaded`).
+    """
+    if settings.chat.generate_provider.strip().lower() != "cuda":
+        return [PROVIDERS["cpu"]]
+    available = ort.get_available_providers()
+    if PROVIDERS["cuda"] not in available:
+        raise ProviderError(
+            f"PIPELINE_GENERATE_PROVIDER=cuda: {PROVIDERS['cuda']} is not in this onnxruntime build; "
+            f"available: {', '.join(available)}",
+            where=settings.chat.chat_model,
+        )
+    if gpu_present():
+        _preload_gpu_libraries()
+    return [(PROVIDERS["cuda"], cuda_options(settings.infer))]
+
+
+def check_loaded(session: ort.InferenceSession, providers: Sequence[Any], where: str) -> str:
+    """The provider ``session`` runs on; a :class:`ProviderError` if it is not the first one asked for.
+
+    ONNX Runtime falls back to the CPU when a GPU provider fails to load (it
+    only logs a warning); asking for a GPU and silently getting a CPU is never fine.
+    """
+    first = providers[0] if providers else PROVIDERS["cpu"]
+    wanted = first[0] if isinstance(first, tuple) else str(first)
+    loaded = session.get_providers()
+    if loaded[0] != wanted:
+        raise ProviderError(
+            f"provider {wanted} did not load; the session runs on {', '.join(loaded)}; "
+            f"available in this onnxruntime build: {', '.join(ort.get_available_providers())}",
+            where=where,
+        )
+    return wanted
 
 
 # -- plain sessions (benchmarks, quantisation checks) ------------------------------

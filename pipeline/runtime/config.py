@@ -74,9 +74,9 @@ def producer_config(settings: Settings, client_id: str, *, transactional_id: str
             # Keyed records must land where Java clients would put them: merge
             # finds a request's parts, and its own ticks, by key.
             "partitioner": "murmur2_random",
-            # Requests and answers are text; parts and results carry token ids
-            # and float lists, which compress well.
-            "compression.type": "lz4",
+            # PIPELINE_COMPRESSION (lz4): requests and answers are text, parts
+            # carry token ids as JSON numbers, which compress well.
+            "compression.type": settings.runtime.compression,
             # A dead letter holds a whole rejected record (up to the 2 MiB of
             # requests) plus the reason: librdkafka's 1 MB default would refuse it
             # and the stage would crash on the same record again and again.
@@ -144,11 +144,9 @@ def consumer_config(settings: Settings, group: str, client_id: str, *, instance_
             # The runner polls while a batch runs in a worker thread, so only a
             # hung process gets near this; 60 s instead of 300 s by default.
             "max.poll.interval.ms": settings.runtime.max_poll_interval_ms,
-            # The broker holds a fetch until data is there or this passes; with
-            # read_committed, records that become visible when a transaction
-            # commits can wait out the whole interval (librdkafka: 500 ms).
-            # Each hop's latency depends on it; idle members fetch more often.
-            "fetch.wait.max.ms": 10,
+            # The broker holds a fetch until data is there or this passes
+            # (librdkafka: 500 ms); PIPELINE_FETCH_WAIT_MAX_MS says why it is set.
+            "fetch.wait.max.ms": settings.runtime.fetch_wait_max_ms,
         }
     )
     config.update(group_protocol_config(settings))

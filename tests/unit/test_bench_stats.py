@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools.bench.report import ratios, table
+from pipeline.tools.bench.report import outside_model, ratios, table
 from pipeline.tools.bench.stats import (
     CLOCK_TICKS,
     CpuSnapshot,
@@ -109,3 +109,9 @@ def test_ratios_and_table_from_a_result() -> None:
     row = lines[-1]
     assert "| 600.0 |" in row and "| 10.0 |" in row  # light p50 minus the model's 2.5 ms
     assert "broker 1.00, infer 2.50" in row
+    whole = {"broker": 0.00107, "filter": 0.00011, "split": 0.00016, "merge": 0.00032, "infer": 0.0044}
+    result["rows"]["pipeline exactly_once"]["cpu_per_request"] = whole
+    assert outside_model(result) == [
+        "pipeline exactly_once: CPU per request outside the model 1.66 ms "
+        "(broker 1.07 + filter 0.11 + split 0.16 + merge 0.32; goal ≤ 0.5)"
+    ]

@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ProviderError
 from pipeline.models.export import ensure_exported
 from pipeline.models.gpu_memory import CONTEXT_MB, check_fit, cuda_options, gpu_members
+from pipeline.models.session import gpu_present
 from pipeline.settings import PROJECT_ROOT, Settings
 
 STAGES = ("filter", "split", "infer", "merge", "generate")
@@ -190,15 +191,49 @@ def test_a_budget_sets_the_cuda_arena_limit_and_its_growth() -> None:
         Settings.of(generate_provider="tpu").check()
 
 
-def test_the_chat_engine_runs_where_generate_provider_says() -> None:
+def test_the_chat_engine_runs_where_generate_provider_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
     from pipeline.models.session import engine_providers
 
     assert engine_providers(Settings()) == ["CPUExecutionProvider"]
     budget = Settings.of(generate_provider="cuda", gpu_mem_limit_mb=1024)
+    gpu_build = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: gpu_build)
+    # CUDA alone: with the CPU behind it a CUDA that failed to load ran every reply on the CPU, silently.
     assert engine_providers(budget) == [
         ("CUDAExecutionProvider", {"gpu_mem_limit": 1024 << 20, "arena_extend_strategy": "kSameAsRequested"}),
-        "CPUExecutionProvider",
     ]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ProviderError, match="GENERATE_PROVIDER=cuda: CUDAExecutionProvider is not in this onnxruntime"):
+        engine_providers(budget)
+
+
+def test_a_provider_that_did_not_load_is_an_error_not_a_cpu_session(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from pipeline.models.session import check_loaded
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "identity.onnx"
+    onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    cpu = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert check_loaded(cpu, ["CPUExecutionProvider"], str(path)) == "CPUExecutionProvider"
+    # A session that asked for CUDA and runs on the CPU (what ONNX Runtime does when CUDA fails to load).
+    with pytest.raises(ProviderError, match=r"provider CUDAExecutionProvider did not load; the session runs on CPU"):
+        check_loaded(cpu, [("CUDAExecutionProvider", {})], str(path))
+    if "CUDAExecutionProvider" in ort.get_available_providers() and not gpu_present():
+        # The real fall back, here: a GPU build on a host with no NVIDIA device.
+        asked = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
+        with pytest.raises(ProviderError, match="did not load"):
+            check_loaded(asked, ["CUDAExecutionProvider"], str(path))
 
 
 def test_members_must_fit_the_device() -> None:

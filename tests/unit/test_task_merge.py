@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.messages import Request, Result
+from pipeline.messages import Part, Request, Result
 from pipeline.models.batching import pad
 from pipeline.models.tokenizer import Tokenizer
 from pipeline.settings import Settings
@@ -53,6 +53,28 @@ def test_embed_weights_chunks_by_tokens_and_normalises() -> None:
     merged = get_task("embed").merge(results("embed", outs), 2)
     assert merged["embedding"] == pytest.approx(list(np.array([3.0, 1.0]) / math.sqrt(10)))
     assert merged["dim"] == 2 and merged["tokens"] == 4
+
+
+def test_embed_chunks_travel_as_float32_bytes_and_merge_alike() -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((2, 384)).astype(np.float32)
+    embed = get_task("embed")
+    parts = [Part("r", "embed", i, 2, [101] * tokens) for i, tokens in enumerate((5, 3))]
+    packed = embed.postprocess(parts, {"embedding": vectors}, Runtime(Settings()))
+    assert packed[0] == {"embedding": vectors[0].tobytes(), "tokens": 5}
+    # Through the results topic: base64 text in the JSON, a quarter of 384 JSON numbers.
+    wire = [Result.decode(r.encode()) for r in results("embed", packed)]
+    assert isinstance(wire[0].output["embedding"], str)
+    as_numbers = results("embed", [{"embedding": vectors[0].tolist(), "tokens": 5}])[0]
+    assert len(wire[0].encode()) * 3 < len(as_numbers.encode())
+    as_lists = [{"embedding": v.tolist(), "tokens": t} for v, t in zip(vectors, (5, 3), strict=True)]
+    assert embed.merge(wire, 2)["embedding"] == embed.merge(results("embed", as_lists), 2)["embedding"]
+    one = embed.merge(wire[:1], 1)  # one chunk: its own vector, normalised
+    assert one["embedding"] == pytest.approx(list(vectors[0] / np.linalg.norm(vectors[0].astype(np.float64))))
+    assert one["tokens"] == 5 and one["dim"] == 384
+    for bad in ("not base64!", "AAAA" * 3 + "AA==", 7):
+        with pytest.raises(ValueError, match=r"base64|float32|embedding must be"):
+            embed.merge(results("embed", [{"embedding": bad, "tokens": 1}]), 1)
 
 
 def test_faq_keeps_the_order_asked_and_writes_one_reply() -> None:

@@ -35,6 +35,25 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+OUTSIDE_MODEL = ("broker", "filter", "split", "merge")
+"""The processes whose CPU per request is the pipeline's own cost (issue 19: at most 0.5 ms together)."""
+OUTSIDE_MODEL_GOAL_MS = 0.5
+
+
+def outside_model(result: dict[str, Any]) -> list[str]:
+    """For each pipeline row: the CPU ms per request of the broker, filter, split and merge, summed."""
+    lines = []
+    for name, row in result["rows"].items():
+        cpu = row.get("cpu_per_request", {})
+        if not name.startswith("pipeline") or not all(k in cpu for k in OUTSIDE_MODEL):
+            continue
+        total = sum(cpu[k] for k in OUTSIDE_MODEL) * 1000
+        each = " + ".join(f"{k} {cpu[k] * 1000:.2f}" for k in OUTSIDE_MODEL)
+        goal = f"goal ≤ {OUTSIDE_MODEL_GOAL_MS}"
+        lines.append(f"{name}: CPU per request outside the model {total:.2f} ms ({each}; {goal})")
+    return lines
+
+
 def _ms(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.1f}"
 
@@ -74,6 +93,7 @@ def render(result: dict[str, Any]) -> str:
         if row.get("hops_p50_ms"):
             hops = ", ".join(f"{hop} {ms:.1f}" for hop, ms in row["hops_p50_ms"].items())
             parts.append(f"{name}: light-load p50 per hop (ms): {hops}")
+    parts.extend(outside_model(result))
     parts.append("")
     for name, value in result["ratios"].items():
         parts.append(f"{name}: {value:.2f}" if not math.isnan(value) else f"{name}: n/a")

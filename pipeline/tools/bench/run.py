@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ class Options:
     gpu: bool = False  # CUDA rows (I/O binding, fp16) and the pipeline on CUDA; skipped without CUDA
     # Extra exactly_once rows, each with one PIPELINE_* setting changed: defaults A/B'd in one run.
     variants: tuple[tuple[str, str], ...] = ()
+    # Extra exactly_once rows whose members run another checkout's code (label, its root): code A/B'd in one run.
+    trees: tuple[tuple[str, Path], ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -136,6 +139,12 @@ def run_bench(settings: Settings, options: Options, say: Say = print) -> dict[st
             row = through.pipeline_row(changed, "exactly_once", through.ONE, corpus, plan, say, probe=probe,
                                        label=f"{label} #{repeat + 1}" if repeat else label)  # fmt: skip
             result["rows"][row.name] = {**_row_dict(row), "limit_before": limit}
+        for label, root in options.trees:
+            say(f"[{time.monotonic() - began:5.0f}s] pipeline, exactly_once, the code at {root}")
+            limit = limit_now()
+            row = through.pipeline_row(settings, "exactly_once", through.ONE, corpus, plan, say, probe=probe,
+                                       label=f" [{label}]", source=root)  # fmt: skip
+            result["rows"][row.name] = {**_row_dict(row), "limit_before": limit, "source": str(root)}
         if cuda:
             say(f"[{time.monotonic() - began:5.0f}s] pipeline on CUDA, exactly_once")
             on_gpu = settings.replace(provider="cuda")

@@ -138,10 +138,12 @@ def naive_row(settings: Settings, model: Callable[[bytes], bytes], corpus: Seque
 
 
 def pipeline_row(settings: Settings, guarantee: str, members: Members, corpus: Sequence[str], plan: Plan,
-                 say: Say, label: str = "", probe: Callable[[], float] | None = None) -> PipelineRow:  # fmt: skip
+                 say: Say, label: str = "", probe: Callable[[], float] | None = None,
+                 source: Path | None = None) -> PipelineRow:  # fmt: skip
     """Start the pipeline under ``guarantee`` with ``members`` per stage, measure it, stop it.
 
     ``probe`` times one text through the model alone (ms), between saturation and light load.
+    ``source``: the members run the code of that checkout instead of this one.
     """
     from pipeline.local.cluster import prepare, wait_ready
     from pipeline.local.supervisor import Supervisor
@@ -158,7 +160,7 @@ def pipeline_row(settings: Settings, guarantee: str, members: Members, corpus: S
     row = PipelineRow(name, guarantee, counts["infer"], counts=counts)
     prepare(settings, say=lambda _: None)
     log_dir = PROJECT_ROOT / ".cache" / "logs" / "bench" / settings.kafka.prefix.rstrip("-")
-    supervisor = Supervisor(counts, settings, log_dir)
+    supervisor = Supervisor(counts, settings, log_dir, source=source)
     say(f"  {row.name}: starting {', '.join(f'{s} {n}' for s, n in counts.items())} (logs {log_dir})")
     supervisor.start()
     try:
