@@ -56,6 +56,10 @@ TXN_BUDGET_S = 45.0
 Warn = Callable[..., None]
 
 
+class TransactionStuckError(BrokerError):
+    """A transactional call that kept failing with retriable errors past its limit; the member ends, is restarted."""
+
+
 class Delivery:
     """One member's producers: the one that commits batches, and the side one that sends at once."""
 
@@ -102,8 +106,13 @@ class Delivery:
             self.producer.begin_transaction()
             self.produce(outputs)
             metadata = consumer.consumer_group_metadata()
+            # Nothing is committed yet: when this keeps failing (the coordinator this producer
+            # cached is gone), TransactionStuckError ends the member after ~10 s instead of the
+            # whole transaction budget; its successor fences this producer, aborting the batch.
+            # (Aborting and carrying on with a new producer was tried: the member's static
+            # consumer was then fenced after a broker restart, and the member ended anyway.)
             self._retrying("send offsets", self.producer.send_offsets_to_transaction, offsets, metadata,
-                           TXN_CALL_TIMEOUT_S)  # fmt: skip
+                           TXN_CALL_TIMEOUT_S, give_up_s=TXN_CALL_TIMEOUT_S)  # fmt: skip
             self._retrying("commit", self.producer.commit_transaction, TXN_CALL_TIMEOUT_S)
         except KafkaException as exc:
             error = exc.args[0]
@@ -137,8 +146,13 @@ class Delivery:
         self._retrying("init transactions", self.producer.init_transactions, TXN_CALL_TIMEOUT_S)
         self.renew = False
 
-    def _retrying(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
-        """A transactional call, again while it fails with a retriable error; the watchdog bounds the whole."""
+    def _retrying(self, what: str, call: Callable[..., Any], *args: Any, give_up_s: float | None = None) -> Any:
+        """A transactional call, again while it fails with a retriable error; the watchdog bounds the whole.
+
+        With ``give_up_s``, :class:`TransactionStuckError` once it has failed for that long (issue 20: after a
+        broker restart merge's send offsets failed with _TRANSPORT for 45 s on the same producer).
+        """
+        began = time.monotonic()
         while True:
             try:
                 return call(*args)
@@ -147,6 +161,9 @@ class Delivery:
                 self.check(error, what)
                 if error.fatal() or error.txn_requires_abort() or not error.retriable():
                     raise
+                failing_s = time.monotonic() - began
+                if give_up_s is not None and failing_s >= give_up_s:
+                    raise TransactionStuckError(f"{what} still failing after {failing_s:.0f} s: {error}") from exc
                 self.warn_once(f"txn:{what}", "%s: %s failed, retrying: %s", self.stage, what, error)
                 time.sleep(0.1)
 
