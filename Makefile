@@ -20,7 +20,7 @@ KAFKA_POM := ops/kafka/pom.xml
 VENV_STAMP := $(VENV)/.installed
 LIBS_STAMP := $(KAFKA_LIBS)/.fetched
 
-.PHONY: help setup demo bench chat-bench up test test-unit test-integration chaos broker broker-stop broker-secure broker-secure-stop topics lint clean browser monitor
+.PHONY: help setup demo bench chat-bench up test test-unit test-integration test-cluster chaos broker broker-stop broker-secure broker-secure-stop topics lint clean browser monitor
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -80,14 +80,17 @@ broker-secure-stop: | $(VENV_STAMP) ## stop the secured broker started by `make 
 topics: broker ## create or update the topics declared under topics/
 	@$(PIPELINE) topics apply
 
-test: setup broker browser ## run all tests: unit, then integration against the local broker
-	$(PY) -m pytest tests/unit tests/integration
+test: setup broker browser ## run all tests: unit, then integration against the local broker (not the cluster chaos)
+	$(PY) -m pytest tests/unit tests/integration -m "not cluster"
 
 test-unit: setup ## run the unit tests (no network, no broker)
 	$(PY) -m pytest tests/unit
 
-test-integration: setup broker browser ## run the integration tests against the local broker
-	$(PY) -m pytest tests/integration
+test-integration: setup broker browser ## run the integration tests against the local broker (not the cluster chaos)
+	$(PY) -m pytest tests/integration -m "not cluster"
+
+test-cluster: setup broker ## the three-broker chaos scenarios, short, on a cluster of their own (fails today: docs/reliability.md)
+	$(PY) -m pytest -m cluster tests/integration/test_cluster_chaos.py
 
 browser: ## headless Chromium for the monitor page's test (apt-get, as root; skipped if one is there)
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
