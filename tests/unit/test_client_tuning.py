@@ -25,8 +25,8 @@ def test_an_unknown_compression_is_refused_with_the_variable_to_fix() -> None:
 
 
 def test_the_fetch_wait_is_every_consumer_s() -> None:
-    assert consumer_config(Settings(), "g", "c")["fetch.wait.max.ms"] == 100
-    settings = Settings.from_env({"PIPELINE_FETCH_WAIT_MAX_MS": "10", "PIPELINE_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert consumer_config(Settings(), "g", "c")["fetch.wait.max.ms"] == 10
+    settings = Settings.from_env({"PIPELINE_FETCH_WAIT_MAX_MS": "100", "PIPELINE_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
     config = consumer_config(settings, "g", "c")
-    assert config["fetch.wait.max.ms"] == 10
+    assert config["fetch.wait.max.ms"] == 100
     Consumer(config).close()
