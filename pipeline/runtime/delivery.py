@@ -53,6 +53,29 @@ TXN_CALL_TIMEOUT_S = 10.0
 # answered all (docs/reliability.md, "Three brokers").
 TXN_BUDGET_S = 2 * TXN_CALL_TIMEOUT_S
 
+# How long past its own timeout a send offsets call may block before the batch is redone without it.
+SEND_OFFSETS_GRACE_S = 2.0
+
+
+def bounded(call: Callable[..., Any], *args: Any, wait_s: float) -> BaseException | bool | None:
+    """Run ``call(*args)`` in a thread: True when it returned, what it raised, or None if still blocked after
+    ``wait_s`` (the thread is left to it; confluent-kafka releases the GIL while librdkafka blocks)."""
+    outcome: list[BaseException | bool] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            call(*args)
+            outcome.append(True)
+        except BaseException as exc:  # handed to the caller, which raises what it does not handle
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="bounded-call", daemon=True).start()
+    return outcome[0] if done.wait(wait_s) and outcome else None
+
+
 Warn = Callable[..., None]
 
 
@@ -120,26 +143,34 @@ class Delivery:
         return True
 
     def _send_offsets(self, offsets: list[TopicPartition], metadata: Any) -> bool:
-        """The batch's offsets into the transaction; False if it failed retriably (the batch is redone).
+        """The batch's offsets into the transaction; False if that failed or hung (the batch is redone).
 
-        Not retried on this producer: after a broker restart, a retry blocked
-        past its own timeout on the coordinator the producer had cached
-        (librdkafka #5456, #5511) until the watchdog ended the member (infer,
-        20 s, then a model reload). Nothing is committed yet, so the producer
-        is made anew before the next transaction, as after an outage: its
-        ``init_transactions`` aborts this one, and the batch is redone.
+        Not retried on this producer, and not waited for past its timeout:
+        after a broker restart a retry, and with a broker paused the first
+        call, blocked past its own timeout on the coordinator the producer had
+        cached (librdkafka #5456, #5511) until the watchdog ended the member
+        (infer: 20 s, then a model reload). Nothing is committed yet, so the
+        producer is made anew before the next transaction, as after an outage:
+        its ``init_transactions`` aborts this one, and the batch is redone. A
+        call still blocked is left to its thread with the retired producer.
         """
-        try:
-            self.producer.send_offsets_to_transaction(offsets, metadata, TXN_CALL_TIMEOUT_S)
-        except KafkaException as exc:
-            error = exc.args[0]
+        call = self.producer.send_offsets_to_transaction
+        outcome = bounded(call, offsets, metadata, TXN_CALL_TIMEOUT_S, wait_s=TXN_CALL_TIMEOUT_S + SEND_OFFSETS_GRACE_S)
+        if outcome is None:
+            reason = f"blocked past its {TXN_CALL_TIMEOUT_S:.0f} s timeout"
+        elif isinstance(outcome, KafkaException):
+            error = outcome.args[0]
             self.check(error, "send offsets")
             if error.fatal() or error.txn_requires_abort() or not error.retriable():
-                raise
-            log.warning("%s: send offsets failed (%s); renewing the producer and redoing the batch", self.stage, error)
-            self.renew = True
-            return False
-        return True
+                raise outcome
+            reason = str(error)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            return True
+        log.warning("%s: send offsets failed (%s); renewing the producer and redoing the batch", self.stage, reason)
+        self.renew = True
+        return False
 
     def _commit_plain(self, outputs: Sequence[Output], offsets: list[TopicPartition], consumer: Any) -> None:
         self.errors.clear()

@@ -1,7 +1,11 @@
 """A transactional call that fails with a retriable error is tried again; the watchdog's transaction budget
-(delivery.TXN_BUDGET_S) bounds the whole, not a limit of its own."""
+(delivery.TXN_BUDGET_S) bounds the whole, not a limit of its own. Send offsets is the exception: failed or
+blocked past its timeout, the batch is redone by a producer made anew (nothing was committed)."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -77,3 +81,31 @@ def test_send_offsets_failing_renews_the_producer_and_redoes_the_batch() -> None
     assert d.commit([], [], _Consumer()) is False
     assert d.producer.calls == ["begin", "send offsets"]
     assert d.renew is True
+
+
+class _Hanging(_Producer):
+    """A send offsets that blocks past its own timeout (librdkafka #5456: a paused coordinator)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, *_: object) -> None:
+        self.calls.append("send offsets")
+        self.release.wait(30)
+
+
+def test_a_send_offsets_blocked_past_its_timeout_is_left_and_the_batch_redone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "TXN_CALL_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(delivery, "SEND_OFFSETS_GRACE_S", 0.1)
+    d = _delivery()
+    d.transactional = True
+    d.renew = False
+    d.producer = producer = _Hanging()
+    d.watchdog = type("W", (), {"beat": lambda *_: None})()
+    began = time.monotonic()
+    assert d.commit([], [], _Consumer()) is False  # not waited for until the watchdog ends the member
+    assert time.monotonic() - began < 2.0
+    assert producer.calls == ["begin", "send offsets"]
+    assert d.renew is True
+    producer.release.set()
