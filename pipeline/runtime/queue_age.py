@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from pipeline.runtime.config import consumer_config
 from pipeline.settings import Settings
-from pipeline.stages.filter.queue_wait import PartitionQueue, Reading
+from pipeline.stages.filter.queue_wait import UNREAD, PartitionQueue, Reading
 
 READ_TIMEOUT_S = 1.0
 OFFSETS_TIMEOUT_S = 10.0
@@ -67,9 +67,9 @@ class QueueAges:
             committed = self._committed(stage, topic, partitions.get(topic, []))
             offsets[stage] = {}
             for p in partitions.get(topic, []):
-                start, end = committed.get(p, -1), ends.get((topic, p), 0)
+                start, end = committed.get(p, UNREAD), ends.get((topic, p), 0)
                 offsets[stage][p] = (start, end)
-                if end > max(start, 0):
+                if start != UNREAD and end > max(start, 0):
                     heads[(topic, p)] = stage
                     assign.append(TopicPartition(topic, p, max(start, 0)))
         if assign:
@@ -106,14 +106,15 @@ class QueueAges:
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.error is None}
 
     def _committed(self, stage: str, topic: str, partitions: list[int]) -> dict[int, int]:
-        """The offsets ``stage``'s group committed on ``topic`` (-1 each when they cannot be read)."""
+        """The offsets ``stage``'s group committed on ``topic`` (negative where it committed nothing; UNREAD each
+        where they cannot be read, which is not the same: see pipeline.stages.filter.queue_wait)."""
         if not partitions:
             return {}  # the topic does not exist (yet)
         try:
             found = self.groups[stage].committed([TopicPartition(topic, p) for p in partitions], OFFSETS_TIMEOUT_S)
         except KafkaException:
-            return dict.fromkeys(partitions, -1)
-        return {tp.partition: tp.offset if tp.error is None else -1 for tp in found}
+            return dict.fromkeys(partitions, UNREAD)
+        return {tp.partition: tp.offset if tp.error is None else UNREAD for tp in found}
 
     def close(self) -> None:
         for consumer in (self.consumer, *self.groups.values()):

@@ -7,7 +7,14 @@ import pytest
 
 from pipeline.messages import Request, part_key
 from pipeline.messages.partitioner import murmur2, partition_for
-from pipeline.stages.filter.queue_wait import PartitionQueue, Waits, partition_wait, parts_expected, request_wait_s
+from pipeline.stages.filter.queue_wait import (
+    UNREAD,
+    PartitionQueue,
+    Waits,
+    partition_wait,
+    parts_expected,
+    request_wait_s,
+)
 
 
 def signed(value: int) -> int:
@@ -151,10 +158,14 @@ def test_a_stopped_member_sheds_only_what_is_sent_to_its_partitions() -> None:
         assert request_wait_s(result, r) == pytest.approx(expected)
 
 
-def simulate(rate: float, capacity: float, idle_s: float, load_s: float) -> list[tuple[float, float, float]]:
+def simulate(
+    rate: float, capacity: float, idle_s: float, load_s: float, outage: tuple[float, float] | None = None
+) -> list[tuple[float, float, float]]:
     """One partition after ``idle_s`` of nothing, then ``rate`` records/s for ``load_s``; its member takes what
     is there (at most ``capacity``/s) every 0.25 s and commits it. Per reading (every second): when, the
-    predicted wait of a record appended then, and the wait it really had."""
+    predicted wait of a record appended then, and the wait it really had. During ``outage`` (from, to) the
+    brokers are away: records still arrive (producers buffer them), but nobody consumes and filter reads
+    nothing."""
     tick, arrivals, committed, t = 0.01, [], 0, 0.0
     waits = Waits()
     readings: list[tuple[float, float, float]] = []
@@ -163,12 +174,13 @@ def simulate(rate: float, capacity: float, idle_s: float, load_s: float) -> list
         t = round(t + tick, 2)
         if t > idle_s and len(arrivals) < (t - idle_s) * rate:
             arrivals.append(t)
-        if round(t * 100) % 25 == 0:  # a batch: up to a quarter second's capacity, committed at once
+        away = outage is not None and outage[0] <= t < outage[1]
+        if round(t * 100) % 25 == 0 and not away:  # a batch: up to a quarter second's capacity, committed at once
             take = min(len(arrivals) - committed, int(capacity * 0.25))
             for offset in range(committed, committed + take):
                 consumed_at[offset] = t
             committed += take
-        if round(t * 100) % 100 == 60:  # filter's reading, between batches
+        if round(t * 100) % 100 == 60 and not away:  # filter's reading, between batches
             lag = len(arrivals) - committed
             age = t - arrivals[committed] if lag > 0 else 0.0
             predicted = waits.update({"infer": {0: PartitionQueue(committed, len(arrivals), age)}}, t)["infer"][0]
@@ -202,3 +214,29 @@ def test_under_three_times_overload_the_wait_is_still_predicted_early() -> None:
         assert predicted >= 0.6 * real, f"{since:.1f} s into the overload: predicted {predicted:.1f} s, real {real:.1f}"
     shed_from = next(at - 60.0 for at, predicted, _ in readings if at > 60.0 and predicted * 1.5 >= 30.0)
     assert shed_from <= 14.0  # the real wait passes 20 s about 10 s in (2 s more every second)
+
+
+def test_after_an_outage_the_wait_is_not_overpredicted() -> None:
+    """Half of capacity, the brokers away for 12 s: the backlog drains within seconds of their return.
+
+    With a rate measured across the outage (a few commits in 15 s), the first readings after it predicted
+    a minute for an infer partition that drained in seconds, and filter shed the requests bound there
+    (the single-broker broker-restart chaos, 2026-12-05)."""
+    readings = simulate(rate=20.0, capacity=60.0, idle_s=5.0, load_s=40.0, outage=(20.0, 32.0))
+    after = [(at, predicted, real) for at, predicted, real in readings if 32.0 < at < 42.0]
+    assert max(real for _, _, real in after) <= 6.0  # 240 records behind, drained at 60/s
+    worst = max(after, key=lambda reading: reading[1] - reading[2])
+    assert worst[1] <= worst[2] + 2.0, f"{worst[0] - 32:.1f} s after: predicted {worst[1]:.1f} s, real {worst[2]:.2f} s"
+
+
+def test_a_committed_offset_not_read_predicts_nothing() -> None:
+    """Right after a broker restart the group's coordinator answers "loading": that partition is not known,
+    not "nothing committed" (whose head, the topic's oldest record, had waited 54 s and stood in as the wait)."""
+    waits = Waits()
+    for second in range(5):
+        result = waits.update(
+            {"infer": {0: PartitionQueue(UNREAD, 500, 54.0), 1: PartitionQueue(90, 100, 1.0)}}, second
+        )
+    assert result["infer"][0] == 0.0
+    assert result["infer"][1] > 0.0  # the partition beside it is predicted as always
+    assert ("infer", 0) not in waits.history or not waits.history[("infer", 0)]

@@ -52,6 +52,21 @@ wait.
 
 A reading older than ``STALE_S`` counts as no prediction (0): filter never
 sheds on old news.
+
+**After a gap in the readings, no rate from across it.** When the brokers go
+away, filter's readings stop (every call times out) and the members stop
+committing with them. The first readings after the brokers return showed the
+backlog of the outage over a rate measured across it (a few commits in 15 s),
+and predicted 64 s for an infer partition its member drained in seconds:
+requests sent to it were shed ``deadline_exceeded`` (the single-broker
+broker-restart chaos, 2026-12-05). Readings more than ``GAP_S`` apart start
+each partition's history again, and for ``STALL_S`` after that nothing is
+predicted (0: filter does not shed on what it cannot know); then the rate
+from the fresh readings, or the stall rule, applies as always. Likewise a
+partition whose committed offset could not be read (``UNREAD``: right after
+a restart the group's coordinator answers "loading"): it used to count as
+"nothing committed", the head was read from offset 0, the topic's oldest
+record, and its age (54 s) stood in as the wait.
 """
 
 from __future__ import annotations
@@ -75,6 +90,8 @@ STALE_S = 10.0
 RATE_WINDOW_S = 10.0  # consume rates over about this long (a member serves partitions in bursts)
 RATE_MIN_SPAN_S = 1.5  # a rate needs committed offsets at least this far apart
 STALL_S = 3.0  # a backlog and no commit for this long: stalled, whatever the rate before
+UNREAD = -2  # a committed offset the probe could not read (the group's coordinator still loading)
+GAP_S = 5.0  # readings this far apart: filter was cut off from the brokers (its reads time out after 5 s)
 LOG_FROM_S = 1.0  # log the queues when a partition's predicted wait is this long, at most every LOG_EVERY_S
 LOG_EVERY_S = 5.0
 MAX_PARTS = 16  # a request's parts looked at, at most
@@ -84,7 +101,7 @@ DOWNSTREAM = [("split", "filtered"), ("infer", "parts"), ("merge", "results")]
 class PartitionQueue(NamedTuple):
     """One partition of a stage's source as read: the stage's committed offset, the end, the head's age (s)."""
 
-    committed: int  # the next offset the stage reads (-1: it has committed nothing)
+    committed: int  # the next offset the stage reads (-1: it has committed nothing; UNREAD: not known)
     end: int
     age: float | None  # seconds the record at ``committed`` has waited; 0: nothing waits; None: not read in time
 
@@ -99,20 +116,29 @@ class Waits:
     def __init__(self) -> None:
         self.history: dict[tuple[str, int], deque[tuple[float, int, int]]] = {}
         self.waits: dict[str, dict[int, float]] = {}
+        self.resumed: dict[tuple[str, int], float] = {}  # when readings came back after a gap, per partition
 
     def update(self, reading: Reading, now: float) -> dict[str, dict[int, float]]:
         waits: dict[str, dict[int, float]] = {}
         for stage, queues in reading.items():
             waits[stage] = {}
             for partition, queue in queues.items():
-                samples = self.history.setdefault((stage, partition), deque())
+                key = (stage, partition)
+                if queue.committed == UNREAD:  # not "from offset 0": that head is the topic's oldest record
+                    waits[stage][partition] = 0.0
+                    continue
+                samples = self.history.setdefault(key, deque())
+                if samples and now - samples[-1][0] > GAP_S:  # an outage: its rate says nothing of now
+                    samples.clear()
+                    self.resumed[key] = now
                 # Nothing waits (or only a transaction marker): recorded as an empty queue, where
                 # partition_wait's rate window starts.
                 empty = queue.age == 0.0 or queue.end <= max(queue.committed, 0)
                 samples.append((now, queue.committed, max(queue.committed, 0) if empty else queue.end))
                 while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
                     samples.popleft()
-                waits[stage][partition] = partition_wait(queue, samples)
+                blind = now - self.resumed.get(key, now - STALL_S) < STALL_S
+                waits[stage][partition] = 0.0 if blind else partition_wait(queue, samples)
         self.waits = waits
         return waits
 
