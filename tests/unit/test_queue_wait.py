@@ -240,3 +240,18 @@ def test_a_committed_offset_not_read_predicts_nothing() -> None:
     assert result["infer"][0] == 0.0
     assert result["infer"][1] > 0.0  # the partition beside it is predicted as always
     assert ("infer", 0) not in waits.history or not waits.history[("infer", 0)]
+
+
+def test_nothing_committed_after_a_commit_was_seen_predicts_nothing() -> None:
+    """A loading coordinator can answer "no offset" (-1001) for a partition its group committed before: the
+    head would be read from offset 0, and the topic's oldest record (46.7 s) would stand in as the wait."""
+    waits = Waits()
+    waits.update({"infer": {0: PartitionQueue(90, 100, 0.5)}}, 0.0)
+    for second in range(1, 5):
+        result = waits.update({"infer": {0: PartitionQueue(-1001, 400, 46.7)}}, float(second))
+    assert result["infer"][0] == 0.0
+    # A stage that never committed is still predicted from its head (a member not yet started).
+    fresh = Waits()
+    for second in range(5):
+        result = fresh.update({"infer": {0: PartitionQueue(-1001, 50, 4.0 + second)}}, float(second))
+    assert result["infer"][0] > 0.0

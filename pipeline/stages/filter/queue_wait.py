@@ -66,7 +66,9 @@ from the fresh readings, or the stall rule, applies as always. Likewise a
 partition whose committed offset could not be read (``UNREAD``: right after
 a restart the group's coordinator answers "loading"): it used to count as
 "nothing committed", the head was read from offset 0, the topic's oldest
-record, and its age (54 s) stood in as the wait.
+record, and its age (54 s) stood in as the wait. The coordinator may also
+answer "nothing committed" while it loads; commits never go away, so that
+answer for a partition already seen committed counts as not read either.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Waits:
         self.history: dict[tuple[str, int], deque[tuple[float, int, int]]] = {}
         self.waits: dict[str, dict[int, float]] = {}
         self.resumed: dict[tuple[str, int], float] = {}  # when readings came back after a gap, per partition
+        self.committed_once: set[tuple[str, int]] = set()  # partitions whose stage was seen to have committed
 
     def update(self, reading: Reading, now: float) -> dict[str, dict[int, float]]:
         waits: dict[str, dict[int, float]] = {}
@@ -124,9 +127,13 @@ class Waits:
             waits[stage] = {}
             for partition, queue in queues.items():
                 key = (stage, partition)
-                if queue.committed == UNREAD:  # not "from offset 0": that head is the topic's oldest record
+                # Not "from offset 0": that head is the topic's oldest record. A group's commits do not go
+                # away, so "nothing committed" after a commit was seen is a reading that failed as well.
+                if queue.committed == UNREAD or (queue.committed < 0 and key in self.committed_once):
                     waits[stage][partition] = 0.0
                     continue
+                if queue.committed >= 0:
+                    self.committed_once.add(key)
                 samples = self.history.setdefault(key, deque())
                 if samples and now - samples[-1][0] > GAP_S:  # an outage: its rate says nothing of now
                     samples.clear()
