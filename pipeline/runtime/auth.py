@@ -42,10 +42,15 @@ class ConnectionProblems:
         self.client_id = client_id
         self.errors: deque[KafkaError] = deque(maxlen=16)
         self.lock = threading.Lock()
+        # How many times every broker was out of reach at once: read without the
+        # lock by a member's loop after each poll (StageRunner, an outage).
+        self.all_down = 0
 
     def __call__(self, error: KafkaError) -> None:
         with self.lock:
             self.errors.append(error)
+            if error.code() == KafkaError._ALL_BROKERS_DOWN:
+                self.all_down += 1
 
     def refused(self) -> bool:
         """Whether the cluster refused our credentials or TLS (retrying will not help)."""

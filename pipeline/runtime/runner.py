@@ -62,8 +62,10 @@ log = logging.getLogger("pipeline.runner")
 # long; librdkafka does not always rejoin by itself after a broker restart with
 # static membership (librdkafka #3437), so past it the member exits and restarts.
 REJOIN_TIMEOUT_S = 20.0
-# Consume errors that mean the brokers were out of reach: the producer's view of
-# its coordinators may be stale after that, so it is made anew.
+# Errors that mean the brokers were out of reach: the producer's view of its
+# coordinators may be stale after that, so it is made anew. librdkafka hands
+# them to the consumer's error_cb (Clients.problems counts them), not to poll;
+# one that comes as a consumed message counts the same.
 OUTAGE_ERRORS = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 # A repeated consume error is logged once per this long, not on every poll.
 ERROR_LOG_EVERY_S = 10.0
@@ -96,6 +98,8 @@ class StageRunner:
         self.consumer = clients.consumer
         self.leaving: threading.Event | None = None  # set: retired, hand the partitions over on stop
         self.lost_at: float | None = None  # when the group session ended, until the next assignment
+        self.problems = clients.problems
+        self.outages = 0  # the consumer's count of "all brokers down" already acted on
         self._restore_rows = clients.restore
         self.buffer: deque[Message] = deque()
         # Batches in the handler, oldest first; committed in this order.
@@ -207,6 +211,7 @@ class StageRunner:
         # it returns is kept: a dropped message would be skipped by the next
         # offset commit.
         first = self.consumer.poll(timeout)
+        self._notice_outage()
         if first is None:
             return
         room = max(limit - len(self.buffer), 1)
@@ -226,6 +231,17 @@ class StageRunner:
                 raise BrokerError(f"{self.stage}: consume failed: {error}")
             else:
                 self._warn_once(f"consume:{error.code()}", "%s: consume error (retrying): %s", self.stage, error)
+
+    def _notice_outage(self) -> None:
+        """Every broker was out of reach (the consumer's error_cb, served by that poll, counted it): the next
+        transaction starts on a producer made anew. The group session may have survived (an outage shorter
+        than it), and then nothing else says so: the old producer's first send offsets after a broker
+        restart blocked past its timeout (12 s each in filter, split, then infer and merge, one after another)."""
+        if self.problems is None or self.problems.all_down == self.outages:
+            return
+        self.outages = self.problems.all_down
+        self.delivery.outage()
+        self._warn_once("outage", "%s: every broker out of reach (retrying); a new producer will commit", self.stage)
 
     def _restore_pending(self) -> None:
         """Newly assigned partitions: restore their state, then tell the stage; before any of their records runs."""

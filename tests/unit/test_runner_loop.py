@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
+from confluent_kafka import KafkaError
 
 from pipeline.records import Batching, Hooks, Output, Record, StageContext, StageLogic
+from pipeline.runtime.auth import ConnectionProblems
 from pipeline.runtime.clients import Clients
 from pipeline.runtime.runner import StageRunner
 from pipeline.settings import Settings
@@ -335,6 +337,36 @@ def test_after_the_session_is_lost_the_next_transaction_uses_a_new_producer() ->
     consumer.add(0, b"k1", b"v")
     turn_until(runner, lambda: consumer.committed.get(0) == 2)
     assert len(made) == 2 and len(runner.delivery.retired) == 1, "a lost session renews the transactional producer"
+
+
+def test_after_every_broker_was_out_of_reach_the_next_transaction_uses_a_new_producer() -> None:
+    """A broker restart shorter than the group session: no partition is lost, and only the consumer's error_cb
+    says the brokers were gone. The old producer's first send offsets then blocked past its timeout (CI,
+    2026-12-05: 12 s in each stage in turn), so the next transaction must start on a new one."""
+    clients, consumer, producer = fake_clients("in")
+    clients.problems = ConnectionProblems("stage-0")
+    made = []
+
+    def make() -> object:
+        made.append(producer)
+        return producer
+
+    clients.producer = make
+    consumer.add(0, b"k0", b"v")
+    consumer.rebalance("assign", [0])
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    turn_until(runner, lambda: consumer.committed.get(0) == 1)
+    clients.problems(KafkaError(KafkaError._TRANSPORT, "Disconnected"))  # one connection: not an outage
+    consumer.add(0, b"k1", b"v")
+    turn_until(runner, lambda: consumer.committed.get(0) == 2)
+    assert len(made) == 1, "a dropped connection alone keeps the producer"
+    clients.problems(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    consumer.add(0, b"k2", b"v")
+    turn_until(runner, lambda: consumer.committed.get(0) == 3)
+    assert len(made) == 2 and len(runner.delivery.retired) == 1, "an outage renews the transactional producer"
+    consumer.add(0, b"k3", b"v")
+    turn_until(runner, lambda: consumer.committed.get(0) == 4)
+    assert len(made) == 2, "once per outage"
 
 
 def test_a_member_that_lost_its_session_and_does_not_rejoin_exits(monkeypatch: pytest.MonkeyPatch) -> None:
