@@ -8,6 +8,7 @@ import pytest
 from pipeline.messages import Request, part_key
 from pipeline.messages.partitioner import murmur2, partition_for
 from pipeline.stages.filter.queue_wait import (
+    STALL_S,
     UNREAD,
     PartitionQueue,
     Waits,
@@ -159,13 +160,18 @@ def test_a_stopped_member_sheds_only_what_is_sent_to_its_partitions() -> None:
 
 
 def simulate(
-    rate: float, capacity: float, idle_s: float, load_s: float, outage: tuple[float, float] | None = None
+    rate: float,
+    capacity: float,
+    idle_s: float,
+    load_s: float,
+    outage: tuple[float, float] | None = None,
+    rejoin_s: float = 0.0,
 ) -> list[tuple[float, float, float]]:
     """One partition after ``idle_s`` of nothing, then ``rate`` records/s for ``load_s``; its member takes what
     is there (at most ``capacity``/s) every 0.25 s and commits it. Per reading (every second): when, the
     predicted wait of a record appended then, and the wait it really had. During ``outage`` (from, to) the
     brokers are away: records still arrive (producers buffer them), but nobody consumes and filter reads
-    nothing."""
+    nothing; its member consumes again ``rejoin_s`` after they are back (its group session had ended)."""
     tick, arrivals, committed, t = 0.01, [], 0, 0.0
     waits = Waits()
     readings: list[tuple[float, float, float]] = []
@@ -175,7 +181,8 @@ def simulate(
         if t > idle_s and len(arrivals) < (t - idle_s) * rate:
             arrivals.append(t)
         away = outage is not None and outage[0] <= t < outage[1]
-        if round(t * 100) % 25 == 0 and not away:  # a batch: up to a quarter second's capacity, committed at once
+        rejoining = outage is not None and outage[0] <= t < outage[1] + rejoin_s
+        if round(t * 100) % 25 == 0 and not rejoining:  # a batch: up to a quarter second's capacity, committed at once
             take = min(len(arrivals) - committed, int(capacity * 0.25))
             for offset in range(committed, committed + take):
                 consumed_at[offset] = t
@@ -227,6 +234,23 @@ def test_after_an_outage_the_wait_is_not_overpredicted() -> None:
     assert max(real for _, _, real in after) <= 6.0  # 240 records behind, drained at 60/s
     worst = max(after, key=lambda reading: reading[1] - reading[2])
     assert worst[1] <= worst[2] + 2.0, f"{worst[0] - 32:.1f} s after: predicted {worst[1]:.1f} s, real {worst[2]:.2f} s"
+
+
+@pytest.mark.parametrize("rejoin_s", [4.0, 6.0, 10.0])
+def test_after_an_outage_a_member_slow_to_rejoin_is_not_overpredicted(rejoin_s: float) -> None:
+    """The brokers away for 15 s, and the member back only seconds after them (its group session had ended).
+
+    The head's age counted the outage, and the stall rule predicted it as the wait (18.8 s for a real 3.4 s);
+    then the member's first commits, over a rate window that held its absence, predicted up to 47 s for a
+    real 3.6 s; filter shed requests bound there (hogged machine, 2026-12-05: infer 20.1 s predicted, 8
+    deadline_exceeded). Time nobody could consume says nothing about how fast the member drains."""
+    readings = simulate(rate=10.0, capacity=60.0, idle_s=5.0, load_s=45.0, outage=(20.0, 35.0), rejoin_s=rejoin_s)
+    after = [(at - 35.0, predicted, real) for at, predicted, real in readings if 35.0 < at < 50.0]
+    for since, predicted, real in after:
+        assert predicted <= max(real, since) + 1.0, f"{since:.1f} s after: predicted {predicted:.1f} s, real {real:.1f}"
+    # A member still away is still seen as stalled: as long again as its head waited since the brokers came back.
+    still_away = [predicted for since, predicted, _ in after if STALL_S + 1.0 <= since < rejoin_s]
+    assert all(predicted >= STALL_S for predicted in still_away)
 
 
 def test_a_committed_offset_not_read_predicts_nothing() -> None:

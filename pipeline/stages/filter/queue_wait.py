@@ -62,7 +62,15 @@ requests sent to it were shed ``deadline_exceeded`` (the single-broker
 broker-restart chaos, 2026-12-05). Readings more than ``GAP_S`` apart start
 each partition's history again, and for ``STALL_S`` after that nothing is
 predicted (0: filter does not shed on what it cannot know); then the rate
-from the fresh readings, or the stall rule, applies as always. Likewise a
+from the fresh readings, or the stall rule, applies as always, with the
+head's age counted from the readings' return: nobody could consume while
+the brokers were away. A member whose group session ended rejoins seconds
+after the brokers return (4 to 10 s on a busy machine): the head's age with
+the outage in it stood in as the wait (20.1 s predicted for an infer
+partition drained in about 3 s, 8 requests shed), and then its first
+commits, over a window that held its absence, gave a rate a tenth of its
+real one (47 s predicted, 3.6 s real). So the rate's window also starts
+where the member last stood still for ``STALL_S`` with records waiting. Likewise a
 partition whose committed offset could not be read (``UNREAD``: right after
 a restart the group's coordinator answers "loading"): it used to count as
 "nothing committed", the head was read from offset 0, the topic's oldest
@@ -144,7 +152,11 @@ class Waits:
                 samples.append((now, queue.committed, max(queue.committed, 0) if empty else queue.end))
                 while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
                     samples.popleft()
-                blind = now - self.resumed.get(key, now - STALL_S) < STALL_S
+                since = now - self.resumed[key] if key in self.resumed else None  # readings back after a gap
+                blind = since is not None and since < STALL_S
+                if since is not None and queue.age is not None and queue.age > since:
+                    # Nobody could consume while the brokers were away: the head's wait counts from their return.
+                    queue = queue._replace(age=since)
                 waits[stage][partition] = 0.0 if blind else partition_wait(queue, samples)
         self.waits = waits
         return waits
@@ -159,8 +171,16 @@ def partition_wait(queue: PartitionQueue, samples: deque[Sample] | list[Sample])
     if lag <= 0 or queue.age == 0.0:
         return 0.0  # nothing waits (or only a transaction marker does)
     # The rate's window starts where the partition was last empty: before that its member could only
-    # consume what came, which says nothing about how fast it drains a queue (see the module doc).
+    # consume what came, which says nothing about how fast it drains a queue (see the module doc); or
+    # where its member last stood still for STALL_S with records waiting: gone (a lost session, a
+    # restart), it consumed nothing, which says nothing about how fast it drains once back.
     start = max((i for i, (_, c, e) in enumerate(samples) if e <= max(c, 0)), default=0)
+    run_from = 0
+    for i in range(1, len(samples)):
+        if samples[i][1] != samples[i - 1][1]:
+            run_from = i
+        elif samples[i][0] - samples[run_from][0] >= STALL_S and samples[i][2] > max(samples[i][1], 0):
+            start = max(start, i)
     (t0, c0, e0), (t1, c1, e1) = samples[start], samples[-1]
     span = t1 - t0
     # Since when the committed offset stands where it is now.
