@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline.errors import BrokerError
 from pipeline.messages import now_ms
@@ -62,6 +62,11 @@ log = logging.getLogger("pipeline.runner")
 # long; librdkafka does not always rejoin by itself after a broker restart with
 # static membership (librdkafka #3437), so past it the member exits and restarts.
 REJOIN_TIMEOUT_S = 20.0
+# Sooner once the brokers answer again: a member that rejoins does so 2 to 5 s
+# after they are back (coordinator loading included, on a busy machine); one
+# that sent the coordinator nothing at all for 20 s (its old member expired on
+# the broker, 2026-12-05) held the stage 20 s past the restart.
+REJOIN_AFTER_BACK_S = 8.0
 # Errors that mean the brokers were out of reach: the producer's view of its
 # coordinators may be stale after that, so it is made anew. librdkafka hands
 # them to the consumer's error_cb (Clients.problems counts them), not to poll;
@@ -98,6 +103,8 @@ class StageRunner:
         self.consumer = clients.consumer
         self.leaving: threading.Event | None = None  # set: retired, hand the partitions over on stop
         self.lost_at: float | None = None  # when the group session ended, until the next assignment
+        self.back_at: float | None = None  # while lost: since when the brokers answer again
+        self.probed_at = 0.0
         self.problems = clients.problems
         self.outages = 0  # the consumer's count of "all brokers down" already acted on
         self._restore_rows = clients.restore
@@ -153,11 +160,8 @@ class StageRunner:
 
     def turn(self) -> None:
         """One turn of the loop (tests step it without the watchdog)."""
-        if self.lost_at is not None and time.monotonic() - self.lost_at > REJOIN_TIMEOUT_S:
-            raise BrokerError(
-                f"{self.stage}: lost its partitions {REJOIN_TIMEOUT_S:.0f} s ago and has not rejoined its group; "
-                "exiting so a new process joins"
-            )
+        if self.lost_at is not None:
+            self._check_rejoined(self.lost_at)
         self.timers.run(now_ms())
         self._poll()
         self._restore_pending()
@@ -168,6 +172,25 @@ class StageRunner:
             self._start_batch()
         self._finish_batch(wait=False)
         self._start_batch()
+
+    def _check_rejoined(self, lost_at: float) -> None:
+        """Lost its group session: exit (a new process joins) if not back in the group REJOIN_AFTER_BACK_S after
+        the brokers answer again, or REJOIN_TIMEOUT_S after the loss. Asks once a second, bounded: it has
+        nothing else to do while it holds no partition."""
+        now = time.monotonic()
+        if now - self.probed_at >= 1.0:
+            self.probed_at = now
+            try:
+                self.consumer.list_topics(self.settings.topic(self.source), timeout=0.5)
+                self.back_at = self.back_at or now
+            except KafkaException:
+                self.back_at = None
+        if now - lost_at > REJOIN_TIMEOUT_S or (self.back_at and now - self.back_at > REJOIN_AFTER_BACK_S):
+            raise BrokerError(
+                f"{self.stage}: lost its partitions {now - lost_at:.0f} s ago and has not rejoined its group "
+                f"({'the brokers answer again' if self.back_at else 'the brokers are out of reach'}); "
+                "exiting so a new process joins"
+            )
 
     def _shutdown(self) -> None:
         # Bounded even with the broker gone: past the budget the watchdog ends the
@@ -356,7 +379,7 @@ class StageRunner:
         # State is restored by the loop right after this poll returns (not here:
         # a long restore must not run inside librdkafka's callback).
         log.info("%s: assigned %s", self.stage, partition_names(partitions))
-        self.lost_at = None
+        self.lost_at = self.back_at = None
         self.pending_assign.extend(p.partition for p in partitions)
         # librdkafka keeps a partition's pause flag after it is revoked: one
         # paused (back-pressure) when taken away would come back paused and
@@ -378,7 +401,7 @@ class StageRunner:
             "%s: lost %s; their uncommitted work is redone by the new owner", self.stage, partition_names(partitions)
         )
         self.delivery.outage()  # the session ended: the brokers were away, or we were
-        self.lost_at = time.monotonic()
+        self.lost_at, self.back_at = time.monotonic(), None
         self._discard_running()
         self._drop(partitions)
 

@@ -66,6 +66,7 @@ class FakeConsumer:
         self.callbacks: dict[str, Callable[..., None]] = {}
         self.committed: dict[int, int] = {}
         self.closed = False
+        self.reachable = True  # False: the brokers are away (metadata requests time out)
 
     # -- test controls --------------------------------------------------------------
     def add(self, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -128,6 +129,11 @@ class FakeConsumer:
 
     def consumer_group_metadata(self) -> str:
         return "group-metadata"
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> object:
+        if not self.reachable:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get metadata: Broker transport failure"))
+        return object()
 
     def close(self) -> None:
         self.closed = True

@@ -375,14 +375,54 @@ def test_a_member_that_lost_its_session_and_does_not_rejoin_exits(monkeypatch: p
 
     monkeypatch.setattr(runner_module, "REJOIN_TIMEOUT_S", 0.05)
     clients, consumer, _ = fake_clients("in")
+    consumer.reachable = False  # the brokers away the whole time: only the absolute bound ends it
     consumer.rebalance("assign", [0])
     runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
     turn_until(runner, lambda: bool(consumer.assigned))
     consumer.rebalance("lost", [0])
     runner.turn()
     time.sleep(0.1)
-    with pytest.raises(BrokerError, match="has not rejoined"):
+    with pytest.raises(BrokerError, match="has not rejoined its group \\(the brokers are out of reach\\)"):
         runner.turn()
+
+
+def test_a_member_not_back_in_its_group_soon_after_the_brokers_answer_exits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka (#3437) may send the coordinator nothing after a session lost in a broker restart: the broker
+    expired the member 10 s after it was back, and the stage waited out the 20 s bound (2026-12-05). Once the
+    brokers answer, a member not rejoined within REJOIN_AFTER_BACK_S exits; while they are away, it waits."""
+    from pipeline.errors import BrokerError
+    from pipeline.runtime import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "REJOIN_AFTER_BACK_S", 0.2)
+    clients, consumer, _ = fake_clients("in")
+    consumer.rebalance("assign", [0])
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    turn_until(runner, lambda: bool(consumer.assigned))
+    consumer.reachable = False
+    consumer.rebalance("lost", [0])
+    runner.turn()
+    for _ in range(3):  # away: no exit, however long past REJOIN_AFTER_BACK_S
+        runner.probed_at = 0.0
+        runner.turn()
+        time.sleep(0.1)
+    consumer.reachable = True
+    runner.probed_at = 0.0
+    runner.turn()  # they answer: the clock starts
+    time.sleep(0.3)
+    with pytest.raises(BrokerError, match="has not rejoined its group \\(the brokers answer again\\)"):
+        runner.turn()
+    # Rejoined in time: no exit.
+    clients, consumer, _ = fake_clients("in")
+    consumer.rebalance("assign", [0])
+    runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
+    turn_until(runner, lambda: bool(consumer.assigned))
+    consumer.rebalance("lost", [0])
+    runner.turn()
+    consumer.rebalance("assign", [0])
+    runner.turn()
+    time.sleep(0.3)
+    runner.turn()
+    assert runner.lost_at is None
 
 
 def test_the_runtime_owns_the_clock_a_stage_schedules_its_recurring_work_on() -> None:
