@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from pipeline.errors import BrokerError
 from pipeline.messages import now_ms
@@ -53,24 +53,16 @@ from pipeline.runtime.delivery import TXN_CALL_TIMEOUT_S, Delivery
 from pipeline.runtime.liveness import HealthFile, Watchdog
 from pipeline.runtime.metrics import StageMetrics
 from pipeline.runtime.policies import BackPressure, BatchReadiness, CommitOrder, Timers
+from pipeline.runtime.session import GroupSession
 from pipeline.settings import Settings
 from pipeline.telemetry import charge
 
 log = logging.getLogger("pipeline.runner")
 
-# A member whose group session ended must be back in its group within this
-# long; librdkafka does not always rejoin by itself after a broker restart with
-# static membership (librdkafka #3437), so past it the member exits and restarts.
-REJOIN_TIMEOUT_S = 20.0
-# Sooner once the brokers answer again: a member that rejoins does so 2 to 5 s
-# after they are back (coordinator loading included, on a busy machine); one
-# that sent the coordinator nothing at all for 20 s (its old member expired on
-# the broker, 2026-12-05) held the stage 20 s past the restart.
-REJOIN_AFTER_BACK_S = 8.0
 # Errors that mean the brokers were out of reach: the producer's view of its
 # coordinators may be stale after that, so it is made anew. librdkafka hands
-# them to the consumer's error_cb (Clients.problems counts them), not to poll;
-# one that comes as a consumed message counts the same.
+# them to the consumer's error_cb (GroupSession.outage), not to poll; one that
+# comes as a consumed message counts the same.
 OUTAGE_ERRORS = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 # A repeated consume error is logged once per this long, not on every poll.
 ERROR_LOG_EVERY_S = 10.0
@@ -102,11 +94,7 @@ class StageRunner:
         clients = clients or connect(settings, stage, self.client_id, changelog)
         self.consumer = clients.consumer
         self.leaving: threading.Event | None = None  # set: retired, hand the partitions over on stop
-        self.lost_at: float | None = None  # when the group session ended, until the next assignment
-        self.back_at: float | None = None  # while lost: since when the brokers answer again
-        self.probed_at = 0.0
-        self.problems = clients.problems
-        self.outages = 0  # the consumer's count of "all brokers down" already acted on
+        self.session = GroupSession(stage, clients.problems)
         self._restore_rows = clients.restore
         self.buffer: deque[Message] = deque()
         # Batches in the handler, oldest first; committed in this order.
@@ -160,8 +148,7 @@ class StageRunner:
 
     def turn(self) -> None:
         """One turn of the loop (tests step it without the watchdog)."""
-        if self.lost_at is not None:
-            self._check_rejoined(self.lost_at)
+        self.session.check(self.consumer, self.settings.topic(self.source))
         self.timers.run(now_ms())
         self._poll()
         self._restore_pending()
@@ -172,25 +159,6 @@ class StageRunner:
             self._start_batch()
         self._finish_batch(wait=False)
         self._start_batch()
-
-    def _check_rejoined(self, lost_at: float) -> None:
-        """Lost its group session: exit (a new process joins) if not back in the group REJOIN_AFTER_BACK_S after
-        the brokers answer again, or REJOIN_TIMEOUT_S after the loss. Asks once a second, bounded: it has
-        nothing else to do while it holds no partition."""
-        now = time.monotonic()
-        if now - self.probed_at >= 1.0:
-            self.probed_at = now
-            try:
-                self.consumer.list_topics(self.settings.topic(self.source), timeout=0.5)
-                self.back_at = self.back_at or now
-            except KafkaException:
-                self.back_at = None
-        if now - lost_at > REJOIN_TIMEOUT_S or (self.back_at and now - self.back_at > REJOIN_AFTER_BACK_S):
-            raise BrokerError(
-                f"{self.stage}: lost its partitions {now - lost_at:.0f} s ago and has not rejoined its group "
-                f"({'the brokers answer again' if self.back_at else 'the brokers are out of reach'}); "
-                "exiting so a new process joins"
-            )
 
     def _shutdown(self) -> None:
         # Bounded even with the broker gone: past the budget the watchdog ends the
@@ -234,7 +202,8 @@ class StageRunner:
         # it returns is kept: a dropped message would be skipped by the next
         # offset commit.
         first = self.consumer.poll(timeout)
-        self._notice_outage()
+        if self.session.outage():
+            self._outage()
         if first is None:
             return
         room = max(limit - len(self.buffer), 1)
@@ -246,8 +215,7 @@ class StageRunner:
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
             elif error.code() in OUTAGE_ERRORS:
-                self.delivery.outage()
-                self._warn_once("outage", "%s: brokers out of reach (retrying): %s", self.stage, error)
+                self._outage()
             elif error.code() in DENIED:  # an ACL said no: retrying will not change that
                 raise denied(self.settings, self.stage, f"read {message.topic()}", error)
             elif error.fatal() or not error.retriable():
@@ -255,14 +223,8 @@ class StageRunner:
             else:
                 self._warn_once(f"consume:{error.code()}", "%s: consume error (retrying): %s", self.stage, error)
 
-    def _notice_outage(self) -> None:
-        """Every broker was out of reach (the consumer's error_cb, served by that poll, counted it): the next
-        transaction starts on a producer made anew. The group session may have survived (an outage shorter
-        than it), and then nothing else says so: the old producer's first send offsets after a broker
-        restart blocked past its timeout (12 s each in filter, split, then infer and merge, one after another)."""
-        if self.problems is None or self.problems.all_down == self.outages:
-            return
-        self.outages = self.problems.all_down
+    def _outage(self) -> None:
+        """Every broker was out of reach: the next transaction starts on a producer made anew."""
         self.delivery.outage()
         self._warn_once("outage", "%s: every broker out of reach (retrying); a new producer will commit", self.stage)
 
@@ -379,7 +341,7 @@ class StageRunner:
         # State is restored by the loop right after this poll returns (not here:
         # a long restore must not run inside librdkafka's callback).
         log.info("%s: assigned %s", self.stage, partition_names(partitions))
-        self.lost_at = self.back_at = None
+        self.session.assigned()
         self.pending_assign.extend(p.partition for p in partitions)
         # librdkafka keeps a partition's pause flag after it is revoked: one
         # paused (back-pressure) when taken away would come back paused and
@@ -401,7 +363,7 @@ class StageRunner:
             "%s: lost %s; their uncommitted work is redone by the new owner", self.stage, partition_names(partitions)
         )
         self.delivery.outage()  # the session ended: the brokers were away, or we were
-        self.lost_at, self.back_at = time.monotonic(), None
+        self.session.lost()
         self._discard_running()
         self._drop(partitions)
 

@@ -371,9 +371,9 @@ def test_after_every_broker_was_out_of_reach_the_next_transaction_uses_a_new_pro
 
 def test_a_member_that_lost_its_session_and_does_not_rejoin_exits(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.errors import BrokerError
-    from pipeline.runtime import runner as runner_module
+    from pipeline.runtime import session
 
-    monkeypatch.setattr(runner_module, "REJOIN_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(session, "REJOIN_TIMEOUT_S", 0.05)
     clients, consumer, _ = fake_clients("in")
     consumer.reachable = False  # the brokers away the whole time: only the absolute bound ends it
     consumer.rebalance("assign", [0])
@@ -391,9 +391,9 @@ def test_a_member_not_back_in_its_group_soon_after_the_brokers_answer_exits(monk
     expired the member 10 s after it was back, and the stage waited out the 20 s bound (2026-12-05). Once the
     brokers answer, a member not rejoined within REJOIN_AFTER_BACK_S exits; while they are away, it waits."""
     from pipeline.errors import BrokerError
-    from pipeline.runtime import runner as runner_module
+    from pipeline.runtime import session
 
-    monkeypatch.setattr(runner_module, "REJOIN_AFTER_BACK_S", 0.2)
+    monkeypatch.setattr(session, "REJOIN_AFTER_BACK_S", 0.2)
     clients, consumer, _ = fake_clients("in")
     consumer.rebalance("assign", [0])
     runner = StageRunner(SETTINGS, "stage", "in", StageLogic(copy_handler([])), Batching(), clients=clients)
@@ -402,11 +402,11 @@ def test_a_member_not_back_in_its_group_soon_after_the_brokers_answer_exits(monk
     consumer.rebalance("lost", [0])
     runner.turn()
     for _ in range(3):  # away: no exit, however long past REJOIN_AFTER_BACK_S
-        runner.probed_at = 0.0
+        runner.session.probed_at = 0.0
         runner.turn()
         time.sleep(0.1)
     consumer.reachable = True
-    runner.probed_at = 0.0
+    runner.session.probed_at = 0.0
     runner.turn()  # they answer: the clock starts
     time.sleep(0.3)
     with pytest.raises(BrokerError, match="has not rejoined its group \\(the brokers answer again\\)"):
@@ -422,7 +422,7 @@ def test_a_member_not_back_in_its_group_soon_after_the_brokers_answer_exits(monk
     runner.turn()
     time.sleep(0.3)
     runner.turn()
-    assert runner.lost_at is None
+    assert runner.session.lost_at is None
 
 
 def test_the_runtime_owns_the_clock_a_stage_schedules_its_recurring_work_on() -> None:
